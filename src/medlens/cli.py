@@ -1,0 +1,143 @@
+"""Command line: thin wrappers that parse, load the config and call one function each.
+
+Every :class:`~medlens.errors.MedlensError` is printed on one line (no traceback) and the
+process exits with status 2; unexpected errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from medlens.dicom.cli import deid as deid_cmd
+from medlens.errors import MedlensError
+from medlens.qc.cli import qc as qc_cmd
+
+app = typer.Typer(
+    help="medlens: run an honest medical-image AI study offline — ingest, split by patient, train, "
+    "evaluate with confidence intervals, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stage decision.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write images/, masks/ and manifest.csv into.")],
+    patients: Annotated[int, typer.Option(help="Number of simulated patients (2-4 images each).")] = 150,
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical output.")] = 0,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 96,
+    qc_defects: Annotated[float, typer.Option(help="Fraction of images with a planted QC defect.")] = 0.0,
+    ood: Annotated[int, typer.Option(help="Number of extra out-of-distribution images (no fundus).")] = 0,
+    shortcut: Annotated[bool, typer.Option(help="Plant a corner marker correlated with the label.")] = False,
+) -> None:
+    """Write the deterministic fundus-like phantom (the embedded default data set)."""
+    from medlens.data.synthetic import generate
+
+    m = generate(out, n_patients=patients, seed=seed, image_size=size, qc_defect_rate=qc_defects,
+                 ood_images=ood, shortcut=shortcut)
+    typer.echo(f"wrote {len(m)} images of {m['patient_id'].nunique()} patients to {out}")
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Input: phantom folder, MedMNIST .npz, image folder or CSV.")],
+    source: Annotated[str, typer.Option(help="synthetic | medmnist | imagefolder | csv")] = "synthetic",
+    out: Annotated[Path, typer.Option(help="Manifest to write.")] = Path("manifest.parquet"),
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable images (logged) instead of stopping.")] = False,
+) -> None:
+    """Read a data source into a Manifest (parquet, one row per image)."""
+    from medlens.config import parse_config
+    from medlens.data.manifest import save_manifest
+    from medlens.pipeline import ingest as read
+
+    cfg = parse_config({"data": {"source": source, "path": str(path), "on_error": "skip" if skip_bad else "raise"}},
+                       source="command line")
+    if source == "synthetic":
+        from medlens.data.sources import read_synthetic
+
+        manifest = read_synthetic(path)
+    else:
+        manifest = read(cfg)
+    save_manifest(manifest, out)
+    typer.echo(f"wrote {out}: {len(manifest)} images, {manifest['patient_id'].nunique()} patients")
+
+
+@app.command()
+def split(
+    manifest: Annotated[Path, typer.Argument(help="manifest.parquet from `medlens ingest`.")],
+    out: Annotated[Path, typer.Option(help="splits.json to write.")] = Path("splits.json"),
+    folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 3,
+    test_fraction: Annotated[float, typer.Option(help="Share of internal patients held out for testing.")] = 0.2,
+    external_site: Annotated[Optional[str], typer.Option(help="Site held out entirely as external validation.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Patient-grouped, label-stratified k-fold with a held-out test set; checks for leakage."""
+    from medlens.data.manifest import load_manifest
+    from medlens.data.splits import check_leakage, make_splits, save_splits
+
+    m = load_manifest(manifest)
+    s = make_splits(m, folds=folds, test_fraction=test_fraction, external_site=external_site, seed=seed)
+    check_leakage(m, s)
+    save_splits(s, out)
+    typer.echo(f"wrote {out}: {folds} folds, {len(s['test'])} test, {len(s['external'])} external images")
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="Study YAML (see configs/demo.yaml).")]) -> None:
+    """Run a whole study: ingest, split, train every fold, evaluate, report. Completed stages are skipped."""
+    from medlens.config import load_config
+
+    _run(load_config(config))
+
+
+@app.command()
+def demo(run_dir: Annotated[Path, typer.Option(help="Where runs/<name> goes.")] = Path("runs")) -> None:
+    """Run the bundled demo study (configs/demo.yaml: the synthetic phantom, 3 folds, resnet18 at 64 px)."""
+    from medlens.config import StudyConfig
+
+    _run(StudyConfig(run_dir=run_dir))
+
+
+app.command("deid")(deid_cmd)
+app.command("qc")(qc_cmd)
+
+def _run(cfg) -> None:
+    from medlens.pipeline import run_study
+
+    out = run_study(cfg)
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    for name in ("test", "external"):
+        if name in m:
+            auc = m[name]["auc"]
+            typer.echo(f"{name:9s} AUC {auc['value']:.3f} (95% CI {auc['low']:.3f}-{auc['high']:.3f})")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def main() -> None:
+    """Console entry point: one-line errors, exit status 2."""
+    try:
+        app()
+    except MedlensError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The study configuration: pydantic models of the YAML file; every default lives here.
+
+Unknown fields are rejected (``extra="forbid"``) so a typo is an error, not a silently
+ignored setting. :func:`load_config` turns any validation problem into a one-line
+:class:`~medlens.errors.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medlens.errors import ConfigError, did_you_mean
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(_Strict):
+    """Knobs of the embedded phantom generator (see :mod:`medlens.data.synthetic`)."""
+
+    n_patients: int = Field(240, ge=4)
+    image_size: int = Field(96, ge=32, le=1024)
+    images_per_patient: tuple[int, int] = (2, 4)
+    prevalence: float = Field(0.4, gt=0, lt=1)
+    site_b_fraction: float = Field(0.3, ge=0, lt=1)
+    qc_defect_rate: float = Field(0.0, ge=0, le=1)
+    ood_images: int = Field(0, ge=0)
+    shortcut: bool = False
+
+
+class CsvColumns(_Strict):
+    """How the columns of a user's CSV manifest map onto the Manifest."""
+
+    image: str = "image"
+    label: str = "label"
+    patient_id: str | None = "patient_id"
+    site: str | None = "site"
+
+
+class DataConfig(_Strict):
+    """Where the images come from."""
+
+    source: Literal["synthetic", "medmnist", "imagefolder", "csv"] = "synthetic"
+    path: Path | None = Field(None, description="Input file or folder (not used for synthetic).")
+    synthetic: SyntheticConfig = SyntheticConfig()
+    csv_columns: CsvColumns = CsvColumns()
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="Unreadable image: stop with an error, or skip it and log the reason."
+    )
+
+    @model_validator(mode="after")
+    def _path_given(self) -> "DataConfig":
+        if self.source != "synthetic" and self.path is None:
+            raise ValueError(f"data.path is required when data.source is '{self.source}'")
+        return self
+
+
+class SplitConfig(_Strict):
+    """Patient-grouped, label-stratified splits."""
+
+    strategy: Literal["kfold", "predefined"] = Field(
+        "kfold", description="kfold: our patient-grouped split; predefined: the source's own split column."
+    )
+    folds: int = Field(3, ge=2, le=20)
+    test_fraction: float = Field(0.2, gt=0, lt=0.9)
+    external_site: str | None = Field("B", description="Every sample of this site is held out as the external set.")
+
+
+class ModelConfig(_Strict):
+    """The network (any timm classifier name)."""
+
+    name: str = "resnet18"
+    in_chans: Literal[1, 3] = 3
+    pretrained: Path | None = Field(None, description="Local weights file; medlens never downloads weights.")
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings shared by every fold."""
+
+    image_size: int = Field(64, ge=16, le=1024)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    augment: bool = True
+
+
+class EvaluateConfig(_Strict):
+    """How the operating point is chosen (on validation data only) and CIs computed."""
+
+    operating_point: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.95, gt=0, lt=1)
+    n_bootstrap: int = Field(2000, ge=100)
+
+
+class StudyConfig(_Strict):
+    """A whole study: data, splits, model, training, evaluation. ``run_dir/name`` holds the outputs."""
+
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    run_dir: Path = Path("runs")
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @property
+    def out(self) -> Path:
+        """The run directory of this study."""
+        return self.run_dir / self.name
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid field names at the nesting level of an error location."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        hint = did_you_mean(str(loc[-1]), _field_names(StudyConfig, loc))
+        return f"{source}: unknown field '{where}'.{hint}"
+    return f"{source}: field '{where}': {first['msg']}"
+
+
+def parse_config(data: dict, *, source: str = "config") -> StudyConfig:
+    """Validate a mapping as a :class:`StudyConfig`; errors name the offending field."""
+    try:
+        return StudyConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file.
+
+    Relative data paths are resolved against the current working directory, as the
+    user typed them on the command line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return parse_config(data, source=str(path))
+
+
+def dump_config(cfg: StudyConfig) -> str:
+    """The config as YAML (paths as strings), for ``config.yaml`` in the run directory."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,159 @@
+"""Readers that each turn an input into a Manifest (see :mod:`medlens.data.manifest`).
+
+- :func:`read_synthetic`: a folder written by ``medlens synth``.
+- :func:`read_medmnist`: a MedMNIST ``.npz`` (local path only). MedMNIST has no patient
+  IDs, so every image is its own patient; the official split goes into ``split``.
+- :func:`read_imagefolder`: one sub-folder per class.
+- :func:`read_csv`: a user's CSV table, columns mapped by :class:`~medlens.config.CsvColumns`.
+
+Image paths are stored absolute so the manifest does not depend on the working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from medlens.config import CsvColumns
+from medlens.data.manifest import NPZ_SEP, validate_manifest
+from medlens.errors import DataError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+NO_PATIENT_IDS = "none: one patient per image"
+
+
+def read_synthetic(folder: str | Path) -> pd.DataFrame:
+    """Read a phantom folder (``manifest.csv`` + ``images/`` + ``masks/``)."""
+    folder = Path(folder).resolve()
+    table = folder / "manifest.csv"
+    if not table.is_file():
+        raise DataError(f"{table}: not found; create it with `medlens synth --out {folder}`")
+    df = pd.read_csv(table, dtype={"sample_id": str, "patient_id": str, "site": str}, keep_default_na=True)
+    df["qc_defect"] = df["qc_defect"].fillna("")
+    df["image"] = [str(folder / p) for p in df["image"]]
+    df["mask"] = [str(folder / p) for p in df["mask"]]
+    df["patient_id_source"] = "synthetic"
+    for col in [c for c in df.columns if c.startswith("label") or c == "severity"]:
+        df[col] = pd.array(df[col], dtype="Int64")
+    return validate_manifest(df, source=str(table))
+
+
+def read_medmnist(path: str | Path) -> pd.DataFrame:
+    """Read a MedMNIST v2 ``.npz`` with its official train/val/test split.
+
+    Binary and multi-class files give ``label`` = the class index; multi-label files
+    (several label columns) are rejected with a clear message for now.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DataError(f"{path}: MedMNIST file not found (medlens never downloads data; pass a local .npz)")
+    try:
+        with np.load(path) as z:
+            labels = {s: z[f"{s}_labels"] for s in ("train", "val", "test")}
+            shapes = {s: z[f"{s}_images"].shape for s in ("train", "val", "test")}
+    except (KeyError, ValueError, OSError) as err:
+        raise DataError(f"{path}: not a MedMNIST .npz (need train/val/test _images and _labels; {err})") from None
+    if labels["train"].ndim == 2 and labels["train"].shape[1] > 1:
+        raise DataError(f"{path}: multi-label MedMNIST files are not supported yet ({labels['train'].shape[1]} labels)")
+    frames = []
+    for split, y in labels.items():
+        n = shapes[split][0]
+        ids = [f"{split}_{i:06d}" for i in range(n)]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "sample_id": ids,
+                    "patient_id": ids,
+                    "site": "medmnist",
+                    "label": y.reshape(n).astype(np.int64),
+                    "image": [f"{path}{NPZ_SEP}{split}_images/{i}" for i in range(n)],
+                    "split": split,
+                    "patient_id_source": NO_PATIENT_IDS,
+                }
+            )
+        )
+    return validate_manifest(pd.concat(frames, ignore_index=True), source=str(path))
+
+
+def _check_image(path: Path, on_error: str) -> bool:
+    """True if the file decodes as an image; otherwise raise or log and skip."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        if on_error == "raise":
+            raise DataError(f"{path}: not a readable image ({err}); set data.on_error: skip to skip such files") from None
+        log.warning("skipping %s: not a readable image (%s)", path, err)
+        return False
+
+
+def read_imagefolder(folder: str | Path, *, on_error: str = "raise") -> pd.DataFrame:
+    """Read ``folder/<class>/<image>``; classes are indexed in sorted order.
+
+    There are no patient IDs in an image folder, so every image is its own patient.
+    """
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{folder}: expected one sub-folder per class (at least 2), found {classes}")
+    rows = []
+    for k, name in enumerate(classes):
+        for f in sorted((folder / name).rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and _check_image(f, on_error):
+                sid = f"{name}/{f.relative_to(folder / name).as_posix()}"
+                rows.append({"sample_id": sid, "patient_id": sid, "site": "local", "label": k,
+                             "label_name": name, "image": str(f), "patient_id_source": NO_PATIENT_IDS})
+    return validate_manifest(pd.DataFrame(rows), source=str(folder))
+
+
+def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: str = "raise") -> pd.DataFrame:
+    """Read a CSV manifest; image paths are relative to the CSV's folder unless absolute."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DataError(f"{path}: CSV manifest not found")
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from None
+    need = [c for c in (columns.image, columns.label, columns.patient_id, columns.site) if c]
+    missing = [c for c in need if c not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: column(s) {missing} not found; have {list(raw.columns)} (map them in data.csv_columns)")
+    images = [Path(p) if Path(p).is_absolute() else path.parent / p for p in raw[columns.image].astype(str)]
+    keep = [_image_ok(f, on_error) for f in images]
+    raw, images = raw[keep], [f for f, k in zip(images, keep) if k]
+    labels = raw[columns.label]
+    names = None
+    if not pd.api.types.is_integer_dtype(labels):
+        names = sorted(labels.astype(str).unique())
+        labels = labels.astype(str).map({n: i for i, n in enumerate(names)})
+    sample_ids = [f.relative_to(path.parent).as_posix() if f.is_relative_to(path.parent) else str(f) for f in images]
+    df = pd.DataFrame({
+        "sample_id": sample_ids,
+        "patient_id": raw[columns.patient_id].astype(str).values if columns.patient_id else sample_ids,
+        "site": raw[columns.site].astype(str).values if columns.site else "local",
+        "label": labels.values,
+        "image": [str(f) for f in images],
+        "patient_id_source": "manifest" if columns.patient_id else NO_PATIENT_IDS,
+    })
+    if names is not None:
+        df["label_name"] = [names[i] for i in df["label"]]
+    return validate_manifest(df, source=str(path))
+
+
+def _image_ok(f: Path, on_error: str) -> bool:
+    """A listed file exists and decodes; otherwise raise or log and skip, per ``on_error``."""
+    if f.is_file():
+        return _check_image(f, on_error)
+    if on_error == "raise":
+        raise DataError(f"{f}: image file listed in the CSV not found; set data.on_error: skip to skip such rows")
+    log.warning("skipping %s: file not found", f)
+    return False

@@ -1,0 +1,146 @@
+"""Patient-grouped, label-stratified splits; external-site holdout; leakage check.
+
+A patient's images always land in the same part (train, validation, test or external):
+otherwise near-identical images of one eye sit on both sides and inflate every metric.
+
+The assignment is greedy and exact: patients are shuffled by the seed, ordered by number
+of images (largest first), and each goes to the part whose per-class image counts are
+furthest below their target share. With patients of a few images each this keeps every
+part's class balance within a few percent of the whole.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medlens.errors import DataError, LeakageError, StageInputMissing
+
+PARTS = ("train", "val", "test", "external")
+
+
+def assign_groups(labels: np.ndarray, groups: np.ndarray, weights: list[float], *, seed: int) -> np.ndarray:
+    """Assign every group (patient) to one of ``len(weights)`` parts, stratified by label.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        Class index per sample (unlabeled samples as -1 form their own stratum).
+    groups : array-like of shape (n_samples,)
+        Patient id per sample.
+    weights : list of float
+        Target share of each part; normalised to sum to 1.
+    seed : int
+        Shuffles patients before the greedy pass (ties and order).
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+        Part index per sample; all samples of a group share it.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    w = np.asarray(weights, float) / np.sum(weights)
+    classes, y = np.unique(labels, return_inverse=True)
+    uniq, g = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(uniq), len(classes)))
+    np.add.at(counts, (g, y), 1)
+    target = w[:, None] * counts.sum(0)[None, :]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    order = order[np.argsort(-counts[order].sum(1), kind="stable")]
+    filled = np.zeros_like(target)
+    part_of = np.empty(len(uniq), int)
+    for p in order:
+        # fill ratio each part would have after taking this patient, on the patient's classes
+        ratio = ((filled + counts[p]) / np.maximum(target, 1e-9))[:, counts[p] > 0].max(1)
+        best = int(np.argmin(ratio))
+        part_of[p] = best
+        filled[best] += counts[p]
+    return part_of[g]
+
+
+def make_splits(
+    manifest: pd.DataFrame,
+    *,
+    folds: int,
+    test_fraction: float,
+    external_site: str | None,
+    seed: int,
+    strategy: str = "kfold",
+) -> dict:
+    """Build the study's splits.
+
+    Returns a JSON-ready dict with ``test``, ``external`` (sample ids) and ``folds``, a list
+    of ``{"train": [...], "val": [...]}``. Unlabeled rows (e.g. OOD images) are left out.
+    With ``strategy="predefined"`` the manifest's ``split`` column (train/val/test) is used
+    as one fold.
+    """
+    labeled = manifest[manifest["label"].notna()]
+    if external_site is not None:
+        is_ext = labeled["site"] == external_site
+        if is_ext.all():
+            raise DataError(f"external_site '{external_site}' holds every sample; nothing is left to train on")
+    else:
+        is_ext = pd.Series(False, index=labeled.index)
+    internal = labeled[~is_ext]
+    out: dict = {"seed": seed, "strategy": strategy, "external_site": external_site,
+                 "external": sorted(labeled.loc[is_ext, "sample_id"])}
+    if strategy == "predefined":
+        if "split" not in internal.columns:
+            raise DataError("split.strategy 'predefined' needs a 'split' column in the manifest (e.g. MedMNIST)")
+        by = {s: sorted(internal.loc[internal["split"] == s, "sample_id"]) for s in ("train", "val", "test")}
+        out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
+        return out
+    y, pid = internal["label"].to_numpy(int), internal["patient_id"].to_numpy()
+    is_test = assign_groups(y, pid, [test_fraction, 1 - test_fraction], seed=seed) == 0
+    dev = internal[~is_test]
+    fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * folds, seed=seed + 1)
+    ids = dev["sample_id"].to_numpy()
+    out["test"] = sorted(internal.loc[is_test, "sample_id"])
+    out["folds"] = [{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])} for k in range(folds)]
+    return out
+
+
+def check_leakage(manifest: pd.DataFrame, splits: dict) -> None:
+    """Raise :class:`LeakageError` if any patient appears in two parts of any fold.
+
+    Parts are train, val, test and external. The message lists the offending patient ids
+    (pseudonyms after de-identification) and the parts they appear in.
+    """
+    pid = manifest.set_index("sample_id")["patient_id"]
+    unknown = set(splits["test"]) | set(splits["external"])
+    for fold in splits["folds"]:
+        unknown |= set(fold["train"]) | set(fold["val"])
+    unknown -= set(pid.index)
+    if unknown:
+        raise DataError(f"splits name sample ids not in the manifest: {sorted(unknown)[:5]}")
+    problems = []
+    for k, fold in enumerate(splits["folds"]):
+        parts = {"train": fold["train"], "val": fold["val"], "test": splits["test"], "external": splits["external"]}
+        patients = {name: set(pid.loc[list(ids)]) for name, ids in parts.items()}
+        names = list(parts)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                shared = patients[a] & patients[b]
+                if shared:
+                    problems.append(f"fold {k}: {a}/{b} share patient(s) {sorted(shared)[:10]}")
+    if problems:
+        raise LeakageError("patient leakage between splits: " + "; ".join(problems))
+
+
+def save_splits(splits: dict, path: str | Path) -> Path:
+    """Write ``splits.json`` (indented, sorted keys, human-readable)."""
+    path = Path(path)
+    path.write_text(json.dumps(splits, indent=1, sort_keys=True))
+    return path
+
+
+def load_splits(path: str | Path) -> dict:
+    """Read ``splits.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageInputMissing(f"{path} not found; run `medlens split` (or `medlens run`) first")
+    return json.loads(path.read_text())

@@ -1,0 +1,375 @@
+"""De-identify a folder of DICOM files, write the audit log and pseudonym map, verify the result.
+
+File names are never trusted: every file is sniffed (preamble, then a parse) and outputs
+are named from the replaced UIDs, so no input name (which may hold a patient's name)
+reaches the output.
+
+Exit codes used by ``medlens deid``: 0 every DICOM file de-identified and written; 1 the run
+finished but needs attention (files skipped as unreadable or non-DICOM, files quarantined
+for burned-in text, or ``--verify`` found problems); 2 bad input (missing folder, short
+secret, map file inside the output).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+import pydicom
+from pydicom import config
+from pydicom.dataset import Dataset
+
+from medlens.dicom.deid import (
+    _ADDED,
+    DUMMY,
+    PSEUDONYM_PATTERN,
+    DeidContext,
+    DeidOptions,
+    burned_in_reason,
+    deidentify_dataset,
+    mask_pixels,
+)
+from medlens.dicom.table import actions_for, is_curve_or_overlay
+from medlens.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's value validation and logger, whose messages quote values and file names (PHI)."""
+    old = (config.settings.reading_validation_mode, config.settings.writing_validation_mode)
+    pydicom_log = logging.getLogger("pydicom")
+    was_disabled = pydicom_log.disabled
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    pydicom_log.disabled = True  # its warnings may name files or quote values
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = old
+        pydicom_log.disabled = was_disabled
+
+
+@dataclass
+class DeidSummary:
+    """What :func:`deidentify_tree` did; paths of inputs are the caller's own."""
+
+    written: list[str] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    no_pixel_data: list[str] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
+    out_dir: str = ""
+    quarantine_dir: str = ""
+    map_path: str = ""
+    audit_path: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every file was written to the output, else 1."""
+        return 1 if (self.skipped or self.quarantined) else 0
+
+
+def read_dicom_file(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """Read ``path`` if it is DICOM, whatever its name.
+
+    A file with the ``DICM`` preamble is read normally; one without is parsed leniently and
+    accepted only if it holds a SOP Class UID or a Study/Series Instance UID.
+
+    Raises
+    ------
+    DataError
+        When the file is not DICOM or cannot be parsed; the message gives the reason.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}") from None
+    has_preamble = len(head) == 132 and head[128:132] == b"DICM"
+    try:
+        with quiet_pydicom():
+            ds = _parse(path, has_preamble, stop_before_pixels)
+    except DataError:
+        raise
+    except Exception as exc:  # pydicom raises many types on broken files
+        raise DataError(f"unreadable DICOM ({type(exc).__name__}: {str(exc)[:120]})") from None
+    return ds
+
+
+def _parse(path: Path, has_preamble: bool, stop_before_pixels: bool) -> Dataset:
+    ds = pydicom.dcmread(path, force=not has_preamble, stop_before_pixels=stop_before_pixels)
+    if not has_preamble and not any(k in ds for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")):
+        raise DataError("not DICOM (no preamble and no DICOM identifiers)")
+    for raw in list(ds._dict.values()):  # a value shorter than its declared length: truncated file
+        length, value = getattr(raw, "length", None), getattr(raw, "value", None)
+        if isinstance(value, bytes) and length not in (None, 0xFFFFFFFF) and len(value) < length:
+            raise DataError(f"truncated or corrupt: element ({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X}) "
+                            f"holds {len(value)} of {length} bytes")
+    for elem in ds.iterall():  # parse everything now so corruption surfaces here
+        _ = elem.value
+    _check_complete(ds, stop_before_pixels)
+    return ds
+
+
+def _check_complete(ds: Dataset, stop_before_pixels: bool) -> None:
+    """Raise DataError for the usual signs of a truncated file (pydicom reads those silently)."""
+    if stop_before_pixels or "PixelData" not in ds:
+        return
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and ts.is_compressed:
+        return
+    try:
+        frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+        n_pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * frames
+        if str(ds.get("PhotometricInterpretation", "")).endswith("_422"):
+            n_pixels = n_pixels * 2 // 3  # chroma subsampled: two samples per pixel
+        expected = (n_pixels * int(ds.BitsAllocated) + 7) // 8
+    except (AttributeError, TypeError, ValueError):
+        return
+    if len(ds.PixelData) < expected:
+        raise DataError(f"truncated pixel data ({len(ds.PixelData)} of {expected} bytes)")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _pixel_hash(ds: Dataset) -> str | None:
+    if "PixelData" not in ds:
+        return None
+    value = ds["PixelData"].value
+    return _sha256(value if isinstance(value, bytes) else bytes(value))
+
+
+def _to_bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    with quiet_pydicom():
+        try:
+            ds.save_as(buf, enforce_file_format=True)
+        except Exception:  # odd inputs (no meta, unusual syntax): write them as they came
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=False)
+    return buf.getvalue()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (0o600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def deidentify_tree(
+    in_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    options: DeidOptions,
+    secret: bytes,
+    map_path: Path | str,
+    audit_path: Path | str,
+    quarantine_dir: Path | str | None = None,
+) -> DeidSummary:
+    """De-identify every DICOM file under ``in_dir`` into ``out_dir``.
+
+    Parameters
+    ----------
+    in_dir : path
+        Folder walked recursively; non-DICOM and broken files are skipped and listed.
+    out_dir : path
+        Receives ``<pseudonym>/<new SOP Instance UID>.dcm``.
+    options : DeidOptions
+    secret : bytes
+        Key of the UID, pseudonym and date-shift hashes (>= 16 bytes); same secret, same output.
+    map_path : path
+        ``pseudonyms.csv`` (patient_id, pseudonym, date_shift_days), mode 0o600; must lie
+        outside ``out_dir``. Rows already there are kept.
+    audit_path : path
+        JSONL, one record per input file: hashes, status, options and the changed tags.
+    quarantine_dir : path, optional
+        Where files flagged for burned-in text go (de-identified header, pixels untouched);
+        default ``<out_dir>/../quarantine``.
+
+    Returns
+    -------
+    DeidSummary
+    """
+    in_dir, out_dir, map_path, audit_path = Path(in_dir), Path(out_dir), Path(map_path), Path(audit_path)
+    quarantine = Path(quarantine_dir) if quarantine_dir else out_dir.parent / "quarantine"
+    if not in_dir.is_dir():
+        raise DataError(f"input folder {in_dir} does not exist; pass the folder that holds the DICOM files")
+    if _inside(map_path, out_dir) or _inside(map_path, quarantine):
+        raise DataError(f"the pseudonym map {map_path} must lie outside the de-identified output {out_dir}")
+    if _inside(out_dir, in_dir) and out_dir.resolve() != in_dir.resolve():
+        raise DataError(f"output {out_dir} lies inside input {in_dir}; choose a separate folder")
+    ctx = DeidContext(secret)
+    summary = DeidSummary(out_dir=str(out_dir), quarantine_dir=str(quarantine), map_path=str(map_path),
+                          audit_path=str(audit_path))
+    opts = options.model_dump(mode="json")
+    used: set[Path] = set()
+    records = []
+    for path in sorted(p for p in in_dir.rglob("*") if p.is_file()):
+        raw = path.read_bytes()
+        record = {"input_sha256": _sha256(raw), "options": opts}
+        try:
+            ds = read_dicom_file(path)
+        except DataError as exc:
+            summary.skipped.append((str(path), str(exc)))
+            records.append({**record, "status": "skipped", "reason": str(exc)})
+            continue
+        pixel_in = _pixel_hash(ds)
+        if pixel_in is None:
+            summary.no_pixel_data.append(str(path))
+        reason = burned_in_reason(ds, options)
+        masked = False
+        if reason and options.mask_regions:
+            try:
+                mask_pixels(ds, options.mask_regions)
+                masked = True
+            except DataError as exc:
+                reason = f"{reason}; {exc}"
+        with quiet_pydicom():
+            ds, rows = deidentify_dataset(ds, options, secret, ctx, pixels_cleaned=masked)
+        target_root = quarantine if (reason and not masked) else out_dir
+        sop = str(ds.get("SOPInstanceUID", "") or "") or record["input_sha256"][:32]
+        target = target_root / str(ds.PatientID) / f"{sop}.dcm"
+        if target in used:
+            target = target.with_name(f"{sop}_{record['input_sha256'][:12]}.dcm")
+        used.add(target)
+        data = _to_bytes(ds)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        rel = target.relative_to(target_root).as_posix()
+        status = "quarantined" if target_root == quarantine else ("masked" if masked else "ok")
+        if status == "quarantined":
+            summary.quarantined.append((str(path), reason or ""))
+        else:
+            summary.written.append(rel)
+            if masked:
+                summary.masked.append(rel)
+        records.append({**record, "status": status, "reason": reason, "output": rel,
+                        "output_sha256": _sha256(data), "pixel_sha256_in": pixel_in,
+                        "pixel_sha256_out": _pixel_hash(ds), "changes": rows})
+    audit_path.parent.mkdir(parents=True, exist_ok=True)
+    audit_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    _write_map(map_path, ctx.pseudonyms)
+    log.info("de-identified %d files (%d quarantined, %d skipped)", len(summary.written),
+             len(summary.quarantined), len(summary.skipped))
+    return summary
+
+
+def _write_map(map_path: Path, pseudonyms: dict[str, tuple[str, int]]) -> None:
+    rows = {}
+    if map_path.exists():
+        with open(map_path, newline="", encoding="utf-8") as fh:
+            rows = {r["patient_id"]: (r["pseudonym"], int(r["date_shift_days"])) for r in csv.DictReader(fh)}
+    rows.update(pseudonyms)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["patient_id", "pseudonym", "date_shift_days"])
+    for key in sorted(rows):
+        writer.writerow([key, *rows[key]])
+    _write_private(map_path, out.getvalue())
+
+
+def _is_dummy(elem) -> bool:
+    if elem.tag == 0x00100020:
+        return bool(PSEUDONYM_PATTERN.fullmatch(str(elem.value)))
+    value = elem.value
+    return value in (DUMMY.get(elem.VR), 0, b"\x00\x00") or str(value) == DUMMY.get(elem.VR)
+
+
+def verify_dataset(ds: Dataset, options: DeidOptions, where: str = "") -> list[str]:
+    """Problems left in one de-identified dataset (tags only, never values)."""
+    actions = actions_for(options.enabled)
+    problems: list[str] = []
+    safe_creators = {s.split(":", 1)[0] for s in options.safe_private} if options.retain_safe_private else set()
+
+    def visit(d: Dataset, path: str) -> None:
+        for elem in d:
+            tag, name = elem.tag, f"{path}({elem.tag.group:04X},{elem.tag.element:04X})"
+            if tag.is_private:
+                creator_tag = (tag.group << 16) | (tag.element >> 8 if tag.element >= 0x100 else tag.element)
+                creator = str(d[creator_tag].value).strip() if creator_tag in d else ""
+                if creator not in safe_creators:
+                    problems.append(f"{where}{name}: private attribute remains")
+                continue
+            if is_curve_or_overlay(tag):
+                problems.append(f"{where}{name}: curve/overlay attribute remains")
+                continue
+            entry = actions.get(tag)
+            action = entry[0] if entry else "K"
+            empty = len(elem.value) == 0 if elem.VR == "SQ" else (elem.VM == 0 or elem.value in (None, "", b""))
+            if action == "X" and tag not in _ADDED:
+                problems.append(f"{where}{name}: must be removed ({entry[1]})")
+            elif action == "Z" and not empty:
+                problems.append(f"{where}{name}: must be empty ({entry[1]})")
+            elif action == "D" and elem.VR not in ("UI", "SQ") and not empty and not _is_dummy(elem):
+                problems.append(f"{where}{name}: must hold a dummy value ({entry[1]})")
+            elif action in ("U", "D") and elem.VR == "UI" and not empty:
+                bad = [v for v in (elem.value if elem.VM > 1 else [elem.value]) if not str(v).startswith("2.25.")]
+                if bad:
+                    problems.append(f"{where}{name}: UID not replaced")
+            if elem.VR == "SQ":
+                for i, item in enumerate(elem.value):
+                    visit(item, f"{name}[{i}].")
+
+    visit(ds, "")
+    if str(ds.get("PatientIdentityRemoved", "")) != "YES":
+        problems.append(f"{where}(0012,0062): Patient Identity Removed is not YES")
+    return problems
+
+
+def verify_tree(out_dir: Path | str, options: DeidOptions) -> list[str]:
+    """Re-scan a de-identified folder (and its quarantine) and list what must not be there.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output of :func:`deidentify_tree`.
+    options : DeidOptions
+        The options it ran with: they decide what may remain.
+
+    Returns
+    -------
+    list of str
+        One line per problem, ``<file>: <tag>: <what>``; empty when the folder is clean.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir} is not a folder; pass the output of `medlens deid IN OUT`")
+    problems: list[str] = []
+    roots = [out_dir] + [q for q in [out_dir.parent / "quarantine"] if q.is_dir()]
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = f"{path.relative_to(root.parent).as_posix()}: "
+            try:
+                ds = read_dicom_file(path, stop_before_pixels=True)
+            except DataError as exc:
+                problems.append(f"{rel}{exc}")
+                continue
+            problems += verify_dataset(ds, options, rel)
+    return problems

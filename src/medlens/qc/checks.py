@@ -1,0 +1,211 @@
+"""QC checks as a registry of small classes (cleanlab Datalab style).
+
+Each check turns a ``float32`` C×H×W image in [0, 1] into a measurement; ``judge`` turns
+the measurements of all images into ``(score, reason)`` pairs. Scores are margins to the
+threshold: **score < 1 means the image is flagged**, larger is safer. ``reason`` is empty
+when the image passes the check.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from medlens.errors import DataError
+
+REGISTRY: dict[str, type["QCCheck"]] = {}
+_CAP = 10.0
+
+
+def register(cls: type["QCCheck"]) -> type["QCCheck"]:
+    """Class decorator: add a check to :data:`REGISTRY` under its ``name``."""
+    if not getattr(cls, "name", ""):
+        raise TypeError(f"{cls.__name__} needs a class attribute `name`")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        warnings.warn(f"QC check {cls.name!r} registered twice; {cls.__name__} replaces "
+                      f"{REGISTRY[cls.name].__name__}", stacklevel=2)
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_checks() -> list[str]:
+    """Names of the registered checks."""
+    return sorted(REGISTRY)
+
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    """Mean over channels of a C×H×W image -> H×W float32."""
+    if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
+        raise DataError(f"QC expects float32 C×H×W images with C in (1, 3, 4), got shape {img.shape}")
+    return img[:3].mean(axis=0).astype(np.float32)
+
+
+def _ratio(value: float, limit: float) -> float:
+    """value / limit capped to [0, 10] (score < 1 when value < limit)."""
+    if limit <= 0:
+        return _CAP
+    return float(np.clip(value / limit, 0.0, _CAP))
+
+
+class QCCheck:
+    """Base class: ``measure`` one image, ``judge`` all measurements.
+
+    Parameters
+    ----------
+    config : QCConfig
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def measure(self, img: np.ndarray, lum: np.ndarray) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def judge(self, measurements: list[Any], sample_ids: list[str]) -> list[tuple[float, str]]:
+        """Default: each measurement already is ``(score, reason)``."""
+        return list(measurements)
+
+
+@register
+class Exposure(QCCheck):
+    """Too dark (p99 luminance low) or too bright (p05 or median luminance high)."""
+
+    name = "exposure"
+
+    def measure(self, img: np.ndarray, lum: np.ndarray) -> tuple[float, str]:
+        c = self.config
+        p05, p50, p99 = np.percentile(lum, [5, 50, 99])
+        dark = _ratio(p99, c.dark_p99)
+        bright = min(_ratio(c.bright_p05, p05), _ratio(c.bright_p50, p50))
+        if dark < 1:
+            return dark, f"too dark (p99 luminance {p99:.3f} < {c.dark_p99})"
+        if bright < 1:
+            return bright, f"too bright (p05/median luminance {p05:.3f}/{p50:.3f})"
+        return min(dark, bright), ""
+
+
+@register
+class Contrast(QCCheck):
+    """Low contrast: the 95th minus the 5th percentile of luminance is small."""
+
+    name = "contrast"
+
+    def measure(self, img: np.ndarray, lum: np.ndarray) -> tuple[float, str]:
+        p05, p95 = np.percentile(lum, [5, 95])
+        score = _ratio(p95 - p05, self.config.min_contrast)
+        return score, (f"low contrast (p95-p05 {p95 - p05:.3f} < {self.config.min_contrast})" if score < 1 else "")
+
+
+def sharpness(lum: np.ndarray, size: int) -> float:
+    """var(Laplacian) / var(image) on the luminance resized to ``size`` × ``size``."""
+    interp = cv2.INTER_AREA if min(lum.shape) > size else cv2.INTER_LINEAR
+    small = cv2.resize(lum, (size, size), interpolation=interp)
+    var = float(small.var())
+    if var < 1e-8:
+        return 0.0
+    return float(cv2.Laplacian(small, cv2.CV_32F).var()) / var
+
+
+@register
+class Blur(QCCheck):
+    """Blurred: little high-frequency energy relative to the image's own variance."""
+
+    name = "blur"
+
+    def measure(self, img: np.ndarray, lum: np.ndarray) -> tuple[float, str]:
+        s = sharpness(lum, self.config.blur_size)
+        score = _ratio(s, self.config.min_sharpness)
+        return score, (f"blurred (sharpness {s:.4f} < {self.config.min_sharpness})" if score < 1 else "")
+
+
+def field_of_view(img: np.ndarray, lum: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Return ``(centre offset, coverage)`` of the field of view, both as fractions of the image.
+
+    Colour (fundus) images: the largest connected region brighter than ``threshold`` × p99
+    luminance (the circular FOV). Grey (X-ray) images: the bounding box of rows and
+    columns that are not uniform (collimation and borders are uniform).
+    """
+    h, w = lum.shape
+    if img.shape[0] >= 3:
+        p99 = float(np.percentile(lum, 99))
+        mask = (lum > threshold * p99).astype(np.uint8)
+        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask)
+        if n <= 1:
+            return 1.0, 0.0
+        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        cx, cy = centroids[k]
+        return float(np.hypot(cx / w - 0.5, cy / h - 0.5)), float(stats[k, cv2.CC_STAT_AREA] / (h * w))
+    rows = np.flatnonzero(lum.std(axis=1) > 0.01)
+    cols = np.flatnonzero(lum.std(axis=0) > 0.01)
+    if rows.size == 0 or cols.size == 0:
+        return 1.0, 0.0
+    cy, cx = (rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2
+    cover = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) / (h * w)
+    return float(np.hypot(cx / w - 0.5, cy / h - 0.5)), float(cover)
+
+
+@register
+class FieldOfView(QCCheck):
+    """Field of view off-centre or too small (fundus disc; X-ray collimation/border)."""
+
+    name = "fov"
+
+    def measure(self, img: np.ndarray, lum: np.ndarray) -> tuple[float, str]:
+        c = self.config
+        offset, cover = field_of_view(img, lum, c.fov_threshold)
+        centred = _ratio(c.fov_max_offset, offset) if offset > 0 else _CAP
+        covered = _ratio(cover, c.fov_min_coverage)
+        if centred < 1:
+            return centred, f"field of view off-centre (offset {offset:.2f} > {c.fov_max_offset})"
+        if covered < 1:
+            return covered, f"field of view too small (coverage {cover:.2f} < {c.fov_min_coverage})"
+        return min(centred, covered), ""
+
+
+def dhash(lum: np.ndarray, size: int = 8) -> np.ndarray:
+    """Difference hash: ``size``² bits, signs of horizontal gradients on a (size+1)×size thumbnail."""
+    small = cv2.resize(lum, (size + 1, size), interpolation=cv2.INTER_AREA)
+    return (small[:, 1:] > small[:, :-1]).ravel()
+
+
+def phash(lum: np.ndarray, size: int = 16) -> np.ndarray:
+    """Perceptual hash: ``size``² bits, low DCT coefficients of a 4·size thumbnail vs their median."""
+    small = cv2.resize(lum, (4 * size, 4 * size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:size, :size].ravel()
+    return low > np.median(low[1:])
+
+
+@register
+class NearDuplicate(QCCheck):
+    """Near-duplicate of an earlier image: 256-bit pHashes within ``duplicate_max_distance`` bits.
+
+    Only the later image of a pair is flagged; its reason names the earlier sample. On the
+    phantom, re-encoded/resized/re-exposed copies differ by <= 12 bits and distinct images
+    (which all share the dark frame and circular field of view) by >= 30.
+    """
+
+    name = "near_duplicate"
+
+    def measure(self, img: np.ndarray, lum: np.ndarray) -> np.ndarray:
+        return phash(lum, 16)
+
+    def judge(self, measurements: list[np.ndarray], sample_ids: list[str]) -> list[tuple[float, str]]:
+        limit = self.config.duplicate_max_distance
+        if not measurements:
+            return []
+        bits = np.stack(measurements)
+        out = []
+        for i in range(len(measurements)):
+            if i == 0:
+                out.append((_CAP, ""))
+                continue
+            dist = (bits[:i] != bits[i]).sum(axis=1)
+            j = int(np.argmin(dist))
+            score = float(np.clip(dist[j] / (limit + 0.5), 0, _CAP))
+            out.append((score, f"near-duplicate of {sample_ids[j]} ({int(dist[j])} bits)" if score < 1 else ""))
+        return out

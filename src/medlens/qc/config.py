@@ -1,0 +1,86 @@
+"""Thresholds of the image quality gate, with the calibration behind each default.
+
+Defaults were calibrated on the embedded phantom (``medlens synth``, 96 px, both sites,
+``qc_defect_rate=0.5``, 351 images): every threshold sits in the gap between the clean
+images (site A and the darker, softer site B) and the planted defects, with at least a
+factor ~1.5 of margin on each side. Measured ranges (clean vs defect):
+
+========================  ===================  ==========================
+measure                   clean images         defect
+========================  ===================  ==========================
+p99 luminance             0.25 - 0.52          dark: 0.02 - 0.07
+p05 luminance             0.00                 bright: 0.28 - 0.43
+p95 - p05 luminance       0.23 - 0.47          dark: 0.02 - 0.07
+sharpness (see blur)      0.038 - 0.069        blur: 0.0001 - 0.0003
+FOV centre offset         0.01 - 0.07          off-centre: 0.19 - 0.31
+pHash distance, 256 bit   >= 30 (pairs)        copies: <= 12
+========================  ===================  ==========================
+
+Real data differ (X-ray, other cameras): re-calibrate on a labelled sample before use.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medlens.errors import did_you_mean
+
+
+class QCConfig(BaseModel):
+    """Which checks run and where they draw the line. Unknown fields are rejected.
+
+    Parameters
+    ----------
+    checks : tuple of str
+        Registered checks to run, in column order (see :func:`medlens.qc.list_checks`).
+    dark_p99 : float, default=0.15
+        Too dark when the 99th percentile of luminance is below this.
+    bright_p05 : float, default=0.2
+        Too bright (washed out) when the 5th percentile of luminance is above this.
+    bright_p50 : float, default=0.8
+        Too bright when the median luminance is above this.
+    min_contrast : float, default=0.1
+        Low contrast when the 95th minus 5th percentile of luminance is below this.
+    min_sharpness : float, default=0.01
+        Blurred when var(Laplacian) / var(image), both on the luminance resized to
+        ``blur_size`` square, is below this (the ratio is independent of brightness and
+        of the original size).
+    blur_size : int, default=128
+    fov_threshold : float, default=0.25
+        Field-of-view pixels are brighter than this fraction of the 99th percentile.
+    fov_max_offset : float, default=0.12
+        Largest distance between the field-of-view centroid and the image centre,
+        as a fraction of the image side.
+    fov_min_coverage : float, default=0.3
+        Smallest share of the image the field of view must cover.
+    duplicate_max_distance : int, default=20
+        Near-duplicate when the 256-bit pHashes differ in at most this many bits
+        (phantom: copies <= 12, distinct images >= 30).
+    fail_on : tuple of str or None, default=None
+        Checks whose flag fails an image; None means all checks that ran.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checks: tuple[str, ...] = ("exposure", "contrast", "blur", "fov", "near_duplicate")
+    dark_p99: float = Field(0.15, ge=0, le=1)
+    bright_p05: float = Field(0.2, ge=0, le=1)
+    bright_p50: float = Field(0.8, ge=0, le=1)
+    min_contrast: float = Field(0.1, ge=0, le=1)
+    min_sharpness: float = Field(0.01, gt=0)
+    blur_size: int = Field(128, ge=16)
+    fov_threshold: float = Field(0.25, gt=0, lt=1)
+    fov_max_offset: float = Field(0.12, gt=0, le=1)
+    fov_min_coverage: float = Field(0.3, ge=0, le=1)
+    duplicate_max_distance: int = Field(20, ge=0, le=255)
+    fail_on: tuple[str, ...] | None = None
+
+    @field_validator("checks", "fail_on")
+    @classmethod
+    def _known(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from medlens.qc.checks import REGISTRY
+
+        for name in v or ():
+            if name not in REGISTRY:
+                raise ValueError(f"unknown QC check {name!r}, must be in {sorted(REGISTRY)}.{did_you_mean(name, sorted(REGISTRY))}")
+        return v

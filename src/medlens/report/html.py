@@ -1,0 +1,120 @@
+"""Render ``report.html`` from the run directory with Jinja2 and matplotlib.
+
+The page is self-contained: figures are inline PNG (base64), styles are inline, and
+nothing is fetched from the network — hospital servers are offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+import medlens
+from medlens.config import StudyConfig
+from medlens.data.manifest import load_manifest
+from medlens.data.splits import load_splits
+from medlens.evaluate import plots
+
+
+def figure_uri(fig: Figure) -> str:
+    """A matplotlib figure as a ``data:image/png;base64`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def data_summary(manifest: pd.DataFrame, splits: dict) -> dict:
+    """Patients, images, sites and class balance, overall and per split part."""
+    parts = {"test": splits["test"], "external": splits["external"]}
+    parts["development (train+val)"] = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
+    by_id = manifest.set_index("sample_id")
+    rows = []
+    for name, ids in parts.items():
+        sub = by_id.loc[ids]
+        rows.append({"part": name, "images": len(sub), "patients": sub["patient_id"].nunique(),
+                     "sites": ", ".join(sorted(sub["site"].unique())),
+                     "classes": ", ".join(f"{k}: {v}" for k, v in sorted(sub["label"].value_counts().items()))})
+    return {
+        "images": len(manifest), "patients": manifest["patient_id"].nunique(),
+        "sites": ", ".join(f"{k} ({v})" for k, v in sorted(manifest["site"].value_counts().items())),
+        "patient_id_source": str(manifest.get("patient_id_source", pd.Series(["manifest"])).iloc[0]),
+        "parts": rows,
+    }
+
+
+def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
+    """A methods paragraph generated from the resolved config."""
+    s, m, t = cfg.split, cfg.model, cfg.train
+    if splits.get("strategy") == "predefined":
+        split_txt = "The data source's own train/validation/test split was used."
+    else:
+        split_txt = (f"Patients were split, grouped by patient and stratified by label, into a held-out test set "
+                     f"({s.test_fraction:.0%} of internal patients) and {s.folds} cross-validation folds; no patient "
+                     f"appears in more than one part (checked on every run).")
+    ext = f" All images of site {s.external_site} formed an external validation set never used for training." \
+        if s.external_site else ""
+    op = metrics.get("operating_point")
+    op_txt = (f" The operating point ({op['method']}, threshold {op['threshold']:.3f}) was chosen on pooled "
+              f"out-of-fold validation predictions and applied unchanged to test and external data.") if op else ""
+    return (f"{split_txt}{ext} A {m.name} network (timm, {m.in_chans}-channel input, "
+            f"{'weights from ' + str(m.pretrained) if m.pretrained else 'random initialisation'}) was trained per fold "
+            f"for {t.epochs} epochs at {t.image_size}×{t.image_size} px (AdamW, lr {t.lr:g}, batch {t.batch_size}, "
+            f"class-weighted cross-entropy{', flips and brightness/contrast augmentation' if t.augment else ''}); "
+            f"the epoch with the best validation AUC was kept. Test and external predictions average the "
+            f"{len(splits['folds'])} fold models.{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
+            f"proportions, or a patient-level bootstrap ({metrics['n_bootstrap']} resamples) when patients have "
+            f"several images. Seed {cfg.seed}; medlens {medlens.__version__}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}.")
+
+
+def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, str]:
+    figs = {}
+    pcols = [c for c in pred.columns if c.startswith("p") and c[1:].isdigit()]
+    binary = len(pcols) == 2
+    for part in ("test", "external"):
+        g = pred[pred["part"] == part]
+        if g.empty:
+            continue
+        y, proba = g["label"].to_numpy(), g[pcols].to_numpy()
+        if binary:
+            t = metrics["operating_point"]["threshold"]
+            figs[f"roc_{part}"] = figure_uri(plots.plot_roc(y, proba[:, 1], groups=g["patient_id"].to_numpy(),
+                                                           n_boot=500, seed=cfg.seed, label=part, operating_threshold=t))
+            figs[f"cm_{part}"] = figure_uri(plots.plot_confusion_matrix(y, (proba[:, 1] >= t).astype(int),
+                                                                        class_names=["negative", "positive"]))
+            if part == "test":
+                figs["pr_test"] = figure_uri(plots.plot_pr(y, proba[:, 1], label=part))
+                figs["calibration_test"] = figure_uri(plots.plot_reliability(y, proba[:, 1]))
+        else:
+            figs[f"cm_{part}"] = figure_uri(plots.plot_confusion_matrix(y, proba.argmax(1),
+                                                                        class_names=[str(k) for k in range(len(pcols))]))
+    return figs
+
+
+def write_report(run: Path, cfg: StudyConfig) -> Path:
+    """Write ``report.html`` for a finished run (needs metrics.json and predictions.parquet)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    pred = pd.read_parquet(run / "predictions.parquet")
+    manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
+    env = jinja2.Environment(loader=jinja2.PackageLoader("medlens.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]))
+    html = env.get_template("report.html").render(
+        cfg=cfg, m=metrics, figs=_figures(pred, metrics, cfg), data=data_summary(manifest, splits),
+        methods=methods_text(cfg, metrics, splits), version=medlens.__version__,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), isnan=lambda v: v is None or np.isnan(v),
+    )
+    out = run / "report.html"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(html)
+    tmp.replace(out)
+    return out
