@@ -33,7 +33,7 @@ def read_synthetic(folder: str | Path) -> pd.DataFrame:
     table = folder / "manifest.csv"
     if not table.is_file():
         raise DataError(f"{table}: not found; create it with `medlens synth --out {folder}`")
-    df = pd.read_csv(table, dtype={"sample_id": str, "patient_id": str, "site": str}, keep_default_na=True)
+    df = pd.read_csv(table, dtype={"sample_id": str, "patient_id": str, "site": str, "qc_defect": str}, keep_default_na=True)
     df["qc_defect"] = df["qc_defect"].fillna("")
     df["image"] = [str(folder / p) for p in df["image"]]
     df["mask"] = [str(folder / p) for p in df["mask"]]

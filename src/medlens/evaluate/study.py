@@ -18,11 +18,15 @@ import pandas as pd
 from medlens.config import StudyConfig
 from medlens.data.manifest import load_manifest
 from medlens.evaluate import (
+    apply_temperature,
     auc_score,
     binary_summary,
+    brier_score_loss,
     choose_threshold,
     confusion_matrix,
+    expected_calibration_error,
     external_difference,
+    fit_temperature,
     multiclass_summary,
 )
 
@@ -83,6 +87,16 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
         out[name]["n_images"] = int(len(g))
         out[name]["n_patients"] = int(g["patient_id"].nunique())
         out[name]["confusion_matrix"] = cm.tolist()
+        if binary:
+            out[name]["calibration"] = calibration(y, s)
+    if binary and ev.temperature_scaling:
+        temp = fit_temperature(val["label"].to_numpy(), _score(val), kind="probabilities")
+        out["temperature"] = {"value": temp, "fitted_on": "pooled out-of-fold validation predictions"}
+        for name in ("test", "external"):
+            if name in parts:
+                g = parts[name]
+                scaled = apply_temperature(_score(g), temp, kind="probabilities")
+                out[name]["calibration_after_temperature"] = calibration(g["label"].to_numpy(), scaled)
     if "external" in parts and "test" in parts:
         a, b = parts["test"], parts["external"]
         out["external_minus_test_auc"] = external_difference(
@@ -90,9 +104,25 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
             groups_internal=a["patient_id"].to_numpy(), groups_external=b["patient_id"].to_numpy(),
             n_boot=ev.n_bootstrap, seed=cfg.seed).to_dict()
     out["folds"] = _per_fold(run)
-    (run / "metrics.json").write_text(json.dumps(out, indent=1, sort_keys=True))
+    (run / "metrics.json").write_text(json.dumps(_finite(out), indent=1, sort_keys=True, allow_nan=False))
     metrics_table(out).to_csv(run / "metrics.csv", index=False)
     return out
+
+
+def calibration(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    """Brier score and expected calibration error (15 equal-width and 15 equal-mass bins)."""
+    return {"brier": brier_score_loss(y, s),
+            "ece": expected_calibration_error(y, s, n_bins=15, strategy="uniform"),
+            "ece_adaptive": expected_calibration_error(y, s, n_bins=15, strategy="quantile")}
+
+
+def _finite(obj):
+    """Undefined values (nan) as JSON null, so metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and np.isnan(obj) else obj
 
 
 def _per_fold(run: Path) -> list[dict]:

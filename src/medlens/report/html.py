@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
-import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -31,6 +30,16 @@ def figure_uri(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def qc_summary(qc_path: Path) -> dict | None:
+    """Number of images rejected by the quality gate and the count of each reason."""
+    if not qc_path.is_file():
+        return None
+    qc = pd.read_parquet(qc_path)
+    flags = [c for c in qc.columns if c.startswith("is_")]
+    reasons = [(c[3:].replace("_", " "), int(qc[c].sum())) for c in flags if qc[c].any()]
+    return {"checked": len(qc), "rejected": int((~qc["passed"]).sum()), "reasons": reasons}
 
 
 def data_summary(manifest: pd.DataFrame, splits: dict) -> dict:
@@ -110,8 +119,9 @@ def write_report(run: Path, cfg: StudyConfig) -> Path:
                              autoescape=jinja2.select_autoescape(["html"]))
     html = env.get_template("report.html").render(
         cfg=cfg, m=metrics, figs=_figures(pred, metrics, cfg), data=data_summary(manifest, splits),
+        qc=qc_summary(run / "qc.parquet"),
         methods=methods_text(cfg, metrics, splits), version=medlens.__version__,
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), isnan=lambda v: v is None or np.isnan(v),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     out = run / "report.html"
     tmp = out.with_suffix(".tmp")

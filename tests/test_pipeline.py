@@ -1,0 +1,66 @@
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from medlens.data.splits import load_splits, save_splits
+from medlens.errors import LeakageError
+from medlens.pipeline import run_study
+
+
+def test_run_writes_every_artifact(tiny_run):
+    for name in ("config.yaml", "manifest.parquet", "qc.parquet", "splits.json", "metrics.json", "metrics.csv",
+                 "predictions.parquet", "report.html", "fold_0/model.safetensors", "fold_1/history.csv"):
+        assert (tiny_run / name).is_file(), name
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert {"test", "external", "val", "folds", "operating_point"} <= set(m)
+    assert 0 <= m["test"]["auc"]["low"] <= m["test"]["auc"]["value"] <= m["test"]["auc"]["high"] <= 1
+    # test and external predictions are fold averages, one row per image
+    pred = pd.read_parquet(tiny_run / "predictions.parquet")
+    splits = load_splits(tiny_run / "splits.json")
+    assert sorted(pred.loc[pred["part"] == "test", "sample_id"]) == sorted(splits["test"])
+    assert sorted(pred.loc[pred["part"] == "external", "sample_id"]) == sorted(splits["external"])
+    assert "torch" in (tiny_run / "config.yaml").read_text()
+
+
+def test_metrics_agree_with_sklearn_on_saved_predictions(tiny_run):
+    from sklearn.metrics import roc_auc_score
+
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    pred = pd.read_parquet(tiny_run / "predictions.parquet")
+    for part in ("test", "external"):
+        g = pred[pred["part"] == part]
+        assert m[part]["auc"]["value"] == pytest.approx(roc_auc_score(g["label"], g["p1"]), abs=1e-12)
+
+
+def test_rerun_skips_every_stage(tiny_run, tiny_config):
+    cfg = tiny_config(tiny_run.parent)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tiny_run / ".stages").iterdir()}
+    t0 = time.perf_counter()
+    run_study(cfg)
+    assert time.perf_counter() - t0 < 10
+    assert {p.name: p.stat().st_mtime_ns for p in (tiny_run / ".stages").iterdir()} == stamps
+
+
+def test_changed_config_reruns_only_downstream(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, data={"synthetic": {"n_patients": 16, "image_size": 48}}, train={"epochs": 1})
+    run = run_study(cfg)
+    stamps = {p.stem: p.stat().st_mtime_ns for p in (run / ".stages").iterdir()}
+    run_study(tiny_config(tmp_path, data={"synthetic": {"n_patients": 16, "image_size": 48}},
+                          train={"epochs": 1}, evaluate={"n_bootstrap": 300}))
+    after = {p.stem: p.stat().st_mtime_ns for p in (run / ".stages").iterdir()}
+    assert [k for k in stamps if after[k] != stamps[k]] == ["evaluate", "report"] or \
+        sorted(k for k in stamps if after[k] != stamps[k]) == ["evaluate", "report"]
+
+
+def test_tampered_splits_are_caught(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, data={"synthetic": {"n_patients": 16, "image_size": 48}}, train={"epochs": 1})
+    run = run_study(cfg)
+    s = load_splits(run / "splits.json")
+    m = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
+    test_patient = m.loc[s["test"][0], "patient_id"]
+    s["folds"][0]["train"] += [x for x in s["test"] if m.loc[x, "patient_id"] == test_patient]
+    save_splits(s, run / "splits.json")
+    with pytest.raises(LeakageError, match=test_patient):
+        run_study(cfg)
