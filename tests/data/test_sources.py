@@ -110,3 +110,27 @@ def test_read_csv_missing_image(tmp_path):
     with pytest.raises(DataError, match="gone.png"):
         read_csv(tmp_path / "t.csv", cols)
     assert list(read_csv(tmp_path / "t.csv", cols, on_error="skip")["sample_id"]) == ["1.png"]
+
+
+def test_read_dicom_requires_deidentified_input(tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from medlens.dicom import DeidOptions
+    from medlens.dicom.tree import deidentify_tree
+    from medlens.data.sources import read_dicom
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), raw / name)
+    with pytest.raises(DataError, match="not de-identified.*medlens deid"):
+        read_dicom(raw)
+    deidentify_tree(raw, tmp_path / "out", options=DeidOptions(), secret=b"0123456789abcdef0123",
+                    map_path=tmp_path / "private" / "pseudonyms.csv", audit_path=tmp_path / "audit.jsonl")
+    m = read_dicom(tmp_path / "out")
+    assert len(m) == 2 and m["label"].isna().all()
+    originals = {"CompressedSamples^CT1", "CompressedSamples^MR1"}
+    assert not originals & set(m["patient_id"])
+    assert load_image(m["image"].iloc[0]).ndim == 3

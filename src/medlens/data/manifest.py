@@ -7,8 +7,8 @@ patient_id : str (pseudonymous; a source without patient IDs uses one patient pe
     and says so in ``patient_id_source``)
 site : str
 label : integer class index, or <NA> for unlabeled rows
-image : str, a file path relative to the manifest's base folder or absolute, or an array
-    reference ``/path/file.npz::<key>/<index>``
+image : str, a file path relative to the manifest's base folder or absolute, an array
+    reference ``/path/file.npz::<key>/<index>``, or a DICOM frame ``/path/file.dcm::frame/<k>``
 
 Optional columns: ``label_name``, ``mask``, ``roi_x0 roi_y0 roi_x1 roi_y1`` (expert box),
 ``label_<annotator>``, ``severity``, ``split`` (a source's predefined split),
@@ -79,7 +79,8 @@ def load_image(ref: str, base: str | Path = ".") -> np.ndarray:
     Parameters
     ----------
     ref : str
-        File path (relative to ``base`` unless absolute) or ``file.npz::key/index``.
+        File path (relative to ``base`` unless absolute), ``file.npz::key/index`` or
+        ``file.dcm::frame/k``.
     base : path
         Folder that relative references are resolved against.
 
@@ -91,6 +92,10 @@ def load_image(ref: str, base: str | Path = ".") -> np.ndarray:
     if NPZ_SEP in ref:
         file, inner = ref.split(NPZ_SEP, 1)
         key, index = inner.rsplit("/", 1)
+        if key == "frame":
+            from medlens.dicom import load_dicom_image
+
+            return load_dicom_image(Path(base) / file, frame=int(index))
         arr = _npz(str(Path(base) / file))[key][int(index)]
     else:
         path = Path(base) / ref

@@ -5,6 +5,7 @@
   IDs, so every image is its own patient; the official split goes into ``split``.
 - :func:`read_imagefolder`: one sub-folder per class.
 - :func:`read_csv`: a user's CSV table, columns mapped by :class:`~medlens.config.CsvColumns`.
+- :func:`read_dicom`: a folder of DICOM files that ``medlens deid`` has de-identified.
 
 Image paths are stored absolute so the manifest does not depend on the working directory.
 """
@@ -157,3 +158,30 @@ def _image_ok(f: Path, on_error: str) -> bool:
         raise DataError(f"{f}: image file listed in the CSV not found; set data.on_error: skip to skip such rows")
     log.warning("skipping %s: file not found", f)
     return False
+
+
+def read_dicom(folder: str | Path) -> pd.DataFrame:
+    """Read a de-identified DICOM folder (one row per frame; labels empty).
+
+    De-identification is mandatory before anything else touches the data: a file whose
+    Patient Identity Removed (0012,0062) is not YES stops the ingest with a pointer to
+    ``medlens deid``. Unreadable and non-image files are skipped and logged.
+    """
+    import pydicom
+
+    from medlens.dicom import read_dicom_tree
+
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: DICOM folder not found")
+    df, skipped = read_dicom_tree(folder)
+    for path, reason in skipped:
+        log.warning("skipping %s: %s", path, reason)
+    for path in df["image"].unique():
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[(0x0012, 0x0062)])
+        if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+            raise DataError(f"{path}: not de-identified (Patient Identity Removed is not YES); "
+                            f"run `medlens deid {folder} OUT --secret-file KEY` and ingest OUT")
+    df["image"] = [f"{p}{NPZ_SEP}frame/{int(f)}" for p, f in zip(df["image"], df["frame"])]
+    df["patient_id_source"] = "dicom (pseudonymised)"
+    return validate_manifest(df, source=str(folder))

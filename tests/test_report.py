@@ -1,0 +1,37 @@
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def test_report_is_self_contained(tiny_run):
+    html = (tiny_run / "report.html").read_text()
+    # no external URL anywhere: hospital servers are offline
+    assert not re.search(r"(?:https?:)?//[\w.-]+\.\w+", html.replace("data:image/png;base64,", ""))
+    assert not re.search(r"<(script|link)\b", html)
+    assert html.count("data:image/png;base64,") >= 4
+    for section in ("Summary (internal test set)", "All metrics", "External validation", "Per fold",
+                    "Quality gate", "Methods", "confusion matrix"):
+        assert section in html
+
+
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it when run as root)")
+    shot = tmp_path / "report.png"
+    subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,1600", (tiny_run / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert img.shape == (1600, 1200)
+    # not blank: text and figures give many dark pixels and real variation
+    assert img.std() > 20
+    assert (img < 128).mean() > 0.01
