@@ -17,7 +17,13 @@ from rich.logging import RichHandler
 
 from medlens.dicom.cli import deid as deid_cmd
 from medlens.errors import MedlensError
+from medlens.explain.cli import explain as explain_cmd
 from medlens.qc.cli import qc as qc_cmd
+from medlens.seg.cli import seg_run as seg_run_cmd
+from medlens.train import cli as train_cli
+from medlens.export.cli import export as export_cmd
+from medlens.serve.cli import serve as serve_cmd
+from medlens.trust.cli import audit as audit_cmd
 
 app = typer.Typer(
     help="medlens: run an honest medical-image AI study offline — ingest, split by patient, train, "
@@ -55,24 +61,24 @@ def synth(
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Input: phantom folder, MedMNIST .npz, image folder or CSV.")],
-    source: Annotated[str, typer.Option(help="synthetic | medmnist | imagefolder | csv")] = "synthetic",
+    path: Annotated[Path, typer.Argument(help="Input: phantom folder, MedMNIST .npz, image folder, CSV or de-identified DICOM folder.")],
+    source: Annotated[str, typer.Option(help="synthetic | medmnist | imagefolder | csv | dicom (de-identified by `medlens deid` first)")] = "synthetic",
     out: Annotated[Path, typer.Option(help="Manifest to write.")] = Path("manifest.parquet"),
     skip_bad: Annotated[bool, typer.Option(help="Skip unreadable images (logged) instead of stopping.")] = False,
 ) -> None:
     """Read a data source into a Manifest (parquet, one row per image)."""
     from medlens.config import parse_config
+    from medlens.data import sources
     from medlens.data.manifest import save_manifest
     from medlens.pipeline import ingest as read
 
-    cfg = parse_config({"data": {"source": source, "path": str(path), "on_error": "skip" if skip_bad else "raise"}},
-                       source="command line")
     if source == "synthetic":
-        from medlens.data.sources import read_synthetic
-
-        manifest = read_synthetic(path)
+        manifest = sources.read_synthetic(path)
+    elif source == "dicom":
+        manifest = sources.read_dicom(path)
     else:
-        manifest = read(cfg)
+        manifest = read(parse_config({"data": {"source": source, "path": str(path),
+                                               "on_error": "skip" if skip_bad else "raise"}}, source="command line"))
     save_manifest(manifest, out)
     typer.echo(f"wrote {out}: {len(manifest)} images, {manifest['patient_id'].nunique()} patients")
 
@@ -115,6 +121,44 @@ def demo(run_dir: Annotated[Path, typer.Option(help="Where runs/<name> goes.")] 
 
 app.command("deid")(deid_cmd)
 app.command("qc")(qc_cmd)
+app.command("explain")(explain_cmd)
+app.command("seg-run")(seg_run_cmd)
+app.command("train")(train_cli.train)
+app.command("tune")(train_cli.tune)
+app.command("export")(export_cmd)
+app.command("serve")(serve_cmd)
+app.command("audit")(audit_cmd)
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="First finished run directory (e.g. runs/demo).")],
+    run_b: Annotated[Path, typer.Argument(help="Second finished run directory, same test set.")],
+    out: Annotated[Optional[Path], typer.Option(help="Also write the comparison as JSON here.")] = None,
+) -> None:
+    """Compare two runs on the same test set: AUCs, DeLong paired test, McNemar at each operating point,
+    and, when both runs were explained, agreement of their heat maps with the expert (Wilcoxon)."""
+    import json
+
+    from rich.table import Table
+
+    from medlens.evaluate.compare import compare_runs
+
+    res = compare_runs(run_a, run_b)
+    table = Table(title=f"{run_a} vs {run_b} ({res['n_images']} test images)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key in ("auc_a", "auc_b", "difference", "z", "p", "mcnemar_statistic", "mcnemar_p"):
+        if key in res:
+            table.add_row({"p": "DeLong p-value", "z": "DeLong z"}.get(key, key), f"{res[key]:.4g}")
+    Console().print(table)
+    if (run_a / "explain" / "summary.json").is_file() and (run_b / "explain" / "summary.json").is_file():
+        from medlens.explain import agreement_comparison
+
+        res["rationale"] = agreement_comparison(run_a, run_b)
+        typer.echo(f"rationale (energy pointing in the expert ROI, Wilcoxon): {res['rationale']['message']}")
+    if out is not None:
+        out.write_text(json.dumps(res, indent=1, default=float))
+
 
 def _run(cfg) -> None:
     from medlens.pipeline import run_study

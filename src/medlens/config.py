@@ -14,6 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medlens.errors import ConfigError, did_you_mean
+from medlens.qc.config import QCConfig
+from medlens.train.config import EngineConfig
+from medlens.seg.config import SegConfig
+from medlens.explain.config import ExplainConfig
 
 
 class _Strict(BaseModel):
@@ -90,12 +94,34 @@ class TrainConfig(_Strict):
     augment: bool = True
 
 
+class Baseline(_Strict):
+    """A published result to show beside ours (e.g. a row of the MedMNIST v2 paper)."""
+
+    name: str
+    auc: float | None = Field(None, ge=0, le=1)
+    acc: float | None = Field(None, ge=0, le=1)
+    source: str = ""
+
+
 class EvaluateConfig(_Strict):
     """How the operating point is chosen (on validation data only) and CIs computed."""
 
     operating_point: Literal["youden", "sensitivity"] = "youden"
     target_sensitivity: float = Field(0.95, gt=0, lt=1)
     n_bootstrap: int = Field(2000, ge=100)
+    temperature_scaling: bool = Field(False, description="Fit a temperature on validation and report calibrated scores.")
+    baselines: list[Baseline] = Field(default_factory=list, description="Published results shown beside ours.")
+
+
+class TrustConfig(_Strict):
+    """The trust audit: uncertainty, out-of-distribution gate, label issues, annotators (see :mod:`medlens.trust`)."""
+
+    mc_dropout_p: float = Field(0.3, gt=0, lt=1, description="Dropout on the pooled features at inference (MC dropout).")
+    mc_samples: int = Field(30, ge=2, description="Stochastic forward passes of the head per image.")
+    ood_pass_rate: float = Field(0.95, gt=0.5, lt=1, description="Share of in-distribution validation images the OOD gate lets through.")
+    relabel_budget: int = Field(50, ge=1, description="Rows of the relabel queue (`medlens audit --budget` overrides).")
+    annotators: list[str] | None = Field(None, description="Manifest columns holding one annotator's labels each; null: every label_* column except label_true/label_name.")
+    expert: str | None = Field("label_expert", description="Annotator column taken as the reference for accuracy, when present.")
 
 
 class StudyConfig(_Strict):
@@ -105,10 +131,15 @@ class StudyConfig(_Strict):
     seed: int = 0
     run_dir: Path = Path("runs")
     data: DataConfig = DataConfig()
+    qc: QCConfig = QCConfig()
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    engine: EngineConfig = EngineConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    trust: TrustConfig = TrustConfig()
+    seg: SegConfig = SegConfig()
+    explain: ExplainConfig = ExplainConfig()
 
     @property
     def out(self) -> Path:

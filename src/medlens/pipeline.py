@@ -25,7 +25,7 @@ import medlens
 from medlens.config import StudyConfig, dump_config
 from medlens.data import sources
 from medlens.data.arrays import load_tensor
-from medlens.data.manifest import load_manifest, save_manifest
+from medlens.data.manifest import load_image, load_manifest, save_manifest
 from medlens.data.splits import check_leakage, load_splits, make_splits, save_splits
 from medlens.data.synthetic import generate
 from medlens.models import create_model
@@ -91,49 +91,45 @@ def ingest(cfg: StudyConfig) -> pd.DataFrame:
     return sources.read_csv(d.path, d.csv_columns, on_error=d.on_error)
 
 
+def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """Run the QC checks on every image of the manifest (``qc.parquet``)."""
+    from rich.progress import track
+
+    from medlens.qc import run_qc
+
+    images = (load_image(ref) for ref in track(manifest["image"], description="quality gate", transient=True))
+    return run_qc(images, manifest["sample_id"].tolist(), cfg.qc)
+
+
+def passed_qc(manifest: pd.DataFrame, qc_path: Path) -> pd.DataFrame:
+    """Rows whose image passed the quality gate (rejected ones are listed with reasons in qc.parquet)."""
+    qc = pd.read_parquet(qc_path)
+    ok = set(qc.loc[qc["passed"], "sample_id"])
+    return manifest[manifest["sample_id"].isin(ok)]
+
+
 def num_classes(manifest: pd.DataFrame) -> int:
     """Number of classes: the largest label index + 1 (at least 2)."""
     return max(2, int(manifest["label"].max()) + 1)
 
 
 def train_fold(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, k: int, progress: Progress) -> None:
-    """Train fold ``k`` and write its model, history and predictions (val, test, external)."""
-    fold_dir = cfg.out / f"fold_{k}"
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    by_id = manifest.set_index("sample_id")
-    parts = {"val": splits["folds"][k]["val"], "test": splits["test"], "external": splits["external"]}
-    train_ids = splits["folds"][k]["train"]
-    size, chans = cfg.train.image_size, cfg.model.in_chans
+    """Train fold ``k`` and write its model, history, last.pt and predictions (val, test, external).
 
-    def tensor(ids: list[str]) -> tuple[torch.Tensor, np.ndarray]:
-        rows = by_id.loc[ids].reset_index()
-        return load_tensor(rows, size=size, in_chans=chans), rows["label"].to_numpy(int)
+    Continues from ``fold_k/last.pt`` when one with the same settings exists (a killed run).
+    """
+    from medlens.train.fold import train_fold as train_one_fold
 
-    k_classes = num_classes(manifest)
-    model = create_model(cfg.model.name, num_classes=k_classes, in_chans=chans, pretrained=cfg.model.pretrained)
-    fit(model, tensor(train_ids), tensor(parts["val"]), cfg.train, num_classes=k_classes,
-        seed=cfg.seed * 1000 + k, out_dir=fold_dir, progress=progress)
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(fold_dir / "model.safetensors")))
-    frames = []
-    for part, ids in parts.items():
-        if not ids:
-            continue
-        x, y = tensor(ids)
-        proba = predict_proba(model, x)
-        frame = pd.DataFrame({"sample_id": ids, "part": part, "fold": k, "label": y})
-        for c in range(proba.shape[1]):
-            frame[f"p{c}"] = proba[:, c]
-        frames.append(frame)
-    pd.concat(frames, ignore_index=True).to_parquet(fold_dir / "predictions.parquet", index=False)
+    train_one_fold(cfg, manifest, splits, k, progress, resume="auto")
 
 
 def run_study(cfg: StudyConfig) -> Path:
     """Run every stage of the study and return the run directory.
 
-    Stages: synth (synthetic source only) → ingest → split (+ leakage check) → train
-    each fold → evaluate → report.
+    Stages: synth (synthetic source only) → ingest → qc → split of the images that passed
+    QC (+ leakage check on every run) → train each fold → evaluate → explain (heat maps
+    scored against the expert ROI) → trust (uncertainty, OOD gate, label and annotator
+    audit) → report.
     """
     run = cfg.out
     run.mkdir(parents=True, exist_ok=True)
@@ -149,10 +145,14 @@ def run_study(cfg: StudyConfig) -> Path:
     manifest_path = run / "manifest.parquet"
     run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
               lambda: save_manifest(ingest(cfg), manifest_path))
+    qc_path = run / "qc.parquet"
+    run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path)}, [qc_path],
+              lambda: quality_gate(load_manifest(manifest_path), cfg).to_parquet(qc_path, index=False))
     splits_path = run / "splits.json"
-    run_stage(run, "split", {"split": cfg_key["split"], "seed": cfg.seed, "manifest": file_digest(manifest_path)},
-              [splits_path], lambda: save_splits(make_splits(load_manifest(manifest_path), seed=cfg.seed,
-                                                                 **cfg.split.model_dump()), splits_path))
+    run_stage(run, "split", {"split": cfg_key["split"], "seed": cfg.seed, "manifest": file_digest(manifest_path),
+                             "qc": file_digest(qc_path)},
+              [splits_path], lambda: save_splits(make_splits(passed_qc(load_manifest(manifest_path), qc_path),
+                                                             seed=cfg.seed, **cfg.split.model_dump()), splits_path))
     manifest, splits = load_manifest(manifest_path), load_splits(splits_path)
     check_leakage(manifest, splits)
 
@@ -165,12 +165,22 @@ def run_study(cfg: StudyConfig) -> Path:
                       [out / "model.safetensors", out / "predictions.parquet"],
                       lambda k=k: train_fold(cfg, manifest, splits, k, progress))
     from medlens.evaluate.study import evaluate_run
+    from medlens.explain import explain_stage
     from medlens.report import write_report
+    from medlens.trust import trust_stage
 
     preds = [run / f"fold_{k}" / "predictions.parquet" for k in range(len(splits["folds"]))]
     pred_key = {"predictions": [file_digest(p) for p in preds], "manifest": file_digest(manifest_path)}
     run_stage(run, "evaluate", {**pred_key, "evaluate": cfg_key["evaluate"], "seed": cfg.seed}, [run / "metrics.json"],
               lambda: evaluate_run(run, cfg))
-    run_stage(run, "report", {**pred_key, "metrics": file_digest(run / "metrics.json"), "config": cfg_key},
+    run_stage(run, "explain", {**pred_key, "explain": cfg_key["explain"], "evaluate": cfg_key["evaluate"],
+                               "seed": cfg.seed, "metrics": file_digest(run / "metrics.json"),
+                               "model": file_digest(run / f"fold_{cfg.explain.fold}" / "model.safetensors")},
+              [run / "explain" / "summary.json"], lambda: explain_stage(run, cfg))
+    run_stage(run, "trust", {**pred_key, "trust": cfg_key["trust"], "seed": cfg.seed,
+                             "models": [file_digest(run / f"fold_{k}" / "model.safetensors") for k in range(len(preds))]},
+              [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))
+    report_inputs = [run / "metrics.json", run / "explain" / "summary.json", run / "trust" / "summary.json"]
+    run_stage(run, "report", {**pred_key, "inputs": [file_digest(p) for p in report_inputs], "config": cfg_key},
               [run / "report.html"], lambda: write_report(run, cfg))
     return run

@@ -110,6 +110,19 @@ def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, s
     return figs
 
 
+def extra_sections(run: Path) -> list[dict]:
+    """Sections contributed by later stages (explain, trust, export) that have run.
+
+    Each is a mapping with ``title``, ``summary``, optional ``flags`` (shown prominently),
+    ``figures`` (name -> data URI) and ``tables`` (name -> list of row dicts).
+    """
+    from medlens.explain import report_section as explain_section
+    from medlens.export import report_section as export_section
+    from medlens.trust import report_section as trust_section
+
+    return [sec for sec in (explain_section(run), trust_section(run), export_section(run)) if sec]
+
+
 def write_report(run: Path, cfg: StudyConfig) -> Path:
     """Write ``report.html`` for a finished run (needs metrics.json and predictions.parquet)."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -119,7 +132,7 @@ def write_report(run: Path, cfg: StudyConfig) -> Path:
                              autoescape=jinja2.select_autoescape(["html"]))
     html = env.get_template("report.html").render(
         cfg=cfg, m=metrics, figs=_figures(pred, metrics, cfg), data=data_summary(manifest, splits),
-        qc=qc_summary(run / "qc.parquet"),
+        qc=qc_summary(run / "qc.parquet"), sections=extra_sections(run),
         methods=methods_text(cfg, metrics, splits), version=medlens.__version__,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )

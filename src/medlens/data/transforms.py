@@ -1,0 +1,207 @@
+"""Image transforms: deterministic preparation (ROI crop, CLAHE, resize + pad, channels) and
+random augmentation on batches (flip, rotation, brightness/contrast, mixup, cutmix).
+
+Preparation runs once per image when a data set is loaded into memory
+(:func:`load_prepared`); augmentation runs on normalised float batches inside the training
+step and draws every random number from one ``torch.Generator``, so an epoch is
+reproducible and a resumed run continues the same random stream.
+
+Images follow the medlens contract: float32 ``C×H×W`` in [0, 1]; boxes are
+``(x0, y0, x1, y1)`` in pixels of the original image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from medlens.data.arrays import normalise, resize, to_channels
+from medlens.data.manifest import load_image
+from medlens.errors import DataError
+from medlens.train.config import AugmentConfig, PreprocessConfig
+
+__all__ = ["roi_crop", "clahe", "rms_contrast", "prepare_image", "load_prepared", "random_augment", "mixup",
+           "cutmix", "one_hot", "normalise", "resize", "to_channels"]
+
+ROI_COLUMNS = ("roi_x0", "roi_y0", "roi_x1", "roi_y1")
+
+
+def roi_crop(img: np.ndarray, box: tuple[float, float, float, float], *, margin: float = 0.1) -> np.ndarray:
+    """Crop a ``C×H×W`` image to a box enlarged by ``margin`` × its side, clipped to the image.
+
+    Parameters
+    ----------
+    img : ndarray of shape (C, H, W)
+    box : (x0, y0, x1, y1)
+        Pixel box, ``x1``/``y1`` exclusive.
+    margin : float, default=0.1
+        Added on every side as a fraction of the box's width (x) or height (y).
+
+    Returns
+    -------
+    ndarray of shape (C, h, w)
+        A view; an empty or non-finite box returns the whole image.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+        return img
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    h, w = img.shape[1:]
+    xa, xb = max(0, int(math.floor(x0 - mx))), min(w, int(math.ceil(x1 + mx)))
+    ya, yb = max(0, int(math.floor(y0 - my))), min(h, int(math.ceil(y1 + my)))
+    if xb <= xa or yb <= ya:
+        return img
+    return img[:, ya:yb, xa:xb]
+
+
+def clahe(img: np.ndarray, *, mode: str = "lab", clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (OpenCV) of a float ``C×H×W`` image.
+
+    Parameters
+    ----------
+    img : ndarray of shape (C, H, W), float in [0, 1]
+    mode : {'lab', 'channels'}, default='lab'
+        'lab' equalises only the lightness of an RGB image (colours keep their hue, the
+        usual choice for fundus photographs); 'channels' equalises each channel on its own.
+        A grey image is equalised directly in either mode.
+    clip_limit : float, default=2.0
+        OpenCV's contrast limit per tile.
+    tiles : int, default=8
+        Tiles per side.
+
+    Returns
+    -------
+    ndarray of shape (C, H, W), float32 in [0, 1]
+    """
+    if mode not in ("lab", "channels"):
+        raise ValueError(f"clahe mode must be 'lab' or 'channels', got {mode!r}")
+    op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tiles), int(tiles)))
+    u8 = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    if mode == "lab" and img.shape[0] == 3:
+        lab = cv2.cvtColor(np.ascontiguousarray(u8.transpose(1, 2, 0)), cv2.COLOR_RGB2LAB)
+        lab[..., 0] = op.apply(np.ascontiguousarray(lab[..., 0]))
+        out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).transpose(2, 0, 1)
+    else:
+        out = np.stack([op.apply(np.ascontiguousarray(ch)) for ch in u8])
+    return out.astype(np.float32) / 255.0
+
+
+def rms_contrast(img: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Root-mean-square contrast: standard deviation of the channel-mean intensity (inside ``mask``)."""
+    grey = img.mean(0)
+    return float(grey[mask].std() if mask is not None else grey.std())
+
+
+def prepare_image(img: np.ndarray, *, size: int, in_chans: int, box: tuple | None = None,
+                  preprocess: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """ROI crop (if on and a box is given) → CLAHE (if on) → resize with padding → channels."""
+    if preprocess.roi_crop and box is not None:
+        img = roi_crop(img, box, margin=preprocess.roi_margin)
+    if preprocess.clahe != "off":
+        img = clahe(img, mode=preprocess.clahe, clip_limit=preprocess.clahe_clip, tiles=preprocess.clahe_tiles)
+    return to_channels(resize(img, size), in_chans)
+
+
+def load_prepared(manifest: pd.DataFrame, *, size: int, in_chans: int,
+                  preprocess: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
+    """Decode and prepare the manifest's images: uint8 tensor ``N×C×size×size``.
+
+    With the default (no crop, no CLAHE) this equals :func:`medlens.data.arrays.load_tensor`.
+    """
+    if preprocess.roi_crop and not set(ROI_COLUMNS) <= set(manifest.columns):
+        raise DataError(f"engine.preprocess.roi_crop needs the manifest columns {', '.join(ROI_COLUMNS)}; "
+                        "this source has no expert boxes (set roi_crop: false)")
+    boxes = manifest[list(ROI_COLUMNS)].to_numpy(float) if preprocess.roi_crop else [None] * len(manifest)
+    out = np.empty((len(manifest), in_chans, size, size), np.uint8)
+    for i, ref in enumerate(manifest["image"].tolist()):
+        img = prepare_image(load_image(ref), size=size, in_chans=in_chans, box=boxes[i], preprocess=preprocess)
+        out[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    return torch.from_numpy(out)
+
+
+def _rotate(batch: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of an ``N×C×H×W`` batch about its centre (bilinear, zero fill)."""
+    rad = degrees * (math.pi / 180)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(batch.dtype), list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_augment(batch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
+    """Random flips, rotation and brightness/contrast on a normalised float batch ``N×C×H×W``.
+
+    Random numbers come from ``gen`` in a fixed order (flips, rotation, gain, bias); a
+    disabled augmentation draws nothing.
+    """
+    n = batch.shape[0]
+    if cfg.flip:
+        flip_h = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
+        flip_v = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
+        batch = torch.where(flip_h[:, None, None, None], batch.flip(3), batch)
+        batch = torch.where(flip_v[:, None, None, None], batch.flip(2), batch)
+    if cfg.rotation > 0:
+        angles = (torch.rand(n, generator=gen) * 2 - 1) * cfg.rotation
+        batch = _rotate(batch, angles.to(batch.device))
+    if cfg.contrast > 0 or cfg.brightness > 0:
+        gain = (1 + (2 * cfg.contrast) * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(batch.device)
+        bias = ((2 * cfg.brightness) * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(batch.device)
+        batch = batch * gain + bias
+    return batch
+
+
+def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Integer labels ``(N,)`` -> float one-hot ``(N, K)``."""
+    return F.one_hot(y.long(), num_classes).float()
+
+
+def _beta(gen: torch.Generator, alpha: float) -> float:
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, alpha: float = 0.4
+          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Blend each image and its target with a random partner: ``λ·a + (1-λ)·b``, λ ~ Beta(α, α).
+
+    Parameters
+    ----------
+    x : tensor (N, C, H, W)
+    y : tensor (N, K)
+        Soft or one-hot targets; rows that sum to 1 still sum to 1 after mixing.
+    gen : torch.Generator
+    alpha : float, default=0.4
+
+    Returns
+    -------
+    (mixed images, mixed targets, λ)
+    """
+    lam = _beta(gen, alpha)
+    perm = torch.randperm(x.shape[0], generator=gen)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm], lam
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, alpha: float = 1.0
+           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Paste a random box from a partner image; targets mix by the pasted area.
+
+    The box covers a share ``1-λ`` of the image (λ ~ Beta(α, α)); the returned λ is the
+    share actually kept after clipping the box at the border, so targets stay exact.
+    """
+    lam = _beta(gen, alpha)
+    perm = torch.randperm(x.shape[0], generator=gen)
+    h, w = x.shape[2:]
+    cy, cx = (int(v) for v in (torch.randint(0, h, (1,), generator=gen), torch.randint(0, w, (1,), generator=gen)))
+    bh, bw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    y0, y1 = max(0, cy - bh // 2), min(h, cy + bh // 2)
+    x0, x1 = max(0, cx - bw // 2), min(w, cx + bw // 2)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    kept = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return out, kept * y + (1 - kept) * y[perm], kept

@@ -1,0 +1,26 @@
+"""Explainability that can be checked: CAM maps, agreement with the expert, faithfulness, sanity.
+
+- :mod:`~medlens.explain.layers` — automatic target layer for CNNs and ViTs (override by name);
+- :mod:`~medlens.explain.cams` — Grad-CAM family over pytorch-grad-cam, in batches;
+- :mod:`~medlens.explain.agreement` — pointing game, energy pointing, IoU/Dice, rank
+  correlation against the expert ROI, random-map baseline, CIs, paired Wilcoxon test;
+- :mod:`~medlens.explain.faithfulness` — deletion / insertion curves, ROAD;
+- :mod:`~medlens.explain.sanity` — cascading model-parameter randomisation;
+- :mod:`~medlens.explain.stage` — ``explain_stage(run, cfg)`` writing ``run/explain/``,
+  ``report_section(run)``, ``agreement_comparison(run_a, run_b)``.
+
+Imports are lazy so that ``medlens.config`` can import :class:`ExplainConfig` cheaply.
+"""
+
+from __future__ import annotations
+
+__all__ = ["agreement_comparison", "explain_stage", "report_section"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from importlib import import_module
+
+        module = "report" if name == "report_section" else "stage"
+        return getattr(import_module(f"medlens.explain.{module}"), name)
+    raise AttributeError(f"module 'medlens.explain' has no attribute {name!r}")

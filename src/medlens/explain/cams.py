@@ -1,0 +1,151 @@
+"""CAM heat maps in batches, over pytorch-grad-cam, with a fixed output contract.
+
+:func:`explain_images` turns a uint8 image tensor ``N×C×S×S`` into float32 maps
+``N×S×S`` in [0, 1] (one per image, min-max scaled as pytorch-grad-cam does). Hooks live
+in a :class:`CamExplainer` context manager that always releases them and never swallows
+an exception (pytorch-grad-cam's own ``__exit__`` prints and suppresses ``IndexError``).
+
+Methods (``METHODS``): ``gradcam``, ``gradcam++``, ``scorecam``, ``eigencam``,
+``layercam``, ``hirescam``, ``xgradcam``. Several target layers (a layer-wise CAM) are
+averaged after each is scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from rich.progress import Progress
+
+from medlens.data.arrays import normalise
+from medlens.errors import ConfigError, MedlensError, did_you_mean
+from medlens.explain.layers import CamTarget
+
+METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+    "layercam": LayerCAM,
+    "hirescam": HiResCAM,
+    "xgradcam": XGradCAM,
+}
+"""Method name -> pytorch-grad-cam class."""
+
+
+def method_class(method: str) -> type:
+    """The pytorch-grad-cam class of ``method``; an unknown name lists the valid ones."""
+    if method not in METHODS:
+        raise ConfigError(f"explain.method: unknown CAM method '{method}'.{did_you_mean(method, list(METHODS))} "
+                          f"Valid: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+class CamExplainer:
+    """A CAM object bound to a model and target layer(s); use it as a context manager.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    targets : CamTarget or sequence of CamTarget
+        Several layers give a layer-wise CAM (mean of the per-layer maps). All must share
+        the same reshape (all CNN maps, or all token layers of one ViT).
+    method : str, default="gradcam"
+
+    Examples
+    --------
+    >>> with CamExplainer(model, target) as cam:  # doctest: +SKIP
+    ...     maps = cam(x_uint8, target_class=1)
+    """
+
+    def __init__(self, model: torch.nn.Module, targets: CamTarget | Sequence[CamTarget], *, method: str = "gradcam") -> None:
+        cls = method_class(method)
+        targets = [targets] if isinstance(targets, CamTarget) else list(targets)
+        if not targets:
+            raise ConfigError("explain: no target layer given")
+        reshapes = {type(t.reshape) for t in targets}
+        if len(reshapes) > 1:
+            raise ConfigError(f"explain: target layers {[t.name for t in targets]} mix token and spatial outputs")
+        self.method = method
+        self.targets = targets
+        self.model = model
+        self._cam = cls(model=model, target_layers=[t.module for t in targets], reshape_transform=targets[0].reshape)
+
+    def __enter__(self) -> "CamExplainer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.release()
+        return False
+
+    def release(self) -> None:
+        """Remove the forward/backward hooks (idempotent)."""
+        self._cam.activations_and_grads.release()
+
+    def __call__(self, images: torch.Tensor, *, target_class: int | None = 1) -> np.ndarray:
+        """Maps for one batch of uint8 images ``B×C×S×S``: float32 ``B×S×S`` in [0, 1].
+
+        ``target_class`` None explains each image's predicted class.
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise MedlensError(f"explain: images must be a uint8 tensor B×C×H×W, got {images.dtype} {tuple(images.shape)}")
+        x = normalise(images)
+        targets = None if target_class is None else [ClassifierOutputTarget(int(target_class))] * len(x)
+        try:
+            maps = self._cam(input_tensor=x, targets=targets)
+        except IndexError as err:  # pytorch-grad-cam raises this for a class index the head lacks
+            raise ConfigError(f"explain: target class {target_class} is not an output of this model ({err})") from None
+        finally:
+            self.model.zero_grad(set_to_none=True)
+        maps = np.nan_to_num(np.asarray(maps, np.float32), nan=0.0)
+        return np.clip(maps, 0.0, 1.0)
+
+
+def explain_images(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: CamTarget | Sequence[CamTarget],
+    *,
+    method: str = "gradcam",
+    target_class: int | None = 1,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """CAM maps for every image, computed in batches.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier; it is put in eval mode.
+    images : uint8 tensor of shape (N, C, S, S)
+        As from :func:`medlens.data.arrays.load_tensor`.
+    targets : CamTarget or sequence of CamTarget
+        From :func:`medlens.explain.layers.resolve_target`.
+    method : str, default="gradcam"
+        One of :data:`METHODS`.
+    target_class : int or None, default=1
+        The logit explained (1 = the positive class of a binary task); None = predicted.
+    batch_size : int, default=32
+    progress : rich Progress, optional
+        Adds a task advancing per image.
+
+    Returns
+    -------
+    ndarray of shape (N, S, S), float32 in [0, 1]
+    """
+    if batch_size < 1:
+        raise ConfigError(f"explain.batch_size must be >= 1, got {batch_size}")
+    model.eval()
+    out = np.empty((len(images), images.shape[2], images.shape[3]), np.float32)
+    task = progress.add_task(f"explain ({method})", total=len(images)) if progress is not None else None
+    with CamExplainer(model, targets, method=method) as cam:
+        for i in range(0, len(images), batch_size):
+            out[i:i + batch_size] = cam(images[i:i + batch_size], target_class=target_class)
+            if task is not None:
+                progress.advance(task, len(images[i:i + batch_size]))
+    if task is not None:
+        progress.remove_task(task)
+    return out

@@ -1,0 +1,131 @@
+"""The explainability section of ``report.html``: gallery, agreement table with CIs, flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from medlens.explain.agreement import SCORES
+
+_NAMES = {"pointing": "Pointing game (map maximum inside the expert box)",
+          "energy": "Energy pointing (share of the map inside the expert box)",
+          "iou": "IoU (top map region vs expert box)", "dice": "Dice (top map region vs expert box)",
+          "rank_corr": "Rank correlation with the (blurred) lesion mask"}
+
+
+def _fmt(e: dict | None) -> str:
+    if not e or e.get("value") is None or not np.isfinite(e["value"]):
+        return "–"
+    if np.isfinite(e.get("low", np.nan)):
+        return f"{e['value']:.3f} ({e['low']:.3f}–{e['high']:.3f})"
+    return f"{e['value']:.3f}"
+
+
+def agreement_rows(summary: dict) -> list[dict]:
+    """Table rows: score, model (95 % CI), random-map baseline (95 % CI)."""
+    a = summary["agreement"]
+    rows = [{"score": _NAMES[k], "model": _fmt(a[k]["model"]), "random map": _fmt(a[k].get("random"))}
+            for k in (*SCORES, "rank_corr") if k in a]
+    return rows
+
+
+def faithfulness_rows(summary: dict) -> list[dict]:
+    """Table rows of deletion / insertion AUC and ROAD, model vs random map."""
+    f = summary.get("faithfulness") or {}
+    if not f.get("deletion_auc"):
+        return []
+    rows = [{"score": "Deletion AUC (lower = more faithful)", "model": _fmt(f["deletion_auc"]),
+             "random map": _fmt(f.get("deletion_auc_random"))},
+            {"score": "Insertion AUC (higher = more faithful)", "model": _fmt(f["insertion_auc"]),
+             "random map": _fmt(f.get("insertion_auc_random"))}]
+    if f.get("road"):
+        rows.append({"score": "ROAD, (LeRF − MoRF)/2 (higher = more faithful)", "model": _fmt(f["road"]), "random map": "–"})
+    return rows
+
+
+def gallery_figure(run: Path, table: pd.DataFrame, threshold: float, *, per_cell: int = 4) -> Figure:
+    """Overlays of true/false positives/negatives (rows), up to ``per_cell`` each, expert box in green."""
+    import matplotlib.image as mpimg
+
+    from medlens.explain.stage import OUT, _safe
+
+    pred = table["score"] >= threshold
+    y = table["label"] == 1
+    cells = {"true positive": y & pred, "false negative": y & ~pred, "false positive": ~y & pred,
+             "true negative": ~y & ~pred}
+    fig = Figure(figsize=(1.6 * per_cell, 1.75 * len(cells)))
+    axes = fig.subplots(len(cells), per_cell, squeeze=False)
+    for r, (name, sel) in enumerate(cells.items()):
+        picks = table[sel].sort_values("score", ascending=name in ("false negative", "true negative")).head(per_cell)
+        for c in range(per_cell):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if c < len(picks):
+                row = picks.iloc[c]
+                ax.imshow(mpimg.imread(run / OUT / "overlays" / f"{_safe(row['sample_id'])}.png"))
+                e = row.get("energy")
+                ax.set_title(f"p={row['score']:.2f}" + (f"  E={e:.2f}" if pd.notna(e) else ""), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def sanity_figure(steps: pd.DataFrame, limit: float) -> Figure:
+    """Rank correlation and SSIM between trained and randomised maps along the cascade."""
+    fig = Figure(figsize=(6, 2.6))
+    ax = fig.subplots()
+    ax.plot(steps["step"], steps["rank_correlation"], "o-", label="rank correlation")
+    ax.plot(steps["step"], steps["ssim"], "s--", label="SSIM")
+    ax.axhline(limit, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(steps["step"], steps["randomised"], rotation=60, fontsize=6, ha="right")
+    ax.set_ylabel("similarity to trained maps", fontsize=8)
+    ax.set_xlabel("blocks randomised (cumulative, output first)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def report_section(run: str | Path) -> dict | None:
+    """Context for the report's explainability section, or None if the explain stage has not run.
+
+    Returns
+    -------
+    dict or None
+        ``title``, ``summary`` (one plain-language paragraph), ``flags`` (list of str,
+        warnings to show prominently), ``figures`` (name -> ``data:image/png;base64`` URI:
+        ``gallery``, ``sanity``), ``tables`` (name -> list of row dicts: ``agreement``,
+        ``faithfulness``, ``sanity``).
+    """
+    from medlens.report.html import figure_uri
+
+    run = Path(run)
+    path = run / "explain" / "summary.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    table = pd.read_parquet(run / "explain" / "agreement.parquet")
+    figures = {"gallery": figure_uri(gallery_figure(run, table, s.get("threshold", 0.5)))}
+    sanity_rows = []
+    if (run / "explain" / "sanity.csv").is_file():
+        steps = pd.read_csv(run / "explain" / "sanity.csv")
+        figures["sanity"] = figure_uri(sanity_figure(steps, s["sanity"].get("max_rank_correlation", 0.5)))
+        sanity_rows = steps.round(3).to_dict("records")
+    e, er = s["agreement"]["energy"]["model"], s["agreement"]["energy"]["random"]
+    verdict = ("points at the expert's region clearly more than a random map"
+               if s["rationale_ok"] else "does NOT point at the expert's region more than a random map")
+    sanity_txt = (" " + s["sanity"]["message"] + ".") if s.get("sanity") else ""
+    summary = (f"Heat maps ({s['method']}, layer {s['layer']}, {s['grid'][0]}×{s['grid'][1]} cells) of "
+               f"{s['n_images']} test images were compared with the expert's region on the "
+               f"{s['n_scored']} {s['scope']} (of {s['n_positive_with_roi']} positive images). On average {e['value']:.0%} of the map lies inside the "
+               f"expert box (95% CI {e['low']:.0%}–{e['high']:.0%}) against {er['value']:.0%} for random maps of the "
+               f"same smoothness: the model {verdict}.{sanity_txt}")
+    return {"title": "Explainability: does the model look where the expert looks?", "summary": summary,
+            "flags": s["flags"], "figures": figures,
+            "tables": {"agreement": agreement_rows(s), "faithfulness": faithfulness_rows(s), "sanity": sanity_rows}}

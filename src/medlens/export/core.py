@@ -1,0 +1,208 @@
+"""``export_run``: a finished run directory -> ``run/export/`` (ONNX, parity, OOD gate, Triton repository).
+
+Outputs::
+
+    export/model.onnx            fp32, opset 17, dynamic batch, metadata (preprocessing, classes, threshold)
+    export/model.<fp16|int8>.onnx  optional quantised copy
+    export/ood.npz               Mahalanobis gate on the ``features`` output
+    export/export.json           parity, latency vs PyTorch, quantisation AUC change, OOD calibration
+    export/model_repository/     Triton (GPU + CPU variants) with README
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+import medlens
+from medlens.config import StudyConfig, parse_config
+from medlens.data.arrays import load_tensor
+from medlens.data.manifest import load_manifest
+from medlens.data.splits import load_splits
+from medlens.errors import ConfigError, StageInputMissing
+from medlens.export import onnx_export as ox
+from medlens.export.ood import fit_gate
+from medlens.export.triton import write_repository
+from medlens.models import create_model
+
+log = logging.getLogger(__name__)
+
+QUANTIZE_MODES = ("none", "fp16", "int8")
+
+
+def run_config(run: Path) -> StudyConfig:
+    """The resolved config a run recorded in ``config.yaml``."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise StageInputMissing(f"{path} not found; is {run} a medlens run directory? (`medlens run` writes it)")
+    return parse_config(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def fold_ids(run: Path) -> list[int]:
+    """Indices of the folds with a trained model."""
+    folds = sorted(int(p.parent.name.split("_")[1]) for p in run.glob("fold_*/model.safetensors"))
+    if not folds:
+        raise StageInputMissing(f"no fold_*/model.safetensors in {run}; run `medlens run CONFIG` first")
+    return folds
+
+
+def load_members(run: Path, cfg: StudyConfig, folds: list[int], num_classes: int) -> list[torch.nn.Module]:
+    """The fold models, weights loaded, in eval mode."""
+    from safetensors.torch import load_file
+
+    members = []
+    for k in folds:
+        path = run / f"fold_{k}" / "model.safetensors"
+        if not path.is_file():
+            raise StageInputMissing(f"{path} not found; train fold {k} with `medlens run CONFIG`")
+        model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans)
+        model.load_state_dict(load_file(str(path)))
+        members.append(model.eval())
+    return members
+
+
+def class_names(manifest: pd.DataFrame, num_classes: int) -> list[str]:
+    """``label_name`` per class index when the manifest has it, else the index as text."""
+    names = [str(k) for k in range(num_classes)]
+    if "label_name" in manifest.columns:
+        for k, name in manifest.dropna(subset=["label"]).groupby("label")["label_name"].first().items():
+            names[int(k)] = str(name)
+    return names
+
+
+def triton_name(study: str) -> str:
+    """A Triton model name from the study name."""
+    return "medlens_" + re.sub(r"[^A-Za-z0-9_]", "_", study)
+
+
+def _select(fold: str | int | None, available: list[int]) -> list[int]:
+    if fold in (None, "ensemble"):
+        return available
+    try:
+        k = int(fold)
+    except ValueError:
+        raise ConfigError(f"--fold must be 'ensemble' or a fold number in {available}, got {fold!r}") from None
+    if k not in available:
+        raise ConfigError(f"--fold {k}: no trained model; trained folds are {available}")
+    return [k]
+
+
+def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str = "none", max_batch_size: int = 32,
+               n_parity: int = 256, tolerance: float = ox.PARITY_TOLERANCE, benchmark: bool = True) -> dict:
+    """Export a finished run for deployment and write ``export/export.json``.
+
+    Parameters
+    ----------
+    run : path
+        A run directory with ``config.yaml``, ``manifest.parquet``, ``splits.json``,
+        ``fold_k/model.safetensors`` and (for the operating point) ``metrics.json``.
+    fold : {'ensemble'} or int, default='ensemble'
+        All fold models averaged (as the study's test metrics are), or one fold.
+    quantize : {'none', 'fp16', 'int8'}, default='none'
+        Also write a quantised copy and report its test AUC change.
+    max_batch_size : int, default=32
+        Triton ``max_batch_size``.
+    n_parity : int, default=256
+        Held-out images (test, then external) for the parity check.
+    tolerance : float, default=1e-4
+        Parity failure threshold on probabilities.
+    benchmark : bool, default=True
+        Time batch-1 ONNX Runtime vs PyTorch eager.
+
+    Returns
+    -------
+    dict
+        The content of ``export.json``.
+    """
+    run = Path(run)
+    if quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    cfg = run_config(run)
+    manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
+    k_classes = max(2, int(manifest["label"].max()) + 1)
+    folds = _select(fold, fold_ids(run))
+    members = load_members(run, cfg, folds, k_classes)
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    threshold = (metrics.get("operating_point") or {}).get("threshold")
+    names = class_names(manifest, k_classes)
+    size, chans = cfg.train.image_size, cfg.model.in_chans
+    out = run / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = ox.metadata_for(image_size=size, in_chans=chans, class_names=names, folds=folds, model_name=cfg.model.name,
+                           threshold=threshold, version=medlens.__version__)
+    onnx_path = ox.export_onnx(ox.Ensemble(members), out / "model.onnx", image_size=size, in_chans=chans, metadata=meta)
+
+    by_id = manifest.set_index("sample_id")
+
+    def tensor(ids: list[str]) -> torch.Tensor:
+        return load_tensor(by_id.loc[ids].reset_index(), size=size, in_chans=chans)
+
+    held_ids = (list(splits["test"]) + list(splits["external"]))[:n_parity]
+    if not held_ids:
+        raise StageInputMissing(f"{run / 'splits.json'} has no test or external images for the parity check")
+    parity = ox.parity_check(members, onnx_path, tensor(held_ids), tolerance=tolerance)
+    log.info("parity: max |p_onnx - p_torch| = %.2e over %d images", parity["max_abs_diff"], parity["n_images"])
+
+    sess = ox.session(onnx_path, threads=2)
+    dev_ids = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
+    dev_x = tensor(dev_ids).numpy().astype(np.float32) / 255.0
+    feats = np.concatenate([sess.run(["features"], {ox.INPUT: dev_x[i:i + 64]})[0] for i in range(0, len(dev_x), 64)])
+    gate, ood_info = fit_gate(feats, by_id.loc[dev_ids, "patient_id"].to_numpy(), seed=cfg.seed)
+    gate.save(out / "ood.npz")
+    if splits["test"]:
+        tx = tensor(list(splits["test"])).numpy().astype(np.float32) / 255.0
+        test_feats = sess.run(["features"], {ox.INPUT: tx})[0]
+        ood_info["test_flagged_fraction"] = float(gate.is_ood(test_feats).mean())
+
+    info = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
+        "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,
+        "class_names": names, "operating_threshold": threshold, "num_classes": k_classes,
+        "n_features": int(feats.shape[1]), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name),
+    }
+    if benchmark:
+        info["latency_batch1"] = ox.latency_benchmark(members, onnx_path, tensor(held_ids[:1]))
+    if quantize != "none":
+        info["quantization"] = _quantized(onnx_path, out, quantize, tensor, splits, by_id)
+    write_repository(out / "model_repository", onnx_path, info["triton_name"], in_chans=chans, image_size=size,
+                     n_classes=k_classes, n_members=len(folds), n_features=info["n_features"],
+                     max_batch_size=max_batch_size,
+                     readme={"version": medlens.__version__, "mean": 0.5, "std": 0.25, "classes": names,
+                             "threshold": "n/a" if threshold is None else f"{threshold:.4f}"})
+    (out / "export.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+    return info
+
+
+def _quantized(onnx_path: Path, out: Path, mode: str, tensor, splits: dict, by_id: pd.DataFrame) -> dict:
+    """Write the quantised model and compare its test AUC with the fp32 export."""
+    from medlens.evaluate import auc_score
+
+    q_path = ox.quantize(onnx_path, out / f"model.{mode}.onnx", mode)
+    ids = list(splits["test"])
+    result = {"mode": mode, "path": q_path.name, "size_bytes": q_path.stat().st_size,
+              "fp32_size_bytes": onnx_path.stat().st_size}
+    if not ids:
+        return result
+    x = tensor(ids)
+    y = by_id.loc[ids, "label"].to_numpy(int)
+    p32 = ox.onnx_proba(ox.session(onnx_path, threads=2), x)
+    try:
+        pq = ox.onnx_proba(ox.session(q_path, threads=2), x)
+    except Exception as err:  # e.g. an fp16 kernel missing on this CPU build of ONNX Runtime
+        result["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        return result
+    result["max_abs_diff_vs_fp32"] = float(np.abs(pq - p32).max())
+    if p32.shape[1] == 2 and len(np.unique(y)) == 2:
+        a32, aq = auc_score(y, p32[:, 1]), auc_score(y, pq[:, 1])
+        result.update({"test_auc_fp32": float(a32), f"test_auc_{mode}": float(aq), "test_auc_change": float(aq - a32)})
+    return result

@@ -1,0 +1,255 @@
+"""ONNX export of a run's fold models (one fold or the k-fold ensemble) with a parity check.
+
+The exported graph takes ``image``: float32 ``N×C×S×S`` in [0, 1] (the uint8 training
+tensor divided by 255, resized as in training) and carries the normalisation inside, so
+a client only resizes and scales. Outputs:
+
+- ``probabilities`` ``N×K``: softmax, averaged over the ensemble members;
+- ``member_probabilities`` ``N×F×K``: each member's softmax (uncertainty = their spread);
+- ``features`` ``N×D``: penultimate features (``forward_head(..., pre_logits=True)``),
+  concatenated over members, for the Mahalanobis OOD gate.
+
+The opset is pinned (:data:`OPSET`) and the legacy TorchScript exporter is used: it is
+deterministic, fast and supports opset 17, which Triton's ONNX Runtime backend runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medlens.data.arrays import MEAN, STD
+from medlens.errors import MedlensError, StageInputMissing
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+"""ONNX opset of every medlens export (Triton 23.x+ / ONNX Runtime >= 1.14 run it)."""
+INPUT = "image"
+OUTPUTS = ("probabilities", "member_probabilities", "features")
+PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(MedlensError):
+    """ONNX Runtime and PyTorch disagree on the probabilities by more than the tolerance."""
+
+
+class Ensemble(torch.nn.Module):
+    """The members as one graph: [0, 1] image in; probabilities, member probabilities, features out.
+
+    Parameters
+    ----------
+    members : list of timm classifiers
+        Evaluated in ``eval()`` mode; each must offer ``forward_features``/``forward_head``.
+    """
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise MedlensError("an export needs at least one model")
+        self.members = torch.nn.ModuleList(members).eval()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = (image - MEAN) / STD
+        probs, feats = [], []
+        for m in self.members:
+            f = m.forward_head(m.forward_features(x), pre_logits=True)
+            probs.append(F.softmax(m.get_classifier()(f), dim=1))
+            feats.append(torch.flatten(f, 1))
+        member = torch.stack(probs, dim=1)
+        return member.mean(dim=1), member, torch.cat(feats, dim=1)
+
+
+def export_onnx(ensemble: Ensemble, path: Path, *, image_size: int, in_chans: int, metadata: dict[str, str]) -> Path:
+    """Write ``ensemble`` as ONNX (dynamic batch axis, opset :data:`OPSET`) with ``metadata``.
+
+    Parameters
+    ----------
+    ensemble : Ensemble
+    path : path
+        Output ``.onnx`` file (parent folders are created).
+    image_size, in_chans : int
+        Declared input shape ``N×in_chans×image_size×image_size``.
+    metadata : dict of str to str
+        Stored as ONNX ``metadata_props`` (preprocessing constants, class names …).
+    """
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.rand(2, in_chans, image_size, image_size)
+    axes = {INPUT: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUTS}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ensemble.eval(), (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT], output_names=list(OUTPUTS), dynamic_axes=axes, do_constant_folding=True)
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    model.producer_name = "medlens"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def session(path: Path, *, threads: int = 1):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (sequential execution)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_proba(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """``probabilities`` of an ONNX session for a uint8 ``N×C×S×S`` batch, as float64."""
+    x = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    out = [sess.run(["probabilities"], {INPUT: x[i:i + batch_size].astype(np.float32) / 255.0})[0]
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out).astype(np.float64)
+
+
+@torch.no_grad()
+def torch_proba(members: list[torch.nn.Module], images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+    """Reference probabilities: the training code path (``normalise`` + ``model(x)``), averaged over members."""
+    from medlens.train.loop import predict_proba
+
+    return np.mean([predict_proba(m, images, batch_size=batch_size) for m in members], axis=0)
+
+
+def parity_check(members: list[torch.nn.Module], onnx_path: Path, images: torch.Tensor, *,
+                 tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Compare ONNX Runtime with PyTorch eager on held-out images.
+
+    Parameters
+    ----------
+    members : list of torch modules
+        The models that were exported.
+    onnx_path : path
+    images : uint8 tensor of shape (N, C, S, S)
+    tolerance : float, default=1e-4
+        Largest allowed ``max |p_onnx - p_torch|``.
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``max_abs_diff``, ``mean_abs_diff``, ``tolerance``, ``passed``.
+
+    Raises
+    ------
+    ParityError
+        When the largest difference exceeds ``tolerance``.
+    """
+    p_onnx = onnx_proba(session(onnx_path, threads=2), images)
+    p_torch = torch_proba(members, images)
+    diff = np.abs(p_onnx - p_torch)
+    out = {"n_images": int(len(images)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+           "tolerance": tolerance, "passed": bool(diff.max() <= tolerance)}
+    if not out["passed"]:
+        raise ParityError(f"ONNX parity failed: max |p_onnx - p_torch| = {out['max_abs_diff']:.2e} over "
+                          f"{out['n_images']} images exceeds {tolerance:.0e}; do not deploy this export")
+    return out
+
+
+def latency_benchmark(members: list[torch.nn.Module], onnx_path: Path, image: torch.Tensor, *,
+                      iterations: int = 50, threads: int = 1) -> dict:
+    """Batch-1 latency (median ms) and throughput (images/s) of ONNX Runtime vs PyTorch eager.
+
+    Both run on ``threads`` CPU threads on the same uint8 image ``1×C×S×S``.
+    """
+    from medlens.data.arrays import normalise
+
+    sess = session(onnx_path, threads=threads)
+    feed = {INPUT: image.numpy().astype(np.float32) / 255.0}
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = normalise(image)
+
+        def run_torch() -> None:
+            with torch.no_grad():
+                for m in members:
+                    F.softmax(m(x), 1)
+
+        timings = {}
+        for name, fn in (("onnxruntime", lambda: sess.run(["probabilities"], feed)), ("torch_eager", run_torch)):
+            for _ in range(5):
+                fn()
+            t = []
+            for _ in range(iterations):
+                t0 = time.perf_counter()
+                fn()
+                t.append(time.perf_counter() - t0)
+            timings[name] = {"p50_ms": float(np.median(t) * 1e3), "throughput_per_s": float(len(t) / sum(t))}
+    finally:
+        torch.set_num_threads(old)
+    timings["speedup"] = timings["onnxruntime"]["throughput_per_s"] / timings["torch_eager"]["throughput_per_s"]
+    timings["threads"] = threads
+    return timings
+
+
+def quantize(onnx_path: Path, out: Path, mode: str) -> Path:
+    """Write a quantised copy: ``int8`` (dynamic, weights int8) or ``fp16`` (weights and math, I/O kept float32)."""
+    import onnx
+
+    if mode == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        prepared = out.with_suffix(".prep.onnx")
+        quiet = logging.getLogger()  # the quantiser logs every tensor at INFO on the root logger
+        level = quiet.level
+        quiet.setLevel(max(level, logging.WARNING))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # ORT graph optimisation first: folds BatchNorm and removes Identity nodes that
+                # the exporter inserts for shared initialisers (the quantiser needs plain initialisers)
+                quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+                quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+        finally:
+            quiet.setLevel(level)
+            prepared.unlink(missing_ok=True)
+    elif mode == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+        onnx.save(model, str(out))
+    else:
+        raise MedlensError(f"unknown quantisation {mode!r}; choose 'fp16' or 'int8'")
+    return out
+
+
+def read_metadata(onnx_path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file."""
+    import onnx
+
+    if not onnx_path.is_file():
+        raise StageInputMissing(f"{onnx_path} not found; run `medlens export RUN` first")
+    return {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+
+
+def metadata_for(*, image_size: int, in_chans: int, class_names: list[str], folds: list[int], model_name: str,
+                 threshold: float | None, version: str) -> dict[str, str]:
+    """Metadata written into the ONNX file: everything a client needs to prepare an input."""
+    return {
+        "medlens_version": version, "model_name": model_name, "folds": json.dumps(folds),
+        "image_size": str(image_size), "in_chans": str(in_chans), "input_range": "[0, 1] (uint8 / 255)",
+        "resize": "keep aspect ratio, INTER_AREA down / INTER_LINEAR up, zero-pad to square, round to uint8",
+        "normalisation": json.dumps({"mean": MEAN, "std": STD, "in_graph": True}),
+        "class_names": json.dumps(class_names), "opset": str(OPSET),
+        "operating_threshold": "" if threshold is None else repr(float(threshold)),
+    }

@@ -1,0 +1,52 @@
+"""Pipeline hooks: ``export_stage`` (run -> run/export/) and ``report_section`` (context for report.html)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medlens.config import StudyConfig
+
+
+def export_stage(run: Path, cfg: StudyConfig) -> dict:
+    """Export the k-fold ensemble of a finished run to ``run/export/`` (see :func:`medlens.export.export_run`).
+
+    ``cfg`` is accepted for the stage signature; the export reads the config the run recorded.
+    """
+    from medlens.export.core import export_run
+
+    return export_run(Path(run), fold="ensemble", benchmark=True)
+
+
+def report_section(run: Path) -> dict | None:
+    """Report context for the deployment section, or None when the run was not exported.
+
+    Returns
+    -------
+    dict or None
+        ``title``, ``summary`` (one paragraph), ``tables`` (name -> list of dicts), ``figures`` (empty).
+    """
+    path = Path(run) / "export" / "export.json"
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    p = info["parity"]
+    rows = [{"item": "ONNX file", "value": f"export/model.onnx (opset {info['opset']}, sha256 {info['onnx_sha256'][:12]}…)"},
+            {"item": "models", "value": f"{info['model_name']}, folds {info['folds']}"},
+            {"item": "input", "value": f"{info['in_chans']}×{info['image_size']}×{info['image_size']} in [0, 1]"},
+            {"item": "parity (max |p_onnx − p_torch|)", "value": f"{p['max_abs_diff']:.1e} on {p['n_images']} held-out images (limit {p['tolerance']:.0e})"},
+            {"item": "OOD gate", "value": f"Mahalanobis threshold {info['ood']['threshold']:.1f}; "
+                                          f"{info['ood'].get('test_flagged_fraction', float('nan')):.1%} of test images flagged"},
+            {"item": "Triton", "value": f"export/model_repository/{info['triton_name']} (GPU) and _cpu"}]
+    lat = info.get("latency_batch1")
+    if lat:
+        rows.append({"item": "batch-1 latency (CPU)", "value": f"ONNX Runtime {lat['onnxruntime']['p50_ms']:.1f} ms vs PyTorch "
+                                                            f"{lat['torch_eager']['p50_ms']:.1f} ms ({lat['speedup']:.1f}×)"})
+    q = info.get("quantization")
+    if q and "test_auc_change" in q:
+        rows.append({"item": f"{q['mode']} quantisation", "value": f"test AUC change {q['test_auc_change']:+.3f}"})
+    summary = (f"The model was exported to ONNX and checked against PyTorch: on {p['n_images']} held-out images the "
+               f"probabilities differ by at most {p['max_abs_diff']:.1e}, so the deployed model gives the answers this "
+               f"report evaluates. A Triton model repository and `medlens serve` (with authentication, an audit log, "
+               f"and image-quality and out-of-distribution gates that refuse unsuitable images) are ready for IT.")
+    return {"title": "Deployment", "summary": summary, "tables": {"export": rows}, "figures": {}}

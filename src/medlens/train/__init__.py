@@ -1,0 +1,1 @@
+"""Training engine: one loop for every task, checkpoints and resume, DDP, hyper-parameter search."""

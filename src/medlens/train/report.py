@@ -1,0 +1,53 @@
+"""The training section of the report: learning curves and the chosen epoch of every fold."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+
+def report_section(run: Path) -> dict | None:
+    """Context for the report's training section, or None when no fold has a ``history.csv``.
+
+    Returns
+    -------
+    dict with ``title``, ``summary`` (one plain-language paragraph), ``figures``
+    (``{"learning_curves": data URI}``) and ``table`` (one row per fold).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medlens.report.html import figure_uri
+
+    histories = {int(p.parent.name.split("_")[1]): pd.read_csv(p) for p in sorted(Path(run).glob("fold_*/history.csv"))}
+    if not histories:
+        return None
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    rows = []
+    for k, h in sorted(histories.items()):
+        ax_loss.plot(h["epoch"], h["train_loss"], color=f"C{k}", label=f"fold {k} train")
+        ax_loss.plot(h["epoch"], h["val_loss"], color=f"C{k}", ls="--", label=f"fold {k} validation")
+        ax_auc.plot(h["epoch"], h["val_auc"], color=f"C{k}", label=f"fold {k}")
+        monitor = h["val_auc"] if h["val_auc"].notna().any() else -h["val_loss"]
+        best = int(h.loc[monitor.idxmax(), "epoch"])
+        auc = float(h.loc[h["epoch"] == best, "val_auc"].iloc[0])
+        rows.append({"fold": k, "epochs run": len(h), "best epoch": best,
+                     "validation AUC": None if math.isnan(auc) else round(auc, 3),
+                     "validation loss": round(float(h.loc[h["epoch"] == best, "val_loss"].iloc[0]), 4)})
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_auc.set(xlabel="epoch", ylabel="AUC", title="validation AUC")
+    ax_loss.legend(fontsize=7)
+    fig.tight_layout()
+    uri = figure_uri(fig)
+    plt.close(fig)
+    gap = [r["epochs run"] - 1 - r["best epoch"] for r in rows]
+    summary = (f"Each of the {len(rows)} folds was trained on its own training patients and watched on its own "
+               "validation patients after every epoch; the weights of the epoch with the best validation score "
+               f"were kept (on average {sum(gap) / len(gap):.1f} epochs before the last). A validation loss that "
+               "rises while the training loss keeps falling means the network started to memorise the training "
+               "images; the test and external sets played no part in these choices.")
+    return {"title": "Training", "summary": summary, "figures": {"learning_curves": uri}, "table": rows}

@@ -1,0 +1,141 @@
+"""The trust section of ``report.html``: context for the lead's template, read from ``run/trust/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from medlens.trust.stage import TRUST_DIR
+
+
+def _risk_coverage_figure(rc: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.subplots()
+    styles = {"epistemic": "-", "max_softmax": "--"}
+    for (part, by), g in rc.groupby(["part", "ordered_by"]):
+        if part == "val":
+            continue
+        ax.plot(g["coverage"], g["accuracy"], styles.get(by, ":"), marker=".", label=f"{part}, referred by {by.replace('_', ' ')}")
+    ax.set_xlabel("coverage (share of cases the model decides)")
+    ax.set_ylabel("accuracy on the kept cases")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Risk-coverage: refer the least certain cases", fontsize=9)
+    return fig
+
+
+def _ood_figure(unc: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(5.2, 3.0))
+    ax = fig.subplots()
+    score = np.log10(unc["mahalanobis"].clip(lower=1e-3))
+    bins = np.linspace(score.min(), score.max(), 40)
+    for part, g in unc.groupby("part"):
+        ax.hist(np.log10(g["mahalanobis"].clip(lower=1e-3)), bins=bins, alpha=0.5, label=f"{part} ({len(g)})")
+    ax.axvline(0.0, color="k", lw=1, ls="--", label="gate threshold")
+    ax.set_xlabel("log10 Mahalanobis score (1 = threshold)")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=7)
+    ax.set_title("Out-of-distribution gate", fontsize=9)
+    return fig
+
+
+def _annotator_figure(ann: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(5.2, 2.6))
+    ax = fig.subplots()
+    y = np.arange(len(ann))
+    ax.barh(y - 0.2, ann["crowdlab_quality"], 0.4, label="CROWDLAB quality")
+    ax.barh(y + 0.2, ann["kappa_consensus"], 0.4, label="Cohen's kappa vs others")
+    ax.set_yticks(y, ann["annotator"])
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Annotator reliability", fontsize=9)
+    return fig
+
+
+def _issue_gallery(issues: pd.DataFrame, n: int = 8) -> Figure | None:
+    from medlens.data.manifest import load_image
+
+    top = issues[issues["is_label_issue"]].head(n)
+    if top.empty:
+        return None
+    fig = Figure(figsize=(1.4 * len(top), 1.8))
+    axes = np.atleast_1d(fig.subplots(1, len(top)))
+    for ax, (_, r) in zip(axes, top.iterrows()):
+        try:
+            img = load_image(str(r["image"]))
+            ax.imshow(img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0], cmap="gray")
+        except Exception:  # noqa: BLE001 - a missing image must not break the report
+            pass
+        ax.set_title(f"#{r['rank']}: {r['given_label']}→{r['suggested_label']}\n({r['confidence']:.2f})", fontsize=7)
+        ax.axis("off")
+    return fig
+
+
+def report_section(run: Path) -> dict | None:
+    """Context for the report's trust section, or None when the audit has not run.
+
+    Returns
+    -------
+    dict or None
+        ``title``, ``summary`` (one plain-language paragraph), ``figures`` (name ->
+        ``data:image/png;base64`` URI), ``tables`` (name -> list of row dicts: ``ood``,
+        ``annotators``, ``label_issues`` (top 10), ``class_quality``, ``selective``) and
+        ``files`` (names of the CSVs in ``run/trust/``).
+    """
+    from medlens.report.html import figure_uri
+
+    out = Path(run) / TRUST_DIR
+    if not (out / "summary.json").is_file():
+        return None
+    s = json.loads((out / "summary.json").read_text())
+    unc = pd.read_parquet(out / "uncertainty.parquet")
+    issues = pd.read_csv(out / "label_issues.csv")
+    rc = pd.read_csv(out / "risk_coverage.csv")
+    cq = pd.read_csv(out / "class_quality.csv")
+    figures = {"risk_coverage": figure_uri(_risk_coverage_figure(rc)), "ood": figure_uri(_ood_figure(unc))}
+    tables: dict = {}
+    ood = s["ood"]
+    tables["ood"] = [{"part": p, "passed_gate": f"{r:.1%}"} for p, r in sorted(ood["pass_rate"].items())]
+    for name, auc in sorted(ood.get("auroc_ood_vs_test", {}).items()):
+        tables.setdefault("ood_auroc", []).append({"score": name, "AUROC phantom OOD vs test": round(auc, 3)})
+    text = []
+    if (out / "annotators.csv").is_file():
+        ann = pd.read_csv(out / "annotators.csv")
+        figures["annotators"] = figure_uri(_annotator_figure(ann))
+        cols = ["annotator", "n_labels", "crowdlab_quality", "kappa_consensus", "accuracy_vs_expert", "kappa_vs_expert",
+                "label_issues_oof"]
+        tables["annotators"] = ann[cols].round(3).to_dict("records")
+        text.append(f"Of {len(ann)} annotators, '{s['annotators']['least_reliable']}' is the least reliable "
+                    f"(lowest CROWDLAB quality; Fleiss' kappa over all is {s['annotators']['fleiss_kappa']:.2f}).")
+    gallery = _issue_gallery(issues)
+    if gallery is not None:
+        figures["label_issues"] = figure_uri(gallery)
+    keep = ["rank", "sample_id", "given_label", "suggested_label", "confidence", "label_quality"]
+    tables["label_issues"] = issues.loc[issues["is_label_issue"], keep].head(10).round(3).to_dict("records")
+    tables["class_quality"] = cq.round(3).to_dict("records")
+    tables["selective"] = [{"set / referred by": k, "accuracy, all cases": round(v["accuracy_all"], 3),
+                            "accuracy, 80% most certain": round(v["accuracy_80"], 3)} for k, v in sorted(s["selective"].items())]
+    li = s["label_issues"]
+    text.insert(0, f"Confident learning on the out-of-fold predictions flags {li['n_issues']} of {li['n_checked']} "
+                   f"development labels as probably wrong; class {li['worst_class']} is the least cleanly labelled. "
+                   f"relabel_queue.csv lists the {li['relabel_budget']} images most worth a second look.")
+    pr = ood["pass_rate"]
+    gate = (f"The out-of-distribution gate (Mahalanobis distance on the network's features, threshold set so "
+            f"{pr.get('val', float('nan')):.0%} of validation images pass) lets {pr.get('test', float('nan')):.0%} of test images through")
+    if "external" in pr:
+        gate += f" and {pr['external']:.0%} of external-site images"
+    if "ood" in pr:
+        gate += f"; it stops {1 - pr['ood']:.0%} of images that are not fundus photographs"
+    text.append(gate + ".")
+    test_sel = s["selective"].get("test/epistemic")
+    if test_sel:
+        text.append(f"Referring the 20% of test cases with the highest epistemic uncertainty to a clinician changes "
+                    f"accuracy on the rest from {test_sel['accuracy_all']:.1%} to {test_sel['accuracy_80']:.1%}.")
+    return {"title": "Trust: uncertainty, out-of-distribution gate, label and annotator quality",
+            "summary": " ".join(text), "figures": figures, "tables": tables,
+            "files": sorted(p.name for p in out.iterdir() if p.suffix in {".csv", ".json", ".parquet", ".safetensors"})}

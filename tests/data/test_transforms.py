@@ -1,0 +1,93 @@
+"""Transforms: ROI crop, CLAHE (measured contrast gain), augmentation, mixup/cutmix targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medlens.data.arrays import load_tensor
+from medlens.data.synthetic import ImageSpec, generate, render_image
+from medlens.data.sources import read_synthetic
+from medlens.data.transforms import (clahe, cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast,
+                                     roi_crop)
+from medlens.errors import DataError
+from medlens.train.config import AugmentConfig, PreprocessConfig
+
+
+@pytest.fixture(scope="module")
+def phantom() -> np.ndarray:
+    img, _, _ = render_image(ImageSpec(size=128, site="A", n_lesions=3), np.random.default_rng(0))
+    return img.transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("mode", ["lab", "channels"])
+def test_clahe_raises_contrast_of_low_contrast_phantom(phantom, mode):
+    fov = phantom.mean(0) > 0.08
+    flat = 0.4 + 0.15 * phantom  # a washed-out, low-contrast version of the fundus
+    before = rms_contrast(flat, fov)
+    after = rms_contrast(clahe(flat, mode=mode, clip_limit=3.0, tiles=8), fov)
+    assert after > 1.5 * before, (before, after)
+
+
+def test_clahe_keeps_contract(phantom):
+    out = clahe(phantom[:1])
+    assert out.shape == (1, 128, 128) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(ValueError, match="lab"):
+        clahe(phantom, mode="hsv")
+
+
+def test_roi_crop_margin_and_border():
+    img = np.arange(100, dtype=np.float32).reshape(1, 10, 10)
+    assert roi_crop(img, (2, 3, 6, 5), margin=0).shape == (1, 2, 4)
+    assert roi_crop(img, (2, 3, 6, 5), margin=0.5).shape == (1, 4, 8)  # 1 px top/bottom, 2 px left/right
+    assert roi_crop(img, (0, 0, 10, 10), margin=1.0).shape == (1, 10, 10)  # clipped at the border
+    assert roi_crop(img, (5, 5, 5, 5)) is img and roi_crop(img, (np.nan, 0, 3, 3)) is img
+
+
+def test_load_prepared_default_equals_load_tensor_and_roi(tmp_path):
+    generate(tmp_path / "d", n_patients=4, seed=0, image_size=48)
+    m = read_synthetic(tmp_path / "d").head(4)
+    assert torch.equal(load_prepared(m, size=32, in_chans=3), load_tensor(m, size=32, in_chans=3))
+    cropped = load_prepared(m, size=32, in_chans=1, preprocess=PreprocessConfig(roi_crop=True, clahe="lab"))
+    assert cropped.shape == (4, 1, 32, 32)
+    with pytest.raises(DataError, match="roi_x0"):
+        load_prepared(m.drop(columns=["roi_x0"]), size=32, in_chans=3, preprocess=PreprocessConfig(roi_crop=True))
+
+
+def test_random_augment_is_seeded_and_rotation_draws_only_when_on():
+    x = torch.randn(4, 3, 16, 16)
+    a = random_augment(x, torch.Generator().manual_seed(1))
+    b = random_augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(1)
+    rot = random_augment(x, g, AugmentConfig(rotation=30, flip=False, brightness=0, contrast=0))
+    assert rot.shape == x.shape and not torch.equal(rot, x)
+    g0 = torch.Generator().manual_seed(1)
+    assert torch.equal(random_augment(x, g0, AugmentConfig(flip=False, brightness=0, contrast=0)), x)
+    assert torch.equal(g0.get_state(), torch.Generator().manual_seed(1).get_state())  # nothing drawn
+
+
+@pytest.mark.parametrize("fn,alpha", [(mixup, 0.4), (cutmix, 1.0)])
+def test_mixing_gives_soft_targets_summing_to_one(fn, alpha):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 16, 16)
+    y = one_hot(torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), 3)
+    for _ in range(5):
+        xm, ym, lam = fn(x, y, gen, alpha=alpha)
+        assert xm.shape == x.shape and ym.shape == (8, 3)
+        torch.testing.assert_close(ym.sum(1), torch.ones(8))
+        assert 0 <= lam <= 1 and (ym >= 0).all()
+
+
+def test_cutmix_lambda_is_the_kept_area():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.zeros(2, 1, 20, 20)
+    x[1] = 1
+    checked = 0
+    for _ in range(20):
+        xm, ym, lam = cutmix(x, one_hot(torch.tensor([0, 1]), 2), gen, alpha=1.0)
+        if ym[0, 1] > 0:  # image 0 received a box from image 1: its mean is the pasted share
+            assert float(xm[0].mean()) == pytest.approx(1 - lam) == pytest.approx(float(ym[0, 1]))
+            checked += 1
+    assert checked > 0

@@ -1,0 +1,20 @@
+"""The training report section: learning curves and best epoch per fold."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from medlens.train.report import report_section
+
+
+def test_report_section(tmp_path):
+    assert report_section(tmp_path) is None
+    for k in range(2):
+        (tmp_path / f"fold_{k}").mkdir()
+        pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [0.7, 0.5, 0.3], "val_loss": [0.7, 0.6, 0.65],
+                      "val_auc": [0.6, 0.8 + k / 10, 0.75], "lr": [1e-3] * 3}).to_csv(
+            tmp_path / f"fold_{k}" / "history.csv", index=False)
+    sec = report_section(tmp_path)
+    assert sec["title"] == "Training" and sec["figures"]["learning_curves"].startswith("data:image/png;base64,")
+    assert [r["best epoch"] for r in sec["table"]] == [1, 1]
+    assert sec["table"][1]["validation AUC"] == 0.9 and "validation" in sec["summary"]
