@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from medlens.config import load_config
-from medlens.seg.stage import seg_run
+from medlens.pipeline import run_study
 
 ROWS = [("dice", "Dice (images with lesions)"), ("dice_global", "Dice (pooled pixels)"),
         ("hd95", "HD95 (px)"), ("lesion_sensitivity", "lesion sensitivity"),
@@ -30,7 +30,7 @@ def main(config: str = "configs/segmentation.yaml", run_dir: str = "runs/bench")
             "name": f"seg_clahe_{'on' if on else 'off'}", "run_dir": Path(run_dir),
             "seg": base.seg.model_copy(update={"clahe": on, "task": "segmentation", "compare_classifier": False})})
         t0 = time.perf_counter()
-        run = seg_run(cfg)
+        run = run_study(cfg)
         results[on] = (json.loads((run / "seg" / "metrics.json").read_text()), time.perf_counter() - t0)
     for part in ("test", "external"):
         if part not in results[True][0]:

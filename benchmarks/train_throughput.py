@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 
-def gemm_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+def gemm_peak(device: torch.device, n: int = 4096, repeats: int = 5) -> float:
     """Best fp32 matmul FLOP/s over ``repeats`` runs."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=12, help="training steps per timed pass")
+    ap.add_argument("--steps", type=int, default=30, help="training steps per timed pass")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per loop (best is kept)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")

@@ -18,11 +18,10 @@ from rich.logging import RichHandler
 from medlens.dicom.cli import deid as deid_cmd
 from medlens.errors import MedlensError
 from medlens.explain.cli import explain as explain_cmd
-from medlens.qc.cli import qc as qc_cmd
-from medlens.seg.cli import seg_run as seg_run_cmd
-from medlens.train import cli as train_cli
 from medlens.export.cli import export as export_cmd
+from medlens.qc.cli import qc as qc_cmd
 from medlens.serve.cli import serve as serve_cmd
+from medlens.train import cli as train_cli
 from medlens.trust.cli import audit as audit_cmd
 
 app = typer.Typer(
@@ -39,6 +38,7 @@ err_console = Console(stderr=True)
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stage decision.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    logging.captureWarnings(True)  # e.g. undefined bootstrap replicates: one log line, not a warning dump
 
 
 @app.command()
@@ -119,24 +119,18 @@ def demo(run_dir: Annotated[Path, typer.Option(help="Where runs/<name> goes.")] 
     _run(StudyConfig(run_dir=run_dir))
 
 
-app.command("deid")(deid_cmd)
-app.command("qc")(qc_cmd)
-app.command("explain")(explain_cmd)
-app.command("seg-run")(seg_run_cmd)
-app.command("train")(train_cli.train)
-app.command("tune")(train_cli.tune)
-app.command("export")(export_cmd)
-app.command("serve")(serve_cmd)
-app.command("audit")(audit_cmd)
-
 @app.command()
 def compare(
     run_a: Annotated[Path, typer.Argument(help="First finished run directory (e.g. runs/demo).")],
     run_b: Annotated[Path, typer.Argument(help="Second finished run directory, same test set.")],
     out: Annotated[Optional[Path], typer.Option(help="Also write the comparison as JSON here.")] = None,
 ) -> None:
-    """Compare two runs on the same test set: AUCs, DeLong paired test, McNemar at each operating point,
-    and, when both runs were explained, agreement of their heat maps with the expert (Wilcoxon)."""
+    """Compare two runs on the same test set: DeLong paired test of AUCs, McNemar, heat-map agreement.
+
+    McNemar uses each run's operating point; when both runs were explained, the agreement of their
+    heat maps with the expert's region is compared with a paired Wilcoxon test. Runs with different
+    test sets are refused (exit 2).
+    """
     import json
 
     from rich.table import Table
@@ -160,17 +154,33 @@ def compare(
         out.write_text(json.dumps(res, indent=1, default=float))
 
 
+# Commands implemented in their own packages.
+app.command("deid")(deid_cmd)
+app.command("qc")(qc_cmd)
+app.command("train")(train_cli.train)
+app.command("tune")(train_cli.tune)
+app.command("explain")(explain_cmd)
+app.command("audit")(audit_cmd)
+app.command("export")(export_cmd)
+app.command("serve")(serve_cmd)
+
+
 def _run(cfg) -> None:
+    import json
+
     from medlens.pipeline import run_study
 
     out = run_study(cfg)
-    import json
+    if cfg.task == "segmentation":
+        from medlens.seg.cli import print_summary
 
-    m = json.loads((out / "metrics.json").read_text())
-    for name in ("test", "external"):
-        if name in m:
-            auc = m[name]["auc"]
-            typer.echo(f"{name:9s} AUC {auc['value']:.3f} (95% CI {auc['low']:.3f}-{auc['high']:.3f})")
+        print_summary(out)
+    else:
+        m = json.loads((out / "metrics.json").read_text())
+        for name in ("test", "external"):
+            if name in m:
+                auc = m[name]["auc"]
+                typer.echo(f"{name:9s} AUC {auc['value']:.3f} (95% CI {auc['low']:.3f}-{auc['high']:.3f})")
     typer.echo(f"report: {out / 'report.html'}")
 
 

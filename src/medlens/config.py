@@ -128,6 +128,9 @@ class StudyConfig(_Strict):
     """A whole study: data, splits, model, training, evaluation. ``run_dir/name`` holds the outputs."""
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    task: Literal["classification", "segmentation"] = Field(
+        "classification", description="classification: timm classifiers per fold; segmentation: the seg section's U-Net study."
+    )
     seed: int = 0
     run_dir: Path = Path("runs")
     data: DataConfig = DataConfig()

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,12 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import medlens
 from medlens.config import StudyConfig, dump_config
 from medlens.data import sources
-from medlens.data.arrays import load_tensor
 from medlens.data.manifest import load_image, load_manifest, save_manifest
 from medlens.data.splits import check_leakage, load_splits, make_splits, save_splits
 from medlens.data.synthetic import generate
-from medlens.models import create_model
-from medlens.train.loop import fit, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +119,16 @@ def train_fold(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, k: int, p
     train_one_fold(cfg, manifest, splits, k, progress, resume="auto")
 
 
-def run_study(cfg: StudyConfig) -> Path:
-    """Run every stage of the study and return the run directory.
+def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
+    """The data stages every task shares; returns the manifest and the checked splits.
 
-    Stages: synth (synthetic source only) → ingest → qc → split of the images that passed
-    QC (+ leakage check on every run) → train each fold → evaluate → explain (heat maps
-    scored against the expert ROI) → trust (uncertainty, OOD gate, label and annotator
-    audit) → report.
+    synth (synthetic source only) → ingest → qc → split of the images that passed QC, then
+    the leakage check, which runs on every call even when the stages are up to date.
     """
     run = cfg.out
     run.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     cfg_key = cfg.model_dump(mode="json")
     (run / "config.yaml").write_text(dump_config(cfg) + f"# versions: medlens {medlens.__version__}, torch {torch.__version__}\n")
-
     if cfg.data.source == "synthetic":
         s = cfg.data.synthetic
         run_stage(run, "synth", {"synthetic": cfg_key["data"]["synthetic"], "seed": cfg.seed},
@@ -155,8 +147,26 @@ def run_study(cfg: StudyConfig) -> Path:
                                                              seed=cfg.seed, **cfg.split.model_dump()), splits_path))
     manifest, splits = load_manifest(manifest_path), load_splits(splits_path)
     check_leakage(manifest, splits)
+    return manifest, splits
 
-    train_key = {"model": cfg_key["model"], "train": cfg_key["train"], "seed": cfg.seed,
+
+def run_study(cfg: StudyConfig) -> Path:
+    """Run every stage of the study and return the run directory.
+
+    After :func:`prepare_study`: for ``task: classification``, train each fold → evaluate →
+    explain (heat maps scored against the expert ROI) → trust (uncertainty, OOD gate, label
+    and annotator audit) → report; for ``task: segmentation``, the seg stage and its report.
+    """
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    manifest, splits = prepare_study(cfg)
+    if cfg.task == "segmentation":
+        from medlens.seg.stage import seg_stages
+
+        return seg_stages(cfg)
+    run, cfg_key = cfg.out, cfg.model_dump(mode="json")
+    manifest_path, splits_path = run / "manifest.parquet", run / "splits.json"
+
+    train_key = {"model": cfg_key["model"], "train": cfg_key["train"], "engine": cfg_key["engine"], "seed": cfg.seed,
                  "manifest": file_digest(manifest_path), "splits": file_digest(splits_path)}
     with progress_bar() as progress:
         for k in range(len(splits["folds"])):

@@ -1,4 +1,4 @@
-"""End to end: seg_run on a tiny phantom study, the report section, the CLI, learning."""
+"""End to end: a task: segmentation study on a tiny phantom, the report section, the CLI, learning."""
 
 import json
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def _cfg(tmp, **seg):
     return StudyConfig.model_validate({
-        "run_dir": str(tmp), "name": "t",
+        "run_dir": str(tmp), "name": "t", "task": "segmentation",
         "data": {"synthetic": {"n_patients": 24, "image_size": 64}},
         "split": {"folds": 2}, "train": {"epochs": 2, "image_size": 32, "batch_size": 16},
         "evaluate": {"n_bootstrap": 200}, "seg": {"features": [4, 8, 16, 16, 32, 4], **seg}})
@@ -23,18 +23,19 @@ def _cfg(tmp, **seg):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from medlens.seg.stage import seg_run
+    from medlens.pipeline import run_study
 
     cfg = _cfg(tmp_path_factory.mktemp("seg"))
-    return seg_run(cfg), cfg
+    return run_study(cfg), cfg
 
 
 def test_outputs_and_metrics(tiny_run):
     run, _ = tiny_run
     seg = run / "seg"
-    for name in ("metrics.json", "predictions.parquet", "overlays.npz", "report.html",
+    for name in ("metrics.json", "predictions.parquet", "overlays.npz",
                  "fold_0/model.safetensors", "fold_0/history.csv", "fold_0/classifier/model.safetensors"):
         assert (seg / name).is_file(), name
+    assert (run / "report.html").is_file()
     m = json.loads((seg / "metrics.json").read_text())
     for part in ("test", "external"):
         t = m[part]
@@ -56,16 +57,17 @@ def test_report_section(tiny_run):
     assert sec["title"].startswith("Lesion segmentation") and "Dice" in sec["summary"]
     assert sec["figures"]["overlays"].startswith("data:image/png;base64,")
     assert any(k.startswith("lesion size") for k in sec["tables"])
-    assert "data:image/png;base64," in (run / "seg" / "report.html").read_text()
+    assert "data:image/png;base64," in (run / "report.html").read_text()
     assert report_section(run.parent / "missing") is None
 
 
 def test_rerun_skips_and_missing_inputs(tiny_run, tmp_path):
-    from medlens.seg.stage import seg_run, seg_stage
+    from medlens.pipeline import run_study
+    from medlens.seg.stage import seg_stage
 
     run, cfg = tiny_run
     before = (run / "seg" / "metrics.json").stat().st_mtime_ns
-    seg_run(cfg)
+    run_study(cfg)
     assert (run / "seg" / "metrics.json").stat().st_mtime_ns == before
     with pytest.raises(StageInputMissing, match="manifest.parquet"):
         seg_stage(tmp_path, cfg)
@@ -75,8 +77,8 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     from medlens.cli import app
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("seg: {task: multitask, patch_size: 32}\n")
-    res = CliRunner().invoke(app, ["seg-run", str(bad)])
+    bad.write_text("task: segmentation\nseg: {task: multitask, patch_size: 32}\n")
+    res = CliRunner().invoke(app, ["run", str(bad)])
     assert res.exit_code != 0 and "patch_size" in str(res.exception)
 
 

@@ -81,7 +81,7 @@ def test_sigkill_then_resume_equals_uninterrupted(prepared_study, monkeypatch):
 
     from medlens.train.checkpoint import load_last
 
-    sections = {"model": {"name": "test_efficientnet"}, "train": {"epochs": 6},
+    sections = {"model": {"name": "test_efficientnet"}, "train": {"epochs": 4},
                 "engine": {"checkpoint_interval": 0, "device": "cpu"}}
     killed_cfg, plain_cfg = prepared_study("killed", **sections), prepared_study("plain", **sections)
     last = load_config(killed_cfg).out / "fold_0" / "last.pt"

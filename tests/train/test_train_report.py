@@ -16,5 +16,5 @@ def test_report_section(tmp_path):
             tmp_path / f"fold_{k}" / "history.csv", index=False)
     sec = report_section(tmp_path)
     assert sec["title"] == "Training" and sec["figures"]["learning_curves"].startswith("data:image/png;base64,")
-    assert [r["best epoch"] for r in sec["table"]] == [1, 1]
-    assert sec["table"][1]["validation AUC"] == 0.9 and "validation" in sec["summary"]
+    assert [r["best epoch"] for r in sec["tables"]["folds"]] == [1, 1]
+    assert sec["tables"]["folds"][1]["validation AUC"] == 0.9 and "validation" in sec["summary"]

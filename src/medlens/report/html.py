@@ -111,16 +111,18 @@ def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, s
 
 
 def extra_sections(run: Path) -> list[dict]:
-    """Sections contributed by later stages (explain, trust, export) that have run.
+    """Sections contributed by other stages (training curves, explain, trust, export) that have run.
 
     Each is a mapping with ``title``, ``summary``, optional ``flags`` (shown prominently),
     ``figures`` (name -> data URI) and ``tables`` (name -> list of row dicts).
     """
     from medlens.explain import report_section as explain_section
     from medlens.export import report_section as export_section
+    from medlens.train.report import report_section as train_section
     from medlens.trust import report_section as trust_section
 
-    return [sec for sec in (explain_section(run), trust_section(run), export_section(run)) if sec]
+    sections = (train_section(run), explain_section(run), trust_section(run), export_section(run))
+    return [sec for sec in sections if sec]
 
 
 def write_report(run: Path, cfg: StudyConfig) -> Path:

@@ -5,7 +5,7 @@
 - :mod:`medlens.seg.summary`: per-image statistics and patient-level bootstrap CIs.
 - :mod:`medlens.seg.models`: a MONAI BasicUNet with optional classification/severity heads.
 - :mod:`medlens.seg.losses`, :mod:`medlens.seg.train`: losses and the training loop.
-- :mod:`medlens.seg.stage`: ``seg_stage(run, cfg)`` and ``seg_run(cfg)`` (``medlens seg-run``).
+- :mod:`medlens.seg.stage`: ``seg_stage(run, cfg)`` and ``seg_stages(cfg)`` (``medlens run`` with ``task: segmentation``).
 - :mod:`medlens.seg.report`: ``report_section(run)`` with mask overlays.
 
 Only the config is imported here, so ``medlens.config`` stays cheap to import.

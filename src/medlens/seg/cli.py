@@ -1,22 +1,16 @@
-"""``medlens seg-run``: a lesion segmentation / multi-task study from a YAML config."""
+"""Console summary of a segmentation study (``medlens run`` with ``task: segmentation``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 
-def seg_run(config: Annotated[Path, typer.Argument(help="Study YAML with a seg: section (see configs/segmentation.yaml).")]) -> None:
-    """Segment lesions (U-Net, optionally multi-task): train, evaluate with CIs, write seg/report.html."""
+def print_summary(run: Path) -> None:
+    """Print the headline segmentation metrics of a finished ``task: segmentation`` run."""
     import json
 
-    from medlens.config import load_config
-    from medlens.seg.stage import seg_run as run_seg
-
-    cfg = load_config(config)
-    run = run_seg(cfg)
     m = json.loads((run / "seg" / "metrics.json").read_text())
     for part in ("test", "external"):
         if part not in m:
@@ -26,4 +20,3 @@ def seg_run(config: Annotated[Path, typer.Argument(help="Study YAML with a seg: 
             if key in m[part]:
                 e = m[part][key]
                 typer.echo(f"{part:9s} {label:20s} {e['value']:.3f} (95% CI {e['low']:.3f}-{e['high']:.3f})")
-    typer.echo(f"report: {run / 'seg' / 'report.html'}")

@@ -2,7 +2,7 @@
 
 :func:`report_section` returns the context the study report needs (figures as data
 URIs, tables as lists of dicts, a title and a plain-language summary);
-:func:`write_seg_report` renders it alone as ``run/seg/report.html`` for ``medlens seg-run``.
+:func:`write_seg_report` renders it alone as ``run/report.html`` for a ``task: segmentation`` study.
 """
 
 from __future__ import annotations
@@ -133,12 +133,12 @@ th{background:#f3f3f3}</style></head><body>
 
 
 def write_seg_report(run: Path) -> Path:
-    """Render :func:`report_section` alone as ``run/seg/report.html`` (self-contained, offline)."""
+    """Render :func:`report_section` alone as ``run/report.html`` (self-contained, offline)."""
     section = report_section(run)
-    out = Path(run) / "seg" / "report.html"
+    out = Path(run) / "report.html"
     if section is None:
         from medlens.errors import StageInputMissing
 
-        raise StageInputMissing(f"{Path(run) / 'seg' / 'metrics.json'} not found; run `medlens seg-run <config>` first")
+        raise StageInputMissing(f"{Path(run) / 'seg' / 'metrics.json'} not found; run `medlens run <config>` with `task: segmentation` first")
     out.write_text(jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(s=section))
     return out

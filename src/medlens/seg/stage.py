@@ -1,4 +1,4 @@
-"""The segmentation stage of a study, and ``seg_run`` (``medlens seg-run``) around it.
+"""The segmentation stage of a study, and ``seg_stages`` (``medlens run`` with ``task: segmentation``).
 
 :func:`seg_stage` reads ``manifest.parquet`` and ``splits.json`` of a run directory
 (leaving out images that ``qc.parquet`` rejected, when there is one),
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from medlens.config import StudyConfig, dump_config
+from medlens.config import StudyConfig
 from medlens.data.manifest import load_manifest
 from medlens.data.splits import check_leakage, load_splits
 from medlens.errors import StageInputMissing
@@ -34,7 +34,7 @@ from medlens.seg.models import create_segnet
 from medlens.seg.summary import image_stats, seg_summary, severity_summary, size_table
 from medlens.seg.train import fit_segnet, predict
 
-__all__ = ["seg_run", "seg_stage"]
+__all__ = ["seg_stage", "seg_stages"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     run = Path(run)
     for name in ("manifest.parquet", "splits.json"):
         if not (run / name).is_file():
-            raise StageInputMissing(f"{run / name} not found; run `medlens seg-run <config>` (or `medlens run`) first")
+            raise StageInputMissing(f"{run / name} not found; run `medlens run <config>` first")
     t0 = time.perf_counter()
     manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
     check_leakage(manifest, splits)
@@ -155,52 +155,29 @@ def _save_overlays(path: Path, rows: pd.DataFrame, stats: pd.DataFrame, truth: n
                         dice=stats["dice"].to_numpy()[pick], case=np.array(["best", "median", "worst"]))
 
 
-def prepare_run(cfg: StudyConfig) -> Path:
-    """The shared first stages (synth → ingest → split), skipped when up to date."""
-    from medlens.data.manifest import save_manifest
-    from medlens.data.splits import make_splits, save_splits
-    from medlens.data.synthetic import generate
-    from medlens.pipeline import file_digest, ingest, run_stage, source_path
+def seg_stages(cfg: StudyConfig) -> Path:
+    """The segmentation part of ``medlens run`` (``task: segmentation``), after the data stages.
+
+    Trains the ``seg`` stage and writes ``report.html``; both are skipped when up to date.
+    """
+    from medlens.pipeline import file_digest, progress_bar, run_stage
+    from medlens.seg.report import write_seg_report
 
     run = cfg.out
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(dump_config(cfg) + f"# versions: torch {torch.__version__}\n")
     key = cfg.model_dump(mode="json")
-    if cfg.data.source == "synthetic":
-        run_stage(run, "synth", {"synthetic": key["data"]["synthetic"], "seed": cfg.seed},
-                  [run / "data" / "manifest.csv"],
-                  lambda: generate(run / "data", seed=cfg.seed, **cfg.data.synthetic.model_dump()))
-    manifest_path, splits_path = run / "manifest.parquet", run / "splits.json"
-    run_stage(run, "ingest", {"data": key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
-              lambda: save_manifest(ingest(cfg), manifest_path))
-    run_stage(run, "split", {"split": key["split"], "seed": cfg.seed, "manifest": file_digest(manifest_path)},
-              [splits_path], lambda: save_splits(make_splits(load_manifest(manifest_path), seed=cfg.seed,
-                                                                 **cfg.split.model_dump()), splits_path))
-    return run
-
-
-def seg_run(cfg: StudyConfig) -> Path:
-    """Run a segmentation study end to end: data stages, ``seg`` stage, ``seg/report.html``."""
-    run = prepare_run(cfg)
+    seg_key = {k: key[k] for k in ("seg", "train", "model", "evaluate", "seed")}
+    seg_key["inputs"] = [file_digest(run / "manifest.parquet"), file_digest(run / "splits.json"),
+                         file_digest(run / "qc.parquet")]
     # These networks are small (64 px, 8-128 channels): one thread is as fast as two on an
     # idle 2-core machine, and 20x faster than two when other jobs share the cores.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _seg_stages(run, cfg)
+        with progress_bar() as progress:
+            run_stage(run, "seg", seg_key, [run / "seg" / "metrics.json"],
+                      lambda: seg_stage(run, cfg, progress=progress))
     finally:
         torch.set_num_threads(threads)
-    return run
-
-
-def _seg_stages(run: Path, cfg: StudyConfig) -> None:
-    from medlens.pipeline import file_digest, progress_bar, run_stage
-    from medlens.seg.report import write_seg_report
-
-    key = cfg.model_dump(mode="json")
-    seg_key = {k: key[k] for k in ("seg", "train", "model", "evaluate", "seed")}
-    seg_key["inputs"] = [file_digest(run / "manifest.parquet"), file_digest(run / "splits.json")]
-    with progress_bar() as progress:
-        run_stage(run, "seg", seg_key, [run / "seg" / "metrics.json"], lambda: seg_stage(run, cfg, progress=progress))
     run_stage(run, "seg_report", {"metrics": file_digest(run / "seg" / "metrics.json")},
-              [run / "seg" / "report.html"], lambda: write_seg_report(run))
+              [run / "report.html"], lambda: write_seg_report(run))
+    return run

@@ -14,19 +14,17 @@ def report_section(run: Path) -> dict | None:
     Returns
     -------
     dict with ``title``, ``summary`` (one plain-language paragraph), ``figures``
-    (``{"learning_curves": data URI}``) and ``table`` (one row per fold).
+    (``{"learning_curves": data URI}``) and ``tables`` (``{"folds": one row per fold}``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from medlens.report.html import figure_uri
 
     histories = {int(p.parent.name.split("_")[1]): pd.read_csv(p) for p in sorted(Path(run).glob("fold_*/history.csv"))}
     if not histories:
         return None
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    ax_loss, ax_auc = fig.subplots(1, 2)
     rows = []
     for k, h in sorted(histories.items()):
         ax_loss.plot(h["epoch"], h["train_loss"], color=f"C{k}", label=f"fold {k} train")
@@ -43,11 +41,10 @@ def report_section(run: Path) -> dict | None:
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
     uri = figure_uri(fig)
-    plt.close(fig)
     gap = [r["epochs run"] - 1 - r["best epoch"] for r in rows]
     summary = (f"Each of the {len(rows)} folds was trained on its own training patients and watched on its own "
                "validation patients after every epoch; the weights of the epoch with the best validation score "
                f"were kept (on average {sum(gap) / len(gap):.1f} epochs before the last). A validation loss that "
                "rises while the training loss keeps falling means the network started to memorise the training "
                "images; the test and external sets played no part in these choices.")
-    return {"title": "Training", "summary": summary, "figures": {"learning_curves": uri}, "table": rows}
+    return {"title": "Training", "summary": summary, "figures": {"learning_curves": uri}, "tables": {"folds": rows}}
