@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from dicom_helpers import SECRET, corpus_files
+from helpers.dicom import SECRET, corpus_files
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import SECRET, make_ds, save, with_reference
+from helpers.dicom import SECRET, make_ds, save, with_reference
 from typer.testing import CliRunner
 
 from medlens.dicom import DeidContext, DeidOptions, deidentify_dataset, deidentify_tree, verify_dataset, verify_tree

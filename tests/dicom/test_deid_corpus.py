@@ -14,7 +14,7 @@ import pytest
 from medlens.dicom import DeidOptions, deidentify_tree, verify_tree
 from medlens.dicom.tree import quiet_pydicom
 
-from dicom_helpers import SECRET, SHARED
+from helpers.dicom import SECRET, SHARED
 
 
 def _records(run: Path) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dicom_helpers import make_ds, save
+from helpers.dicom import make_ds, save
 
 from medlens.dicom import MANIFEST_COLUMNS, dataset_to_image, load_dicom_image, read_dicom_tree
 from medlens.errors import DataError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dicom_helpers import SHARED
+from helpers.dicom import SHARED
 from pydicom.tag import Tag
 
 from medlens.dicom.table import COMBINED_RESOLUTION, OPTIONS, actions_for, load_table, resolve_row

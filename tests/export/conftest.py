@@ -1,14 +1,12 @@
-"""Session fixture: an exported run with untrained fold models (see export_helpers.py)."""
+"""Session fixture: an exported run with untrained fold models (see helpers/export.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # export_helpers.py (tests use --import-mode=importlib)
-from export_helpers import fake_run  # noqa: E402
+from helpers.export import fake_run
 
 
 @pytest.fixture(scope="session")

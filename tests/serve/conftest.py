@@ -11,15 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # serve_helpers.py (tests use --import-mode=importlib)
-from serve_helpers import TOKEN  # noqa: E402
+from helpers.serve import TOKEN
 
 
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory) -> Path:
     """Untrained fold models with real metrics.json (evaluate stage), exported: no training, seconds."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
-    from export_helpers import fake_run
+    from helpers.export import fake_run
 
     from medlens.export import export_run
 

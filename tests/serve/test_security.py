@@ -9,7 +9,7 @@ import pytest
 
 from medlens.errors import ConfigError
 from medlens.serve import RateLimiter, ServeSettings, TokenAuth, UploadError, create_app, decode_upload, load_tokens
-from serve_helpers import TOKEN, phantom_png
+from helpers.serve import TOKEN, phantom_png
 
 
 def test_load_tokens(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import TOKEN, phantom_png
+from helpers.serve import TOKEN, phantom_png
 
 pytestmark = pytest.mark.slow
 
