@@ -176,6 +176,7 @@ def run_study(cfg: StudyConfig) -> Path:
                       lambda k=k: train_fold(cfg, manifest, splits, k, progress))
     from medlens.evaluate.study import evaluate_run
     from medlens.explain import explain_stage
+    from medlens.explain.stage import operating_threshold
     from medlens.report import write_report
     from medlens.trust import trust_stage
 
@@ -183,8 +184,8 @@ def run_study(cfg: StudyConfig) -> Path:
     pred_key = {"predictions": [file_digest(p) for p in preds], "manifest": file_digest(manifest_path)}
     run_stage(run, "evaluate", {**pred_key, "evaluate": cfg_key["evaluate"], "seed": cfg.seed}, [run / "metrics.json"],
               lambda: evaluate_run(run, cfg))
-    run_stage(run, "explain", {**pred_key, "explain": cfg_key["explain"], "evaluate": cfg_key["evaluate"],
-                               "seed": cfg.seed, "metrics": file_digest(run / "metrics.json"),
+    run_stage(run, "explain", {**pred_key, "explain": cfg_key["explain"], "n_bootstrap": cfg.evaluate.n_bootstrap,
+                               "seed": cfg.seed, "threshold": operating_threshold(run),
                                "model": file_digest(run / f"fold_{cfg.explain.fold}" / "model.safetensors")},
               [run / "explain" / "summary.json"], lambda: explain_stage(run, cfg))
     run_stage(run, "trust", {**pred_key, "trust": cfg_key["trust"], "seed": cfg.seed,
