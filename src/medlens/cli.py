@@ -21,6 +21,7 @@ from medlens.explain.cli import explain as explain_cmd
 from medlens.export.cli import export as export_cmd
 from medlens.qc.cli import qc as qc_cmd
 from medlens.serve.cli import serve as serve_cmd
+from medlens.ssl import cli as ssl_cli
 from medlens.train import cli as train_cli
 from medlens.trust.cli import audit as audit_cmd
 
@@ -159,6 +160,8 @@ app.command("deid")(deid_cmd)
 app.command("qc")(qc_cmd)
 app.command("train")(train_cli.train)
 app.command("tune")(train_cli.tune)
+app.command("pretrain")(ssl_cli.pretrain)
+app.command("probe")(ssl_cli.probe)
 app.command("explain")(explain_cmd)
 app.command("audit")(audit_cmd)
 app.command("export")(export_cmd)

@@ -18,6 +18,7 @@ from medlens.qc.config import QCConfig
 from medlens.train.config import EngineConfig
 from medlens.seg.config import SegConfig
 from medlens.explain.config import ExplainConfig
+from medlens.ssl.config import SSLConfig
 
 
 class _Strict(BaseModel):
@@ -143,6 +144,7 @@ class StudyConfig(_Strict):
     trust: TrustConfig = TrustConfig()
     seg: SegConfig = SegConfig()
     explain: ExplainConfig = ExplainConfig()
+    ssl: SSLConfig = SSLConfig()
 
     @property
     def out(self) -> Path:

@@ -191,7 +191,9 @@ def run_study(cfg: StudyConfig) -> Path:
     run_stage(run, "trust", {**pred_key, "trust": cfg_key["trust"], "seed": cfg.seed,
                              "models": [file_digest(run / f"fold_{k}" / "model.safetensors") for k in range(len(preds))]},
               [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))
-    report_inputs = [run / "metrics.json", run / "explain" / "summary.json", run / "trust" / "summary.json"]
-    run_stage(run, "report", {**pred_key, "inputs": [file_digest(p) for p in report_inputs], "config": cfg_key},
+    report_inputs = [run / "metrics.json", run / "explain" / "summary.json", run / "trust" / "summary.json",
+                     run / "ssl" / "probe.json"]
+    run_stage(run, "report", {**pred_key, "inputs": [file_digest(p) for p in report_inputs if p.exists()],
+                              "config": cfg_key},
               [run / "report.html"], lambda: write_report(run, cfg))
     return run

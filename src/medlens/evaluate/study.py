@@ -130,6 +130,7 @@ def _per_fold(run: Path) -> list[dict]:
     for p in sorted(run.glob("fold_*/predictions.parquet"), key=lambda p: int(p.parent.name.split("_")[1])):
         preds = pd.read_parquet(p)
         row = {"fold": int(preds["fold"].iloc[0])}
+        row.update({f"{part}_{k}": None for part in ("val", "test", "external") for k in ("auc", "n")})
         for part, g in preds.groupby("part"):
             y = g["label"].to_numpy()
             row[f"{part}_auc"] = float(auc_score(y, _score(g))) if len(np.unique(y)) > 1 else None

@@ -264,8 +264,9 @@ def summarise(table: pd.DataFrame, cfg: StudyConfig, *, method: str, layer: str,
     for k in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random", "road"):
         faith[k] = agr.aggregate(f[k], groups=f["patient_id"], n_resamples=n_boot, seed=seed).to_dict() \
             if k in f and f[k].notna().any() else None
-    y = table["label"].dropna().astype(int).to_numpy()
-    auc = auc_score(y, np.stack([1 - table["score"], table["score"]], 1)[table["label"].notna().to_numpy()])
+    labelled = table[table["label"].notna()]
+    y = (labelled["label"].astype(int) == 1).to_numpy(int)  # class 1 against the rest (multi-class too)
+    auc = auc_score(y, np.stack([1 - labelled["score"], labelled["score"]], 1))
     energy, energy_rand = agreement["energy"]["model"], agreement["energy"]["random"]
     rationale_ok = bool(np.isfinite(energy["low"]) and energy["low"] > energy_rand["value"] + ex.margin)
     flags = []

@@ -195,8 +195,8 @@ def _mix(xb: torch.Tensor, target: torch.Tensor, gen: torch.Generator, aug: Augm
     return xb, soft
 
 
-def _digest(*arrays) -> str:
-    """Content hash of the training and validation data, so a checkpoint never resumes on other data."""
+def array_digest(*arrays) -> str:
+    """Content hash of arrays (shape, dtype, bytes), so a checkpoint never resumes on other data."""
     import hashlib
 
     h = hashlib.blake2b(digest_size=16)
@@ -280,7 +280,7 @@ def fit(
 
     settings = {"train": cfg.model_dump(mode="json"), "seed": seed,
                 "engine": engine.model_dump(mode="json", exclude={"checkpoint", "checkpoint_interval"}),
-                "classes": num_classes, "data": _digest(x, y, xv, yv), "world": world, "model": type(model).__name__,
+                "classes": num_classes, "data": array_digest(x, y, xv, yv), "world": world, "model": type(model).__name__,
                 "params": sum(p.numel() for p in model.parameters())}
     fp = fingerprint(settings)
     rows: list[dict] = []

@@ -1,0 +1,252 @@
+"""Self-supervised pretraining of an encoder on unlabeled images (``medlens pretrain``).
+
+Writes ``run/ssl/<method>/``: ``encoder.safetensors`` (a timm state dict without head, which
+``model.pretrained`` loads directly), ``card.json`` (method, encoder, data, epochs, losses),
+``history.csv`` and ``last.pt`` — weights, optimiser and schedule after the last epoch, so
+a killed run continues where it stopped. Under ``torchrun`` every rank trains on its own
+share of each epoch (gloo on CPUs, nccl on GPUs), SimCLR/MICLe negatives are gathered
+across ranks, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from safetensors.torch import save_file
+
+import medlens
+from medlens.data.manifest import load_manifest, save_manifest
+from medlens.data.transforms import load_prepared
+from medlens.errors import StageInputMissing
+from medlens.models import create_model
+from medlens.ssl.methods import MAE, Projected, RotationNet, micle_partners, nt_xent, random_views, rotate_quarters
+from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, load_last, snapshot
+from medlens.train.distributed import barrier, dist_info, pick_device
+from medlens.train.loop import array_digest, seed_everything
+
+if TYPE_CHECKING:
+    from medlens.config import StudyConfig
+
+log = logging.getLogger(__name__)
+
+POOL = "pool.parquet"
+"""The unlabeled images (Manifest rows) inside ``run/ssl/``."""
+
+
+def encoder_name(cfg: StudyConfig, method: str) -> str:
+    """The timm network a method pretrains: ``ssl.vit`` for MAE, else ``ssl.cnn`` or ``model.name``."""
+    return cfg.ssl.vit if method == "mae" else (cfg.ssl.cnn or cfg.model.name)
+
+
+def pretrain_size(cfg: StudyConfig) -> int:
+    """Image side used for pretraining (and for the probe's features)."""
+    return cfg.ssl.image_size or cfg.train.image_size
+
+
+def build_pool(cfg: StudyConfig) -> Path:
+    """Write ``run/ssl/pool.parquet``: the unlabeled images pretraining may use.
+
+    ``development``: the study's train and validation images (needs the study's split);
+    ``phantom``: a second phantom draw (seed + ``ssl.phantom.seed_offset``) through the
+    quality gate; ``path``: another source read like ``data.path``, through the quality
+    gate. Test and external images of the study are never in the pool.
+    """
+    from medlens.data import sources
+    from medlens.pipeline import prepare_study, quality_gate, run_stage
+
+    ssl, out = cfg.ssl, cfg.out / "ssl"
+    manifest, splits = prepare_study(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / POOL
+
+    def make() -> None:
+        if ssl.unlabeled == "development":
+            dev = {s for f in splits["folds"] for s in f["train"] + f["val"]}
+            rows = manifest[manifest["sample_id"].isin(dev)]
+        else:
+            if ssl.unlabeled == "phantom":
+                from medlens.data.synthetic import generate
+
+                s = cfg.data.synthetic
+                generate(out / "phantom", seed=cfg.seed + ssl.phantom.seed_offset, n_patients=ssl.phantom.n_patients,
+                         image_size=s.image_size, images_per_patient=ssl.phantom.images_per_patient,
+                         prevalence=s.prevalence, site_b_fraction=s.site_b_fraction)
+                rows = sources.read_synthetic(out / "phantom")
+                rows["patient_id"] = "U" + rows["patient_id"].astype(str)  # not the study's patients
+            elif ssl.unlabeled_source == "medmnist":
+                rows = sources.read_medmnist(ssl.unlabeled_path)
+            elif ssl.unlabeled_source == "imagefolder":
+                rows = sources.read_imagefolder(ssl.unlabeled_path, on_error=cfg.data.on_error)
+            else:
+                rows = sources.read_csv(ssl.unlabeled_path, cfg.data.csv_columns, on_error=cfg.data.on_error)
+            qc = quality_gate(rows, cfg)
+            rows = rows[rows["sample_id"].isin(set(qc.loc[qc["passed"], "sample_id"]))]
+        save_manifest(rows.reset_index(drop=True), path)
+
+    from medlens.pipeline import file_digest
+
+    key = {"ssl": ssl.model_dump(mode="json", include={"unlabeled", "unlabeled_path", "unlabeled_source", "phantom"}),
+           "seed": cfg.seed, "manifest": file_digest(cfg.out / "manifest.parquet"),
+           "splits": file_digest(cfg.out / "splits.json"), "qc": cfg.qc.model_dump(mode="json")}
+    run_stage(cfg.out, "ssl_pool", key, [path], make)
+    return path
+
+
+def _network(method: str, encoder: torch.nn.Module, cfg: StudyConfig) -> torch.nn.Module:
+    ssl = cfg.ssl
+    if method == "mae":
+        return MAE(encoder, mask_ratio=ssl.mask_ratio, decoder_dim=ssl.decoder_dim, decoder_depth=ssl.decoder_depth)
+    if method == "rotation":
+        return RotationNet(encoder)
+    return Projected(encoder, ssl.projection_dim)
+
+
+def _loss(method: str, net: torch.nn.Module, x: torch.Tensor, partner: torch.Tensor | None, gen: torch.Generator,
+          cfg: StudyConfig) -> torch.Tensor:
+    """One batch's pretext loss (``x``, ``partner``: uint8 images on the device)."""
+    ssl = cfg.ssl
+    if method == "mae":
+        return net(random_views(x, gen, crop_scale=ssl.crop_scale, rotation=0, colour=0, grey_prob=0), gen)
+    if method == "rotation":
+        turned, k = rotate_quarters(random_views(x, gen, crop_scale=ssl.crop_scale, rotation=0), gen)
+        return F.cross_entropy(net(turned), k)
+    v1 = random_views(x, gen, crop_scale=ssl.crop_scale)
+    v2 = random_views(partner if partner is not None else x, gen, crop_scale=ssl.crop_scale)
+    z = net(torch.cat([v1, v2]))
+    return nt_xent(z[:len(x)], z[len(x):], ssl.temperature)
+
+
+def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
+    """A seed for one step of one rank (the epoch's shuffle uses rank 2**31), equal after a resume."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0])
+
+
+def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None, resume: bool | str = "auto") -> Path:
+    """Pretrain ``method``'s encoder on ``run/ssl/pool.parquet``; returns ``run/ssl/<method>``.
+
+    Parameters
+    ----------
+    cfg : StudyConfig
+        Its ``ssl`` section (epochs, batch size, temperature, mask ratio …), ``model.in_chans``
+        and ``engine`` (device, preprocessing) apply.
+    method : {'simclr', 'micle', 'mae', 'rotation'}
+    resume : {'auto', True, False}
+        'auto' continues from a ``last.pt`` written with the same settings; True requires one.
+        A finished encoder with the same settings is not retrained.
+    """
+    ssl = cfg.ssl
+    rank, world = dist_info()
+    main = rank == 0
+    out = cfg.out / "ssl" / method
+    pool_path = cfg.out / "ssl" / POOL
+    if not pool_path.is_file():
+        raise StageInputMissing(f"{pool_path} not found; `medlens pretrain` builds it (ssl.unlabeled)")
+    rows = load_manifest(pool_path)
+    size, chans = pretrain_size(cfg), cfg.model.in_chans
+    x = load_prepared(rows, size=size, in_chans=chans, preprocess=cfg.engine.preprocess)
+    patients = rows["patient_id"].to_numpy()
+    name = encoder_name(cfg, method)
+    settings = {"method": method, "model": name, "size": size, "in_chans": chans, "seed": cfg.seed, "world": world,
+                "ssl": ssl.model_dump(mode="json", exclude={"methods", "fractions", "probe_seeds", "probe_mode",
+                                                            "imagenet"}),
+                "preprocess": cfg.engine.preprocess.model_dump(mode="json"), "data": array_digest(x, patients.astype(str))}
+    fp = fingerprint(settings)
+    card_path = out / "card.json"
+    if resume is not True and card_path.is_file() and json.loads(card_path.read_text()).get("fingerprint") == fp \
+            and (out / "encoder.safetensors").is_file():
+        log.info("%s: encoder up to date, not retrained", out)
+        return out
+    device = pick_device(cfg.engine.device)
+    seed_everything(cfg.seed)
+    encoder = create_model(name, num_classes=0, in_chans=chans, image_size=size)
+    net = _network(method, encoder, cfg).to(device)
+    model = net
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    batch = min(ssl.batch_size, len(x) // world)
+    if batch < 2:
+        raise StageInputMissing(f"{pool_path}: {len(x)} unlabeled images are too few to pretrain on {world} process(es)")
+    steps = len(x) // (batch * world)
+    total = ssl.epochs * steps
+    opt = torch.optim.AdamW(model.parameters(), lr=ssl.lr, weight_decay=ssl.weight_decay)
+    warm = min(steps, total)
+
+    def schedule(i: int) -> float:
+        return (i + 1) / warm if i < warm else 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, total - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    rows_hist: list[dict] = []
+    start, ckpt = 0, out / LAST
+    if resume and ckpt.is_file():
+        state = load_last(ckpt)
+        if state["fingerprint"] == fp:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            rows_hist, start = state["history"], state["epoch"] + 1
+            log.info("%s: resuming after epoch %d", ckpt, state["epoch"])
+        elif resume is True:
+            from medlens.errors import ConfigError
+
+            raise ConfigError(f"{ckpt} was written with other settings; delete it or pretrain without --resume")
+    elif resume is True:
+        raise StageInputMissing(f"no checkpoint to resume in {out} ({LAST} not found); pretrain without --resume")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    saver = AsyncSaver()
+    task = progress.add_task(f"pretrain {method}", total=total, completed=start * steps) \
+        if progress is not None and main else None
+    try:
+        for epoch in range(start, ssl.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, 0, 2**31)))
+            partner = torch.from_numpy(micle_partners(patients, np.random.default_rng([cfg.seed, epoch]))) \
+                if method == "micle" else None
+            losses = []
+            for step in range(steps):
+                idx = order[(step * world + rank) * batch:(step * world + rank + 1) * batch]
+                gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, rank))
+                xb = x[idx].to(device, non_blocking=True)
+                pb = x[partner[idx]].to(device, non_blocking=True) if partner is not None else None
+                loss = _loss(method, net, xb, pb, gen, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                if task is not None:
+                    progress.advance(task)
+            rows_hist.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
+                              "seconds": round(time.perf_counter() - t0, 3)})
+            if main:
+                pd.DataFrame(rows_hist).to_csv(out / "history.csv", index=False)
+                state = {"fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "history": list(rows_hist)}
+                saver.save(snapshot(state), ckpt)
+    finally:
+        saver.wait()
+        if task is not None:
+            progress.remove_task(task)
+    if main:
+        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
+                  str(out / "encoder.safetensors"))
+        card = {"method": method, "model": name, "in_chans": chans, "image_size": size, "epochs": ssl.epochs,
+                "images": len(x), "patients": int(pd.Series(patients).nunique()), "pool": ssl.unlabeled,
+                "pool_source": str(ssl.unlabeled_path) if ssl.unlabeled == "path" else ssl.unlabeled,
+                "loss_first_epoch": rows_hist[0]["loss"], "loss_last_epoch": rows_hist[-1]["loss"],
+                "processes": world, "medlens": medlens.__version__, "fingerprint": fp,
+                "use": {"model": {"name": name, "in_chans": chans, "pretrained": str(out / "encoder.safetensors")}}}
+        card_path.write_text(json.dumps(card, indent=1))
+    barrier()
+    return out

@@ -1,0 +1,58 @@
+"""The report's self-supervised section: label-efficiency curves and the labels-saved figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def curve_figure(summary: dict):
+    """AUC against the share of labeled training patients, one line per encoder (log x axis)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
+    for i, (enc, points) in enumerate(summary["curves"].items()):
+        f = [p["fraction"] for p in points]
+        auc = [p["auc"] for p in points]
+        sd = [p["sd"] or 0.0 for p in points]
+        ax.errorbar(f, auc, yerr=sd, marker="o", capsize=3, color=f"C{i}", ls="--" if enc.startswith("random") else "-",
+                    label=enc)
+    ref = summary["reference"]
+    if ref["auc"] is not None:
+        ax.axhline(ref["auc"], color="grey", lw=0.8, ls=":", label=f"{ref['encoder']}, {ref['fraction']:.0%} labels")
+    ax.set(xscale="log", xlabel="share of labeled training patients", ylabel="test AUC",
+           title=f"label efficiency ({summary['mode']} probe, mean ± SD over {summary['draws']} draws)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def report_section(run: Path) -> dict | None:
+    """Context for the report's self-supervised section, or None when ``run/ssl/probe.json`` is absent."""
+    from medlens.report.html import figure_uri
+
+    path = Path(run) / "ssl" / "probe.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    rows = []
+    for enc, points in s["curves"].items():
+        for p in points:
+            rows.append({"encoder": enc, "labeled share": f"{p['fraction']:.0%}", "patients": round(p["patients"]),
+                         "test AUC (mean)": round(p["auc"], 3), "SD over draws": None if p["sd"] is None else round(p["sd"], 3),
+                         "95% CI (mean DeLong bounds)": f"{p['low']:.3f}–{p['high']:.3f}"})
+    ref = s["reference"]
+    saved = [f"{enc}: {v:.0%}" if v is not None else f"{enc}: never reaches it"
+             for enc, v in s["labels_saved"].items()]
+    summary = (f"Encoders pretrained without labels were compared with a randomly initialised one by fitting a "
+               f"{'linear classifier on frozen features' if s['mode'] == 'linear' else 'fine-tuned network'} on a "
+               f"growing share of the {s['pool_patients']} labeled training patients ({s['draws']} random draws per "
+               f"share, the same patients for every encoder) and scoring it on the {s['test_images']} held-out test "
+               "images.")
+    if ref["auc"] is not None:
+        summary += (f" Random initialisation with {ref['fraction']:.0%} of the labels reaches AUC {ref['auc']:.3f}; "
+                    "share of the labels saved before an encoder matches random initialisation of its own "
+                    "architecture — " + ("; ".join(saved) or "no pretrained encoder") + ".")
+    return {"title": "Self-supervised pretraining: label efficiency", "summary": summary,
+            "figures": {"label_efficiency": figure_uri(curve_figure(s))}, "tables": {"probe": rows}}
