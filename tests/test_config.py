@@ -61,5 +61,5 @@ def test_cli_typo_in_config_exits_2_with_one_line(tmp_path):
 def test_cli_help_lists_commands():
     r = _medlens("--help")
     assert r.returncode == 0
-    for cmd in ("synth", "ingest", "split", "run", "demo", "compare", "deid", "qc"):
+    for cmd in ("synth", "ingest", "split", "run", "demo", "compare", "deid", "qc", "pretrain", "probe"):
         assert cmd in r.stdout

@@ -52,11 +52,8 @@ def load_run_model(run: Path, cfg: StudyConfig, *, fold: int, num_classes: int) 
     from medlens.models import create_model
 
     weights = _need(run / f"fold_{fold}" / "model.safetensors", f"train fold {fold} first (`medlens run`)")
-    try:
-        model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans,
-                             image_size=cfg.train.image_size)
-    except TypeError:  # a factory without image_size
-        model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans)
+    model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans,
+                         image_size=cfg.train.image_size)
     try:
         model.load_state_dict(load_file(str(weights)))
     except RuntimeError as err:

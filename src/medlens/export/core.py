@@ -64,7 +64,8 @@ def load_members(run: Path, cfg: StudyConfig, folds: list[int], num_classes: int
         path = run / f"fold_{k}" / "model.safetensors"
         if not path.is_file():
             raise StageInputMissing(f"{path} not found; train fold {k} with `medlens run CONFIG`")
-        model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans)
+        model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans,
+                             image_size=cfg.train.image_size)
         model.load_state_dict(load_file(str(path)))
         members.append(model.eval())
     return members
