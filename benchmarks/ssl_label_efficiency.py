@@ -1,16 +1,19 @@
-"""Self-supervised pretraining on real images: label-efficiency curve on a MedMNIST file.
+"""Self-supervised pretraining: label-efficiency curves on a MedMNIST file or on a study config.
 
-Pretrains encoders on the training and validation images of a MedMNIST 2D ``.npz``
-(labels ignored; the test images are never seen), then fits a linear probe on 1–100% of the
-labeled training images (several draws each, the same images for every encoder) and prints
-test AUC per encoder and fraction, and the share of labels each pretrained encoder saves
-before it matches random initialisation with all labels. MedMNIST has no patient IDs, so
-MICLe would fall back to SimCLR; it is left out by default.
+With a MedMNIST 2D ``.npz`` it pretrains encoders on the file's training and validation
+images (labels ignored; the test images are never seen); with a study YAML (e.g.
+``configs/ssl.yaml``, the phantom) it runs that config's ``ssl`` section as is. Then it fits a
+linear probe on shares of the labeled training patients (several draws each, the same
+patients for every encoder) and prints test AUC per encoder and share, and the share of
+labels each pretrained encoder saves before it matches random initialisation with all
+labels. MedMNIST has no patient IDs, so MICLe would fall back to SimCLR; it is left out of
+the MedMNIST default.
 
 Usage (from the repository root)::
 
     python benchmarks/ssl_label_efficiency.py                                  # PneumoniaMNIST
     python benchmarks/ssl_label_efficiency.py ../shared/data/medmnist/dermamnist.npz --epochs 20
+    python benchmarks/ssl_label_efficiency.py configs/ssl.yaml                 # the phantom, MICLe + SimCLR
 """
 
 from __future__ import annotations
@@ -27,28 +30,32 @@ DEFAULT = REPO.parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("npz", nargs="?", type=Path, default=DEFAULT, help="a MedMNIST 2D .npz file")
-    parser.add_argument("--methods", default="simclr,rotation", help="comma-separated: simclr,micle,mae,rotation")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--size", type=int, default=32, help="pretraining and probing image size")
-    parser.add_argument("--seeds", type=int, default=3, help="draws per label fraction")
+    parser.add_argument("target", nargs="?", type=Path, default=DEFAULT, help="a MedMNIST 2D .npz file or a study YAML")
+    parser.add_argument("--methods", default="simclr,rotation", help=".npz: comma-separated simclr,micle,mae,rotation")
+    parser.add_argument("--epochs", type=int, default=10, help=".npz: pretraining epochs")
+    parser.add_argument("--size", type=int, default=32, help=".npz: pretraining and probing image size")
+    parser.add_argument("--seeds", type=int, default=3, help=".npz: draws per label fraction")
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "ssl-bench")
     args = parser.parse_args(argv)
-    if not args.npz.is_file():
-        print(f"SKIP: {args.npz} not found (the shared MedMNIST data is not beside this checkout)")
+    if not args.target.is_file():
+        print(f"SKIP: {args.target} not found (the shared MedMNIST data is not beside this checkout)")
         return 0
     from medlens.config import load_config, parse_config
     from medlens.data.medmnist import dataset_name
     from medlens.pipeline import progress_bar
     from medlens.ssl import build_pool, pretrain, probe
 
-    base = load_config(REPO / "configs" / "medmnist" / "pneumoniamnist.yaml").model_dump(mode="json")
-    base.update(name=f"{dataset_name(args.npz)}-ssl", run_dir=str(args.run_dir))
-    base["data"]["path"] = str(args.npz.resolve())
-    base["ssl"] = {"methods": args.methods.split(","), "unlabeled": "development", "epochs": args.epochs,
-                   "image_size": args.size, "batch_size": 256, "fractions": [0.01, 0.05, 0.1, 0.25, 1.0],
-                   "probe_seeds": args.seeds}
-    cfg = parse_config(base, source=str(args.npz))
+    if args.target.suffix == ".npz":
+        base = load_config(REPO / "configs" / "medmnist" / "pneumoniamnist.yaml").model_dump(mode="json")
+        base.update(name=f"{dataset_name(args.target)}-ssl")
+        base["data"]["path"] = str(args.target.resolve())
+        base["ssl"] = {"methods": args.methods.split(","), "unlabeled": "development", "epochs": args.epochs,
+                       "image_size": args.size, "batch_size": 256, "fractions": [0.01, 0.05, 0.1, 0.25, 1.0],
+                       "probe_seeds": args.seeds}
+    else:
+        base = load_config(args.target).model_dump(mode="json")
+    base["run_dir"] = str(args.run_dir)
+    cfg = parse_config(base, source=str(args.target))
     t0 = time.perf_counter()
     build_pool(cfg)
     with progress_bar() as progress:
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [p["fraction"] for p in next(iter(summary["curves"].values()))]
     print(f"\n{cfg.name}: linear probe test AUC (mean ± SD over {summary['draws']} draws), "
           f"{summary['pool_patients']} labeled training images, {summary['test_images']} test images, "
-          f"{args.size} px, {args.epochs} pretraining epochs")
+          f"{cfg.ssl.image_size or cfg.train.image_size} px, {cfg.ssl.epochs} pretraining epochs")
     print("| encoder | " + " | ".join(f"{f:.0%}" for f in fractions) + " | labels saved |")
     print("|---|" + "---|" * (len(fractions) + 1))
     for enc, points in summary["curves"].items():

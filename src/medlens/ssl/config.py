@@ -46,8 +46,15 @@ class SSLConfig(_Strict):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(0.2, gt=0, description="NT-Xent temperature (simclr, micle).")
+    micle_simclr_epochs: float = Field(
+        0.5, ge=0, lt=1, description="MICLe: share of the epochs first trained with SimCLR pairs (Azizi et al. "
+        "start MICLe from a SimCLR encoder; same-patient pairs alone can settle on what the images share trivially, "
+        "e.g. the site).")
     projection_dim: int = Field(64, ge=8)
     crop_scale: float = Field(0.35, gt=0, le=1, description="Smallest area kept by the random resized crop.")
+    colour_jitter: float = Field(0.3, ge=0, le=1, description="Strength of the per-channel gain, contrast and "
+                                 "brightness jitter of each view.")
+    rotation: float = Field(15.0, ge=0, le=180, description="Largest rotation of a view, in degrees.")
     mask_ratio: float = Field(0.75, gt=0, lt=1, description="MAE: share of patches hidden from the encoder.")
     decoder_dim: int = Field(128, ge=8)
     decoder_depth: int = Field(2, ge=1)

@@ -118,12 +118,22 @@ def _loss(method: str, net: torch.nn.Module, x: torch.Tensor, partner: torch.Ten
     if method == "mae":
         return net(random_views(x, gen, crop_scale=ssl.crop_scale, rotation=0, colour=0, grey_prob=0), gen)
     if method == "rotation":
-        turned, k = rotate_quarters(random_views(x, gen, crop_scale=ssl.crop_scale, rotation=0), gen)
+        turned, k = rotate_quarters(random_views(x, gen, crop_scale=ssl.crop_scale, rotation=0,
+                                                 colour=ssl.colour_jitter), gen)
         return F.cross_entropy(net(turned), k)
-    v1 = random_views(x, gen, crop_scale=ssl.crop_scale)
-    v2 = random_views(partner if partner is not None else x, gen, crop_scale=ssl.crop_scale)
-    z = net(torch.cat([v1, v2]))
-    return nt_xent(z[:len(x)], z[len(x):], ssl.temperature)
+    views = {"crop_scale": ssl.crop_scale, "rotation": ssl.rotation, "colour": ssl.colour_jitter}
+    n = len(x)
+    batch = [random_views(x, gen, **views), random_views(x, gen, **views)]
+    if partner is not None:
+        batch.append(random_views(partner, gen, **views))
+    z = net(torch.cat(batch))
+    loss = nt_xent(z[:n], z[n:2 * n], ssl.temperature)
+    if partner is None:
+        return loss
+    # MICLe: the other image of the same patient is a positive too. Alone, such pairs share too little on
+    # some data (the phantom's patients share only site and disease) and the embedding collapses; keeping
+    # the two-view term holds the instance structure while the patient term pulls a patient's images together.
+    return 0.5 * (loss + nt_xent(z[:n], z[2 * n:], ssl.temperature))
 
 
 def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
@@ -211,8 +221,9 @@ def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None,
             t0 = time.perf_counter()
             net.train()
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, 0, 2**31)))
+            same_patient = method == "micle" and epoch >= int(ssl.micle_simclr_epochs * ssl.epochs)
             partner = torch.from_numpy(micle_partners(patients, np.random.default_rng([cfg.seed, epoch]))) \
-                if method == "micle" else None
+                if same_patient else None
             losses = []
             for step in range(steps):
                 idx = order[(step * world + rank) * batch:(step * world + rank + 1) * batch]
