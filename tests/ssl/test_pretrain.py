@@ -141,3 +141,17 @@ def test_probe_writes_curves_and_report_section(study):
     assert "label efficiency" in html.lower() and "simclr" in html
     bad = CliRunner().invoke(app, ["probe", str(path), "--encoder", "x=/nonexistent.safetensors"])
     assert bad.exit_code != 0
+
+
+def test_finetune_probe_trains_from_the_encoder(study):
+    from medlens.pipeline import prepare_study
+
+    cfg, path = study("finetune", methods=["simclr"], fractions=[1.0], probe_seeds=1)
+    prepare_study(cfg)
+    assert CliRunner().invoke(app, ["pretrain", str(path)]).exit_code == 0
+    res = CliRunner().invoke(app, ["probe", str(path), "--mode", "finetune"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((cfg.out / "ssl" / "probe.json").read_text())
+    assert summary["mode"] == "finetune" and set(summary["curves"]) == {"random init", "simclr"}
+    runs = sorted(p.parent.parent.name for p in (cfg.out / "ssl" / "finetune").glob("*/*/model.safetensors"))
+    assert runs == ["random_init", "simclr"]  # one fine-tuned network per encoder and draw

@@ -62,7 +62,7 @@ def build_pool(cfg: StudyConfig) -> Path:
     gate. Test and external images of the study are never in the pool.
     """
     from medlens.data import sources
-    from medlens.pipeline import prepare_study, quality_gate, run_stage
+    from medlens.pipeline import file_digest, prepare_study, quality_gate, run_stage
 
     ssl, out = cfg.ssl, cfg.out / "ssl"
     manifest, splits = prepare_study(cfg)
@@ -82,7 +82,8 @@ def build_pool(cfg: StudyConfig) -> Path:
                          image_size=s.image_size, images_per_patient=ssl.phantom.images_per_patient,
                          prevalence=s.prevalence, site_b_fraction=s.site_b_fraction)
                 rows = sources.read_synthetic(out / "phantom")
-                rows["patient_id"] = "U" + rows["patient_id"].astype(str)  # not the study's patients
+                for col in ("sample_id", "patient_id"):  # other patients than the study's
+                    rows[col] = "U" + rows[col].astype(str)
             elif ssl.unlabeled_source == "medmnist":
                 rows = sources.read_medmnist(ssl.unlabeled_path)
             elif ssl.unlabeled_source == "imagefolder":
@@ -92,8 +93,6 @@ def build_pool(cfg: StudyConfig) -> Path:
             qc = quality_gate(rows, cfg)
             rows = rows[rows["sample_id"].isin(set(qc.loc[qc["passed"], "sample_id"]))]
         save_manifest(rows.reset_index(drop=True), path)
-
-    from medlens.pipeline import file_digest
 
     key = {"ssl": ssl.model_dump(mode="json", include={"unlabeled", "unlabeled_path", "unlabeled_source", "phantom"}),
            "seed": cfg.seed, "manifest": file_digest(cfg.out / "manifest.parquet"),

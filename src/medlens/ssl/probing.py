@@ -179,6 +179,7 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
     task = progress.add_task(f"probe ({mode})", total=len(encoders) * len(draws)) if progress is not None else None
     pos = {sid: i for i, sid in enumerate(pool["sample_id"])}
     pool_y = targets(cfg, pool)
+    patient_of = pool.set_index("sample_id")["patient_id"]
 
     def load(ids: list[str], size: int) -> torch.Tensor:
         return load_prepared(by_id.loc[ids].reset_index(), size=size, in_chans=cfg.model.in_chans,
@@ -206,7 +207,7 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
                                   out_dir=cfg.out / "ssl" / "finetune" / enc.label.replace(" ", "_") / f"{f:g}_{s}")
             auc, low, high = auc_with_ci(y_test, proba, seed=cfg.seed)
             rows.append({"encoder": enc.label, "model": enc.model, "fraction": f, "draw": s,
-                         "patients": int(pool.set_index("sample_id").loc[ids, "patient_id"].nunique()),
+                         "patients": int(patient_of.loc[ids].nunique()),
                          "images": len(ids), "auc": auc, "low": low, "high": high})
             if task is not None:
                 progress.advance(task)
