@@ -64,6 +64,7 @@ def probe(
     """
     from medlens.config import load_config
     from medlens.pipeline import progress_bar
+    from medlens.ssl.pretraining import pretrain_size
     from medlens.ssl.probing import Encoder, find_encoders
     from medlens.ssl.probing import probe as run_probe
 
@@ -75,7 +76,7 @@ def probe(
         name, sep, path = spec.partition("=")
         if not sep or not name or not Path(path).is_file():
             raise ConfigError(f"--encoder {spec}: expected NAME=PATH to an existing local weights file")
-        encoders.append(Encoder(name, cfg.model.name, cfg.train.image_size, Path(path)))
+        encoders.append(Encoder(name, cfg.model.name, pretrain_size(cfg), Path(path)))
     with progress_bar() as progress:
         summary = run_probe(cfg, encoders, mode=mode, progress=progress)
     for enc, points in summary["curves"].items():
