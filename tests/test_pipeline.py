@@ -64,3 +64,23 @@ def test_tampered_splits_are_caught(tmp_path, tiny_config):
     save_splits(s, run / "splits.json")
     with pytest.raises(LeakageError, match=test_patient):
         run_study(cfg)
+
+
+def test_regression_study_trains_folds_and_stops_before_classification_stages(tmp_path, tiny_config):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from medlens.config import dump_config
+
+    cfg = tiny_config(tmp_path, name="severity", data={"synthetic": {"n_patients": 16, "image_size": 48}},
+                      train={"epochs": 1}, engine={"task": "regression", "target": "severity"})
+    path = tmp_path / "severity.yaml"
+    path.write_text(dump_config(cfg))
+    r = subprocess.run([sys.executable, "-m", "medlens.cli", "run", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "engine.task regression: folds trained" in r.stdout
+    pred = pd.read_parquet(cfg.out / "fold_0" / "predictions.parquet")
+    assert {"label", "pred"} <= set(pred.columns) and pred["pred"].notna().all()
+    assert not (cfg.out / "metrics.json").exists()

@@ -178,6 +178,10 @@ def _run(cfg) -> None:
         from medlens.seg.cli import print_summary
 
         print_summary(out)
+    elif cfg.engine.task != "classification":
+        typer.echo(f"engine.task {cfg.engine.task}: folds trained, predictions in {out}/fold_*/predictions.parquet "
+                   "(evaluation, explain, trust and the report cover classification studies)")
+        return
     else:
         m = json.loads((out / "metrics.json").read_text())
         for name in ("test", "external"):

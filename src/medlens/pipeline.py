@@ -156,6 +156,8 @@ def run_study(cfg: StudyConfig) -> Path:
     After :func:`prepare_study`: for ``task: classification``, train each fold → evaluate →
     explain (heat maps scored against the expert ROI) → trust (uncertainty, OOD gate, label
     and annotator audit) → report; for ``task: segmentation``, the seg stage and its report.
+    With ``engine.task`` regression or multilabel only the folds are trained (their
+    predictions are written); the later stages score classification and are skipped.
     """
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     manifest, splits = prepare_study(cfg)
@@ -174,6 +176,10 @@ def run_study(cfg: StudyConfig) -> Path:
             run_stage(run, f"train_fold_{k}", {**train_key, "fold": k},
                       [out / "model.safetensors", out / "predictions.parquet"],
                       lambda k=k: train_fold(cfg, manifest, splits, k, progress))
+    if cfg.engine.task != "classification":
+        log.warning("engine.task %s: folds trained, fold_k/predictions.parquet written; the evaluate, explain, trust "
+                    "and report stages score classification studies only and are skipped", cfg.engine.task)
+        return run
     from medlens.evaluate.study import evaluate_run
     from medlens.explain import explain_stage
     from medlens.explain.stage import operating_threshold
