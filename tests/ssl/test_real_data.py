@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from medlens.config import load_config, parse_config
 from medlens.ssl import build_pool, pretrain, probe
 
-REPO_CONFIG = "configs/medmnist/pneumoniamnist.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "medmnist" / "pneumoniamnist.yaml"
 
 
 @pytest.mark.slow
 def test_simclr_linear_probe_beats_random_init_at_10_percent_labels(shared_path, tmp_path):
-    from pathlib import Path
-
     npz = shared_path("data", "medmnist", "pneumoniamnist.npz")
-    base = load_config(Path(__file__).resolve().parents[2] / REPO_CONFIG).model_dump(mode="json")
+    base = load_config(RECIPE).model_dump(mode="json")
     base.update(name="pneumonia-ssl", run_dir=str(tmp_path))
     base["data"]["path"] = str(npz)
     base["ssl"] = {"methods": ["simclr"], "epochs": 3, "image_size": 32, "batch_size": 256, "fractions": [0.1],
