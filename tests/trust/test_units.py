@@ -120,3 +120,15 @@ def test_risk_coverage_better_when_confident():
     acc = rc.set_index("coverage")["accuracy"]
     assert acc.loc[0.8] >= acc.loc[1.0] and acc.loc[0.5] >= acc.loc[0.8]
     assert rc["n"].iloc[-1] == len(true)
+
+
+def test_flag_when_uncertainty_misses_what_the_gate_stops():
+    from medlens.trust.report import uncertainty_flags
+
+    g = {"flagged_n": 40, "passed_n": 90, "flagged_mc_epistemic": 0.0006, "passed_mc_epistemic": 0.0019,
+         "flagged_epistemic": 0.07, "passed_epistemic": 0.22}
+    flags = uncertainty_flags({"uncertainty_vs_gate": g})
+    assert len(flags) == 1 and "40 images" in flags[0] and "0.0006 vs 0.0019" in flags[0]
+    assert uncertainty_flags({"uncertainty_vs_gate": {**g, "flagged_mc_epistemic": 0.01}}) == []
+    assert uncertainty_flags({"uncertainty_vs_gate": {**g, "flagged_n": 0, "flagged_mc_epistemic": float("nan")}}) == []
+    assert uncertainty_flags({}) == []  # a summary written before this check

@@ -137,5 +137,20 @@ def report_section(run: Path) -> dict | None:
         text.append(f"Referring the 20% of test cases with the highest epistemic uncertainty to a clinician changes "
                     f"accuracy on the rest from {test_sel['accuracy_all']:.1%} to {test_sel['accuracy_80']:.1%}.")
     return {"title": "Trust: uncertainty, out-of-distribution gate, label and annotator quality",
-            "summary": " ".join(text), "figures": figures, "tables": tables,
+            "summary": " ".join(text), "flags": uncertainty_flags(s), "figures": figures, "tables": tables,
             "files": sorted(p.name for p in out.iterdir() if p.suffix in {".csv", ".json", ".parquet", ".safetensors"})}
+
+
+def uncertainty_flags(summary: dict) -> list[str]:
+    """A warning when MC-dropout uncertainty is not higher on the images the OOD gate stops than on those it passes.
+
+    A network can be confidently wrong far from its training data (saturated logits barely move under
+    dropout); then the uncertainty must not be used to catch such images — the gate must.
+    """
+    g = summary.get("uncertainty_vs_gate")
+    if not g or not g["flagged_n"] or not g["passed_n"] or not g["flagged_mc_epistemic"] <= g["passed_mc_epistemic"]:
+        return []
+    return [f"MC-dropout uncertainty is not higher on the {g['flagged_n']} images the out-of-distribution gate stops "
+            f"than on the {g['passed_n']} it lets through (mean mutual information {g['flagged_mc_epistemic']:.4f} vs "
+            f"{g['passed_mc_epistemic']:.4f}): this model is confidently wrong away from its training images, so rely "
+            "on the gate, not on the uncertainty, to catch them."]

@@ -236,6 +236,11 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     summary["uncertainty"] = {part: {c: float(g[c].mean()) for c in ("mc_epistemic", "mc_aleatoric", "epistemic",
                                                                       "ensemble_epistemic", "mahalanobis")}
                               for part, g in unc.groupby("part")}
+    gated = unc[unc["part"] != "val"]  # validation images set the gate's threshold
+    summary["uncertainty_vs_gate"] = {
+        "flagged_n": int(gated["ood_flag"].sum()), "passed_n": int((~gated["ood_flag"]).sum()),
+        **{f"{side}_{c}": float(gated.loc[gated["ood_flag"] == (side == "flagged"), c].mean())
+           for side in ("flagged", "passed") for c in ("mc_epistemic", "epistemic")}}
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=float))
     log.info("trust audit: %d images scored, %d label issues, in %.1f s", len(unc), summary["label_issues"]["n_issues"],
