@@ -123,8 +123,9 @@ def _linear(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classe
     return proba
 
 
-def _finetune(cfg: StudyConfig, enc: Encoder, data, ids: list[str], val_ids: list[str], test_x: torch.Tensor,
-              classes: int, seed: int, out_dir: Path) -> np.ndarray:
+def _finetune(cfg: StudyConfig, enc: Encoder, train: tuple[torch.Tensor, np.ndarray],
+              val: tuple[torch.Tensor, np.ndarray], test_x: torch.Tensor, classes: int, seed: int,
+              out_dir: Path) -> np.ndarray:
     from safetensors.torch import load_file
 
     from medlens.train.loop import fit, predict_proba
@@ -134,7 +135,7 @@ def _finetune(cfg: StudyConfig, enc: Encoder, data, ids: list[str], val_ids: lis
                          image_size=enc.image_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = cfg.train.model_copy(update={"image_size": enc.image_size})
-    fit(model, data(ids), data(val_ids), train_cfg, num_classes=classes, seed=seed, out_dir=out_dir,
+    fit(model, train, val, train_cfg, num_classes=classes, seed=seed, out_dir=out_dir,
         engine=cfg.engine.model_copy(update={"checkpoint": False}))
     model.load_state_dict(load_file(str(out_dir / "model.safetensors")))
     return predict_proba(model, test_x)
@@ -195,16 +196,15 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
             net = create_model(enc.model, num_classes=0, in_chans=cfg.model.in_chans, pretrained=enc.weights,
                                image_size=enc.image_size)
             pool_f, test_f = features(net, pool_x), features(net, test_x)
+        else:
+            val = (load(val_ids, enc.image_size), targets(cfg, by_id.loc[val_ids].reset_index()))
         for (f, s), ids in draws.items():
             idx = np.array([pos[i] for i in ids])
             if mode == "linear":
                 proba = _linear(pool_f[idx], pool_y[idx], test_f, classes)
             else:
-                def data(sel: list[str], size: int = enc.image_size) -> tuple[torch.Tensor, np.ndarray]:
-                    return load(sel, size), targets(cfg, by_id.loc[sel].reset_index())
-
-                proba = _finetune(cfg, enc, data, ids, val_ids, test_x, classes, seed=cfg.seed * 1000 + s,
-                                  out_dir=cfg.out / "ssl" / "finetune" / enc.label.replace(" ", "_") / f"{f:g}_{s}")
+                proba = _finetune(cfg, enc, (pool_x[idx], pool_y[idx]), val, test_x, classes,
+                                  seed=cfg.seed * 1000 + s, out_dir=cfg.out / "ssl" / "finetune" / enc.label.replace(" ", "_") / f"{f:g}_{s}")
             auc, low, high = auc_with_ci(y_test, proba, seed=cfg.seed)
             rows.append({"encoder": enc.label, "model": enc.model, "fraction": f, "draw": s,
                          "patients": int(patient_of.loc[ids].nunique()),
