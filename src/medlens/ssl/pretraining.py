@@ -30,7 +30,7 @@ from medlens.data.transforms import load_prepared
 from medlens.errors import StageInputMissing
 from medlens.models import create_model
 from medlens.ssl.methods import MAE, Projected, RotationNet, micle_partners, nt_xent, random_views, rotate_quarters
-from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, load_last, snapshot
+from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, resumable_state, snapshot
 from medlens.train.distributed import barrier, dist_info, pick_device
 from medlens.train.loop import array_digest, seed_everything
 
@@ -196,20 +196,12 @@ def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     rows_hist: list[dict] = []
     start, ckpt = 0, out / LAST
-    if resume and ckpt.is_file():
-        state = load_last(ckpt)
-        if state["fingerprint"] == fp:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            rows_hist, start = state["history"], state["epoch"] + 1
-            log.info("%s: resuming after epoch %d", ckpt, state["epoch"])
-        elif resume is True:
-            from medlens.errors import ConfigError
-
-            raise ConfigError(f"{ckpt} was written with other settings; delete it or pretrain without --resume")
-    elif resume is True:
-        raise StageInputMissing(f"no checkpoint to resume in {out} ({LAST} not found); pretrain without --resume")
+    state = resumable_state(ckpt, fp, resume, command="pretrain")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rows_hist, start = state["history"], state["epoch"] + 1
     if main:
         out.mkdir(parents=True, exist_ok=True)
     saver = AsyncSaver()

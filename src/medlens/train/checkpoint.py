@@ -11,11 +11,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 
 import torch
+
+from medlens.errors import ConfigError, StageInputMissing
+
+log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 
@@ -64,3 +69,39 @@ class AsyncSaver:
 def load_last(path: Path) -> dict:
     """Read a ``last.pt`` written by :class:`AsyncSaver` (tensors and plain containers only)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resumable_state(ckpt: Path, fp: str, resume: bool | str, *, command: str, settings: str = "") -> dict | None:
+    """The ``last.pt`` state to continue from, or None to start afresh.
+
+    Parameters
+    ----------
+    ckpt : path
+        The ``last.pt`` file.
+    fp : str
+        :func:`fingerprint` of the current settings; a checkpoint is used only when it matches.
+    resume : {False, True, 'auto'}
+        True requires a matching checkpoint; 'auto' uses one if present; False never does.
+    command : str
+        The command named in the error messages (``train``, ``pretrain``).
+    settings : str
+        What the fingerprint covers, for the mismatch message (e.g. ``" (model, train, seed)"``).
+
+    Raises
+    ------
+    StageInputMissing
+        ``resume=True`` without a checkpoint.
+    ConfigError
+        ``resume=True`` with a checkpoint of other settings.
+    """
+    if resume and ckpt.is_file():
+        state = load_last(ckpt)
+        if state["fingerprint"] == fp:
+            log.info("%s: resuming after epoch %d", ckpt, state["epoch"])
+            return state
+        if resume is True:
+            raise ConfigError(f"{ckpt} was written with other settings{settings}; delete it or {command} without --resume")
+        log.info("%s: settings changed, starting afresh", ckpt)
+    elif resume is True:
+        raise StageInputMissing(f"no checkpoint to resume in {ckpt.parent} ({LAST} not found); {command} without --resume")
+    return None

@@ -31,8 +31,7 @@ from sklearn.metrics import roc_auc_score
 from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
 from medlens.data.transforms import cutmix, mixup, one_hot, random_augment
-from medlens.errors import ConfigError, StageInputMissing
-from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, load_last, snapshot
+from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, resumable_state, snapshot
 from medlens.train.config import AugmentConfig, EngineConfig
 from medlens.train.distributed import dist_info, pick_device
 
@@ -286,25 +285,16 @@ def fit(
     rows: list[dict] = []
     best, since_best, start, stopped = (-1, -math.inf), 0, 0, False
     ckpt = out_dir / LAST
-    if resume and ckpt.is_file():
-        state = load_last(ckpt)
-        if state["fingerprint"] != fp:
-            if resume is True:
-                raise ConfigError(f"{ckpt} was written with other settings (model, train, engine, seed or data); "
-                                  "delete it or train without --resume")
-            log.info("%s: settings changed, starting afresh", ckpt)
-        else:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            gen.set_state(state["gen"])
-            torch.set_rng_state(state["torch_rng"])
-            rows, best = state["history"], (state["best_epoch"], state["best_score"])
-            since_best, start, stopped = state["since_best"], state["epoch"] + 1, state["stopped"]
-            log.info("%s: resuming after epoch %d", ckpt, state["epoch"])
-    elif resume is True:
-        raise StageInputMissing(f"no checkpoint to resume in {out_dir} ({LAST} not found); train without --resume")
+    state = resumable_state(ckpt, fp, resume, command="train", settings=" (model, train, engine, seed or data)")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, best = state["history"], (state["best_epoch"], state["best_score"])
+        since_best, start, stopped = state["since_best"], state["epoch"] + 1, state["stopped"]
 
     saver, saved_at = AsyncSaver(), time.monotonic()
     task = progress.add_task(f"train {out_dir.name}", total=total, completed=start * steps_per_epoch) \
