@@ -84,7 +84,8 @@ def bare(run: Path, n: int, threads: int) -> dict:
     """Bare ONNX Runtime and PyTorch eager, batch 1, sequential, on the preprocessed phantom image."""
     import torch
 
-    from medlens.export.core import load_members, run_config
+    from medlens.config import load_config
+    from medlens.inference import load_ensemble
     from medlens.export.onnx_export import INPUT, session
 
     info = __import__("json").loads((run / "export" / "export.json").read_text())
@@ -102,7 +103,7 @@ def bare(run: Path, n: int, threads: int) -> dict:
         t.append(time.perf_counter() - t0)
     out["onnxruntime"] = {**pct(t), "throughput": n / sum(t)}
     torch.set_num_threads(threads)
-    members = load_members(run, run_config(run), info["folds"], info["num_classes"])
+    members = list(load_ensemble(run, load_config(run / "config.yaml"), folds=info["folds"]).members)
     xt = (torch.from_numpy(x) - 0.5) / 0.25
     with torch.no_grad():
         for _ in range(10):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.study import make_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -21,19 +22,6 @@ def shared_path():
         return p
 
     return find
-
-
-def make_tiny_config(run_dir: Path, **overrides):
-    """A study small enough to train in seconds on a CPU (2 folds, 2 epochs, 32 px)."""
-    from medlens.config import StudyConfig
-
-    base = {"run_dir": str(run_dir), "name": "tiny",
-            "data": {"synthetic": {"n_patients": 30, "image_size": 64}},
-            "split": {"folds": 2}, "train": {"epochs": 2, "image_size": 32},
-            "evaluate": {"n_bootstrap": 200}}
-    for key, value in overrides.items():
-        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return StudyConfig.model_validate(base)
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,8 @@ class ModelConfig(_Strict):
     name: str = "resnet18"
     in_chans: Literal[1, 3] = 3
     pretrained: Path | None = Field(None, description="Local weights file; medlens never downloads weights.")
+    drop_rate: float = Field(0.3, ge=0, lt=1, description="Dropout on the pooled features before the classifier, "
+                             "trained, so that MC dropout (trust) samples a dropout the network learned with.")
 
 
 class TrainConfig(_Strict):
@@ -107,17 +109,27 @@ class Baseline(_Strict):
 class EvaluateConfig(_Strict):
     """How the operating point is chosen (on validation data only) and CIs computed."""
 
-    operating_point: Literal["youden", "sensitivity"] = "youden"
-    target_sensitivity: float = Field(0.95, gt=0, lt=1)
+    operating_point: Literal["sensitivity", "youden", "specificity"] = Field(
+        "sensitivity", description="The default decision rule. 'sensitivity' (screening: the highest threshold "
+        "that still finds target_sensitivity of the validation positives) is the default because a missed "
+        "lesion costs more than a referral; every rule is reported.")
+    target_sensitivity: float = Field(0.90, gt=0, lt=1)
+    target_specificity: float = Field(0.90, gt=0, lt=1)
+    calibration: Literal["platt", "temperature", "none"] = Field(
+        "platt", description="Per-fold calibration fitted on that fold's validation patients.")
+    local_fraction: float = Field(0.2, gt=0, le=0.5, description="New-site procedure: share of the external "
+                                  "site's patients used as the labelled local acceptance set.")
+    new_site_rule: Literal["youden", "sensitivity", "specificity"] = Field(
+        "youden", description="New-site procedure: how the local threshold is chosen on the local acceptance set.")
     n_bootstrap: int = Field(2000, ge=100)
-    temperature_scaling: bool = Field(False, description="Fit a temperature on validation and report calibrated scores.")
     baselines: list[Baseline] = Field(default_factory=list, description="Published results shown beside ours.")
 
 
 class TrustConfig(_Strict):
     """The trust audit: uncertainty, out-of-distribution gate, label issues, annotators (see :mod:`medlens.trust`)."""
 
-    mc_dropout_p: float = Field(0.3, gt=0, lt=1, description="Dropout on the pooled features at inference (MC dropout).")
+    mc_dropout_p: float | None = Field(None, gt=0, lt=1, description="Dropout on the pooled features at inference "
+                                       "(MC dropout); null: the model's trained model.drop_rate.")
     mc_samples: int = Field(30, ge=2, description="Stochastic forward passes of the head per image.")
     ood_pass_rate: float = Field(0.95, gt=0.5, lt=1, description="Share of in-distribution validation images the OOD gate lets through.")
     relabel_budget: int = Field(50, ge=1, description="Rows of the relabel queue (`medlens audit --budget` overrides).")

@@ -153,9 +153,10 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
 def run_study(cfg: StudyConfig) -> Path:
     """Run every stage of the study and return the run directory.
 
-    After :func:`prepare_study`: for ``task: classification``, train each fold → evaluate →
-    explain (heat maps scored against the expert ROI) → trust (uncertainty, OOD gate, label
-    and annotator audit) → report; for ``task: segmentation``, the seg stage and its report.
+    After :func:`prepare_study`: for ``task: classification``, train each fold → evaluate
+    (per-fold calibration, ``predictions.parquet``, ``metrics.json``) → explain (heat maps
+    scored against the expert ROI) → trust (uncertainty, OOD gate, label and annotator
+    audit) → export (ONNX, parity from the raw files, Triton repository) → report; for ``task: segmentation``, the seg stage and its report.
     With ``engine.task`` regression or multilabel only the folds are trained (their
     predictions are written); the later stages score classification and are skipped.
     """
@@ -182,23 +183,31 @@ def run_study(cfg: StudyConfig) -> Path:
         return run
     from medlens.evaluate.study import evaluate_run
     from medlens.explain import explain_stage
-    from medlens.explain.stage import operating_threshold
+    from medlens.export.stage import export_stage
+    from medlens.inference import operating_threshold
     from medlens.report import write_report
     from medlens.trust import trust_stage
 
-    preds = [run / f"fold_{k}" / "predictions.parquet" for k in range(len(splits["folds"]))]
+    folds = range(len(splits["folds"]))
+    preds = [run / f"fold_{k}" / "predictions.parquet" for k in folds]
+    models = [run / f"fold_{k}" / "model.safetensors" for k in folds]
     pred_key = {"predictions": [file_digest(p) for p in preds], "manifest": file_digest(manifest_path)}
-    run_stage(run, "evaluate", {**pred_key, "evaluate": cfg_key["evaluate"], "seed": cfg.seed}, [run / "metrics.json"],
+    # each stage: name, the config it depends on, the files it reads, the files it writes, the function
+    run_stage(run, "evaluate", {**pred_key, "evaluate": cfg_key["evaluate"], "seed": cfg.seed},
+              [run / "predictions.parquet", run / "metrics.json", *(run / f"fold_{k}" / "calibration.json" for k in folds)],
               lambda: evaluate_run(run, cfg))
-    run_stage(run, "explain", {**pred_key, "explain": cfg_key["explain"], "n_bootstrap": cfg.evaluate.n_bootstrap,
-                               "seed": cfg.seed, "threshold": operating_threshold(run),
-                               "model": file_digest(run / f"fold_{cfg.explain.fold}" / "model.safetensors")},
+    evaluated = {"evaluated": file_digest(run / "predictions.parquet"), "metrics": file_digest(run / "metrics.json"),
+                 "models": [file_digest(p) for p in models], "preprocess": cfg_key["engine"]["preprocess"]}
+    run_stage(run, "explain", {**evaluated, "explain": cfg_key["explain"], "n_bootstrap": cfg.evaluate.n_bootstrap,
+                               "seed": cfg.seed, "threshold": operating_threshold(run)},
               [run / "explain" / "summary.json"], lambda: explain_stage(run, cfg))
-    run_stage(run, "trust", {**pred_key, "trust": cfg_key["trust"], "seed": cfg.seed,
-                             "models": [file_digest(run / f"fold_{k}" / "model.safetensors") for k in range(len(preds))]},
+    run_stage(run, "trust", {**evaluated, "trust": cfg_key["trust"], "seed": cfg.seed},
               [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))
+    run_stage(run, "export", {**evaluated, "trust": file_digest(run / "trust" / "ood.safetensors"), "qc": cfg_key["qc"]},
+              [run / "export" / "model.onnx", run / "export" / "export.json", run / "export" / "model_repository"],
+              lambda: export_stage(run, cfg))
     report_inputs = [run / "metrics.json", run / "explain" / "summary.json", run / "trust" / "summary.json",
-                     run / "ssl" / "probe.json"]
+                     run / "export" / "export.json", run / "ssl" / "probe.json"]
     run_stage(run, "report", {**pred_key, "inputs": [file_digest(p) for p in report_inputs if p.exists()],
                               "config": cfg_key},
               [run / "report.html"], lambda: write_report(run, cfg))

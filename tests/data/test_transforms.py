@@ -1,4 +1,4 @@
-"""Transforms: ROI crop, CLAHE (measured contrast gain), augmentation, mixup/cutmix targets."""
+"""Transforms: field-of-view crop, CLAHE (measured contrast gain), augmentation, mixup/cutmix targets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import torch
 from medlens.data.arrays import load_tensor
 from medlens.data.synthetic import ImageSpec, generate, render_image
 from medlens.data.sources import read_synthetic
-from medlens.data.transforms import (clahe, cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast,
-                                     roi_crop)
-from medlens.errors import DataError
+from medlens.data.preprocess import Preprocess, fov_box
+from medlens.data.transforms import clahe, cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast
 from medlens.train.config import AugmentConfig, PreprocessConfig
 
 
@@ -37,22 +36,27 @@ def test_clahe_keeps_contract(phantom):
         clahe(phantom, mode="hsv")
 
 
-def test_roi_crop_margin_and_border():
-    img = np.arange(100, dtype=np.float32).reshape(1, 10, 10)
-    assert roi_crop(img, (2, 3, 6, 5), margin=0).shape == (1, 2, 4)
-    assert roi_crop(img, (2, 3, 6, 5), margin=0.5).shape == (1, 4, 8)  # 1 px top/bottom, 2 px left/right
-    assert roi_crop(img, (0, 0, 10, 10), margin=1.0).shape == (1, 10, 10)  # clipped at the border
-    assert roi_crop(img, (5, 5, 5, 5)) is img and roi_crop(img, (np.nan, 0, 3, 3)) is img
+def test_fov_crop_margin_and_border():
+    img = np.zeros((1, 10, 10), np.float32)
+    img[0, 3:5, 2:6] = 1.0  # a bright 2x4 field of view
+    assert fov_box(img) == (2, 3, 6, 5)
+    assert Preprocess(size=8, in_chans=1, roi_crop=True, roi_margin=0).crop(img) == (2, 3, 6, 5)
+    assert Preprocess(size=8, in_chans=1, roi_crop=True, roi_margin=0.5).crop(img) == (0, 2, 8, 6)
+    assert Preprocess(size=8, in_chans=1, roi_crop=True, roi_margin=3.0).crop(img) == (0, 0, 10, 10)  # clipped
+    assert fov_box(np.zeros((1, 4, 4), np.float32)) is None
+    assert Preprocess(size=8, in_chans=1).crop(img) == (0, 0, 10, 10)  # crop off: the whole image
 
 
-def test_load_prepared_default_equals_load_tensor_and_roi(tmp_path):
+def test_load_prepared_default_equals_load_tensor_and_contract_round_trips(tmp_path):
     generate(tmp_path / "d", n_patients=4, seed=0, image_size=48)
     m = read_synthetic(tmp_path / "d").head(4)
     assert torch.equal(load_prepared(m, size=32, in_chans=3), load_tensor(m, size=32, in_chans=3))
     cropped = load_prepared(m, size=32, in_chans=1, preprocess=PreprocessConfig(roi_crop=True, clahe="lab"))
     assert cropped.shape == (4, 1, 32, 32)
-    with pytest.raises(DataError, match="roi_x0"):
-        load_prepared(m.drop(columns=["roi_x0"]), size=32, in_chans=3, preprocess=PreprocessConfig(roi_crop=True))
+    assert not torch.equal(cropped, load_prepared(m, size=32, in_chans=1))
+    pre = Preprocess(size=32, in_chans=1, roi_crop=True, clahe="lab")
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    assert torch.equal(pre.load(m["image"].tolist()), cropped)
 
 
 def test_random_augment_is_seeded_and_rotation_draws_only_when_on():

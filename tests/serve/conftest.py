@@ -16,14 +16,10 @@ from helpers.serve import TOKEN
 
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory) -> Path:
-    """Untrained fold models with real metrics.json (evaluate stage), exported: no training, seconds."""
-    from helpers.export import fake_run
+    """A tiny study trained and exported by `medlens run`, with the field-of-view crop and CLAHE switched on."""
+    from helpers.study import PREPROCESSED, trained_run
 
-    from medlens.export import export_run
-
-    run = fake_run(tmp_path_factory.mktemp("serve_run"), evaluate=True)
-    export_run(run, benchmark=False)
-    return run
+    return trained_run(tmp_path_factory.mktemp("serve_run"), **PREPROCESSED)
 
 
 def free_port() -> int:

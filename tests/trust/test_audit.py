@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from medlens.config import StudyConfig
 from medlens.pipeline import run_study
 from medlens.trust import load_ood_detector, report_section, trust_stage
-from medlens.trust.features import features_and_logits, load_fold_model, load_images
+from medlens.inference import load_fold_model
+from medlens.trust.features import features_and_logits, load_images
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,8 @@
-"""Image transforms: deterministic preparation (ROI crop, CLAHE, resize + pad, channels) and
-random augmentation on batches (flip, rotation, brightness/contrast, mixup, cutmix).
+"""Image transforms: CLAHE (a step of :class:`medlens.data.preprocess.Preprocess`, which
+prepares every image once when a data set is loaded into memory) and random augmentation
+on batches (flip, rotation, brightness/contrast, mixup, cutmix).
 
-Preparation runs once per image when a data set is loaded into memory
-(:func:`load_prepared`); augmentation runs on normalised float batches inside the training
+Augmentation runs on normalised float batches inside the training
 step and draws every random number from one ``torch.Generator``, so an epoch is
 reproducible and a resumed run continues the same random stream.
 
@@ -21,42 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from medlens.data.arrays import normalise, resize, to_channels
-from medlens.data.manifest import load_image
-from medlens.errors import DataError
 from medlens.train.config import AugmentConfig, PreprocessConfig
 
-__all__ = ["roi_crop", "clahe", "rms_contrast", "prepare_image", "load_prepared", "random_augment", "mixup",
+__all__ = ["clahe", "rms_contrast", "load_prepared", "random_augment", "mixup",
            "cutmix", "one_hot", "normalise", "resize", "to_channels"]
-
-ROI_COLUMNS = ("roi_x0", "roi_y0", "roi_x1", "roi_y1")
-
-
-def roi_crop(img: np.ndarray, box: tuple[float, float, float, float], *, margin: float = 0.1) -> np.ndarray:
-    """Crop a ``C×H×W`` image to a box enlarged by ``margin`` × its side, clipped to the image.
-
-    Parameters
-    ----------
-    img : ndarray of shape (C, H, W)
-    box : (x0, y0, x1, y1)
-        Pixel box, ``x1``/``y1`` exclusive.
-    margin : float, default=0.1
-        Added on every side as a fraction of the box's width (x) or height (y).
-
-    Returns
-    -------
-    ndarray of shape (C, h, w)
-        A view; an empty or non-finite box returns the whole image.
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-        return img
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    h, w = img.shape[1:]
-    xa, xb = max(0, int(math.floor(x0 - mx))), min(w, int(math.ceil(x1 + mx)))
-    ya, yb = max(0, int(math.floor(y0 - my))), min(h, int(math.ceil(y1 + my)))
-    if xb <= xa or yb <= ya:
-        return img
-    return img[:, ya:yb, xa:xb]
 
 
 def clahe(img: np.ndarray, *, mode: str = "lab", clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
@@ -97,31 +65,12 @@ def rms_contrast(img: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(grey[mask].std() if mask is not None else grey.std())
 
 
-def prepare_image(img: np.ndarray, *, size: int, in_chans: int, box: tuple | None = None,
-                  preprocess: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """ROI crop (if on and a box is given) → CLAHE (if on) → resize with padding → channels."""
-    if preprocess.roi_crop and box is not None:
-        img = roi_crop(img, box, margin=preprocess.roi_margin)
-    if preprocess.clahe != "off":
-        img = clahe(img, mode=preprocess.clahe, clip_limit=preprocess.clahe_clip, tiles=preprocess.clahe_tiles)
-    return to_channels(resize(img, size), in_chans)
-
-
 def load_prepared(manifest: pd.DataFrame, *, size: int, in_chans: int,
                   preprocess: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """Decode and prepare the manifest's images: uint8 tensor ``N×C×size×size``.
+    """The manifest's images through the study's :class:`medlens.data.preprocess.Preprocess`: uint8 ``N×C×S×S``."""
+    from medlens.data.preprocess import Preprocess
 
-    With the default (no crop, no CLAHE) this equals :func:`medlens.data.arrays.load_tensor`.
-    """
-    if preprocess.roi_crop and not set(ROI_COLUMNS) <= set(manifest.columns):
-        raise DataError(f"engine.preprocess.roi_crop needs the manifest columns {', '.join(ROI_COLUMNS)}; "
-                        "this source has no expert boxes (set roi_crop: false)")
-    boxes = manifest[list(ROI_COLUMNS)].to_numpy(float) if preprocess.roi_crop else [None] * len(manifest)
-    out = np.empty((len(manifest), in_chans, size, size), np.uint8)
-    for i, ref in enumerate(manifest["image"].tolist()):
-        img = prepare_image(load_image(ref), size=size, in_chans=in_chans, box=boxes[i], preprocess=preprocess)
-        out[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-    return torch.from_numpy(out)
+    return Preprocess(size=size, in_chans=in_chans, **preprocess.model_dump()).load(manifest["image"].tolist())
 
 
 def _rotate(batch: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,11 @@ stratified (patient-level with ``groups=``) percentile bootstrap for the rest.
 
 from medlens.evaluate.calibration import (
     ReliabilityCurve,
+    apply_platt,
     apply_temperature,
     brier_score_loss,
     expected_calibration_error,
+    fit_platt,
     fit_temperature,
     reliability_curve,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "RocTest",
     "UndefinedMetricWarning",
     "accuracy_score",
+    "apply_platt",
     "apply_temperature",
     "auc_score",
     "average_precision_score",
@@ -74,6 +77,7 @@ __all__ = [
     "expected_calibration_error",
     "external_difference",
     "f1_score",
+    "fit_platt",
     "fit_temperature",
     "mcnemar_test",
     "multiclass_summary",

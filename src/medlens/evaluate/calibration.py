@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_softmax, logit
 
 from medlens.errors import DataError, did_you_mean
@@ -24,9 +24,13 @@ from medlens.evaluate import _validation as v
 
 __all__ = [
     "ReliabilityCurve",
+    "apply_platt",
+    "calibrate_proba",
+    "fit_calibration",
     "apply_temperature",
     "brier_score_loss",
     "expected_calibration_error",
+    "fit_platt",
     "fit_temperature",
     "reliability_curve",
 ]
@@ -241,3 +245,90 @@ def apply_temperature(y_score, temperature: float, *, kind: str = "logits") -> n
     arr = np.asarray(y_score)
     z = _as_logits(arr, kind, arr.shape[0] if arr.ndim else 0) / float(temperature)
     return expit(z) if z.ndim == 1 else np.exp(log_softmax(z, axis=1))
+
+
+def fit_platt(y_true, y_score, *, kind: str = "probabilities") -> tuple[float, float]:
+    """Fit Platt scaling ``p = sigmoid(a·z + b)`` by maximum likelihood on validation data.
+
+    Unlike a temperature (``a`` only), the intercept ``b`` also corrects a shifted prior,
+    e.g. the bias that class-weighted training puts on the positive class.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Validation labels (0/1, both present).
+    y_score : array-like of shape (n_samples,)
+        Positive-class probabilities (``kind="probabilities"``) or logits.
+    kind : {"probabilities", "logits"}, default="probabilities"
+
+    Returns
+    -------
+    (a, b) : tuple of float
+        Unpenalised maximum-likelihood estimates (as ``LogisticRegression(penalty=None)``
+        on the logit); ``a`` is bounded to [1e-3, 1e3] so the map stays increasing.
+    """
+    y = v.binary_labels(y_true).astype(np.float64)
+    v.require_both_classes(y.astype(bool), metric="Platt scaling")
+    z = _as_logits(np.asarray(y_score, np.float64), kind, y.shape[0])
+    if z.ndim != 1:
+        raise DataError("fit_platt takes binary scores of shape (n_samples,); use fit_temperature for classes.")
+
+    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = np.exp(theta[0]), theta[1]
+        u = a * z + b
+        r = expit(u) - y
+        return float(np.mean(np.logaddexp(0.0, u) - y * u)), np.array([np.mean(r * z) * a, np.mean(r)])
+
+    res = minimize(nll, np.zeros(2), jac=True, method="L-BFGS-B",
+                   bounds=[(np.log(1e-3), np.log(1e3)), (-50.0, 50.0)], options={"ftol": 1e-14, "gtol": 1e-10})
+    return float(np.exp(res.x[0])), float(res.x[1])
+
+
+def apply_platt(y_score, a: float, b: float, *, kind: str = "probabilities") -> np.ndarray:
+    """Positive-class probabilities ``sigmoid(a·z + b)`` with ``(a, b)`` from :func:`fit_platt`."""
+    arr = np.asarray(y_score, np.float64)
+    return expit(a * _as_logits(arr, kind, arr.shape[0] if arr.ndim else 0) + b)
+
+
+def fit_calibration(y_true, proba, method: str = "platt") -> dict:
+    """Fit one model's calibration on its validation predictions.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Class indices.
+    proba : array-like of shape (n_samples, n_classes)
+        The model's softmax probabilities.
+    method : {"platt", "temperature", "none"}
+        Platt scaling for two classes (a temperature for more), a temperature, or nothing.
+
+    Returns
+    -------
+    dict
+        ``{"method": "platt", "a", "b"}``, ``{"method": "temperature", "temperature"}`` or
+        ``{"method": "none"}``; pass it to :func:`calibrate_proba`.
+    """
+    p = np.asarray(proba, np.float64)
+    if method == "none":
+        return {"method": "none"}
+    if method == "platt" and p.shape[1] == 2:
+        a, b = fit_platt(y_true, p[:, 1])
+        return {"method": "platt", "a": a, "b": b}
+    if method not in ("platt", "temperature"):
+        raise DataError(f"calibration must be platt, temperature or none; got {method!r}")
+    return {"method": "temperature", "temperature": fit_temperature(y_true, p, kind="probabilities")}
+
+
+def calibrate_proba(proba, params: dict) -> np.ndarray:
+    """Apply :func:`fit_calibration`'s parameters to softmax probabilities ``(N, K)`` -> ``(N, K)``.
+
+    Platt: ``p1 = sigmoid(a·log(p1/p0) + b)``; temperature: ``softmax(log p / T)``.
+    """
+    p = np.asarray(proba, np.float64)
+    if params["method"] == "none":
+        return p
+    if params["method"] == "platt":
+        z = np.log(np.clip(p[:, 1], _EPS, None)) - np.log(np.clip(p[:, 0], _EPS, None))
+        p1 = expit(params["a"] * z + params["b"])
+        return np.stack([1 - p1, p1], 1)
+    return np.exp(log_softmax(np.log(np.clip(p, _EPS, None)) / params["temperature"], axis=1))

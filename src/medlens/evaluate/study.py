@@ -1,9 +1,10 @@
 """The evaluate stage: fold predictions in the run directory -> ``metrics.json`` / ``metrics.csv``.
 
-- The operating point is chosen on the pooled out-of-fold validation predictions only,
-  then applied unchanged to the test and external sets.
-- The test and external predictions of the k fold models are averaged (an ensemble);
-  each fold's own test AUC is reported too.
+- Each fold model is calibrated on its own validation patients (Platt scaling by default),
+  so the out-of-fold predictions and the ensemble share one probability scale.
+- The operating points are chosen on the pooled, calibrated out-of-fold validation
+  predictions only, then applied unchanged to the test and external sets, which are
+  scored by the average of the calibrated fold models (the ensemble).
 - CIs are patient-level (cluster bootstrap) when a patient has several images.
 """
 
@@ -17,8 +18,8 @@ import pandas as pd
 
 from medlens.config import StudyConfig
 from medlens.data.manifest import load_manifest
+from medlens.errors import StageInputMissing
 from medlens.evaluate import (
-    apply_temperature,
     auc_score,
     binary_summary,
     brier_score_loss,
@@ -26,22 +27,62 @@ from medlens.evaluate import (
     confusion_matrix,
     expected_calibration_error,
     external_difference,
-    fit_temperature,
     multiclass_summary,
 )
+from medlens.evaluate.calibration import calibrate_proba, fit_calibration
 
 
-def pooled_predictions(run: Path) -> pd.DataFrame:
+def fold_frames(run: Path) -> list[pd.DataFrame]:
+    """Every ``fold_k/predictions.parquet`` of a run, in fold order."""
+    folds = sorted(run.glob("fold_*/predictions.parquet"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not folds:
+        raise StageInputMissing(f"{run}/fold_*/predictions.parquet not found; train the folds first (`medlens run`)")
+    return [pd.read_parquet(p) for p in folds]
+
+
+def proba_columns(frame: pd.DataFrame) -> list[str]:
+    """The class-probability columns ``p0 … pK-1`` of a predictions frame."""
+    return [c for c in frame.columns if c.startswith("p") and c[1:].isdigit()]
+
+
+def calibrate_folds(frames: list[pd.DataFrame], method: str) -> tuple[list[pd.DataFrame], list[dict]]:
+    """Fit each fold's calibration on its own validation rows and apply it to all its rows.
+
+    Parameters
+    ----------
+    frames : list of DataFrame
+        ``fold_k/predictions.parquet`` frames (``part``, ``label``, ``p0..pK-1``).
+    method : {"platt", "temperature", "none"}
+        Platt scaling (binary; temperature for more classes) or a temperature.
+
+    Returns
+    -------
+    (calibrated frames, parameters)
+        One parameter mapping per fold (:func:`medlens.evaluate.calibration.calibrate_proba`).
+    """
+    out, params = [], []
+    for f in frames:
+        cols = proba_columns(f)
+        val = f[f["part"] == "val"]
+        prm = fit_calibration(val["label"].to_numpy(int), val[cols].to_numpy(float), method)
+        g = f.copy()
+        g[cols] = calibrate_proba(f[cols].to_numpy(float), prm)
+        out.append(g)
+        params.append({"fold": int(f["fold"].iloc[0]), **prm})
+    return out, params
+
+
+def pooled_predictions(run: Path, frames: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """Out-of-fold validation rows plus fold-averaged test/external rows, with patient ids.
 
     Written to ``predictions.parquet`` in the run directory; columns ``sample_id, part,
-    patient_id, label, p0 … pK-1``.
+    patient_id, label, p0 … pK-1``. ``frames`` are the (calibrated) fold predictions;
+    default: the raw ones of the run.
     """
-    folds = sorted(run.glob("fold_*/predictions.parquet"), key=lambda p: int(p.parent.name.split("_")[1]))
-    preds = pd.concat([pd.read_parquet(p) for p in folds], ignore_index=True)
-    cols = [c for c in preds.columns if c.startswith("p") and c[1:].isdigit()]
+    preds = pd.concat(frames if frames is not None else fold_frames(run), ignore_index=True)
+    cols = proba_columns(preds)
     val = preds[preds["part"] == "val"].drop(columns="fold")
-    held = preds[preds["part"] != "val"].groupby(["sample_id", "part", "label"], as_index=False)[cols].mean()
+    held = preds[preds["part"] != "val"].groupby(["sample_id", "part", "label"], as_index=False, sort=False)[cols].mean()
     pooled = pd.concat([val, held], ignore_index=True)
     pid = load_manifest(run / "manifest.parquet").set_index("sample_id")["patient_id"]
     pooled.insert(2, "patient_id", pid.loc[pooled["sample_id"]].to_numpy())
@@ -49,28 +90,106 @@ def pooled_predictions(run: Path) -> pd.DataFrame:
 
 
 def _score(frame: pd.DataFrame) -> np.ndarray:
-    cols = [c for c in frame.columns if c.startswith("p") and c[1:].isdigit()]
-    proba = frame[cols].to_numpy()
+    proba = frame[proba_columns(frame)].to_numpy()
     return proba[:, 1] if proba.shape[1] == 2 else proba
 
 
+def _point(ev, name: str, y: np.ndarray, s: np.ndarray) -> dict:
+    method, target = {"youden": ("youden", None), "sensitivity": ("sensitivity", ev.target_sensitivity),
+                      "specificity": ("specificity", ev.target_specificity)}[name]
+    t = choose_threshold(y, s, method=method, target=target if target is not None else 0.95)
+    label = "Youden" if target is None else f"{method} {target:.2f}"
+    return {"name": label, "method": method, "target": target, "threshold": t,
+            "chosen_on": "pooled out-of-fold validation predictions (calibrated per fold)"}
+
+
+def _at(y, s, groups, t, ev, seed) -> dict:
+    est = binary_summary(y, s, threshold=t, groups=groups, n_boot=ev.n_bootstrap, seed=seed)
+    cm = confusion_matrix(y, (s >= t).astype(int))
+    return {"sensitivity": est["sensitivity"].to_dict(), "specificity": est["specificity"].to_dict(),
+            "ppv": est["ppv"].to_dict(), "npv": est["npv"].to_dict(), "confusion_matrix": cm.tolist()}
+
+
+def _failures(points: list[dict], default: str) -> list[str]:
+    """Plain-language warnings where an operating point does not hold on a held-out set."""
+    out = []
+    for op in points:
+        v = op["val"]["sensitivity"]
+        for part in ("test", "external"):
+            if part not in op:
+                continue
+            se, sp = op[part]["sensitivity"]["value"], op[part]["specificity"]["value"]
+            where = "the internal test set" if part == "test" else "the external site"
+            tag = " (the default)" if op["name"] == default else ""
+            if se == 0:
+                out.append(f"At the {op['name']} operating point{tag} the model detects no positive case on {where} "
+                           f"(sensitivity 0): it must not be used there as it stands.")
+            elif not v["low"] - 1e-9 <= se <= v["high"] + 1e-9:
+                out.append(f"At the {op['name']} operating point{tag} sensitivity on {where} is {se:.2f}, outside the "
+                           f"validation 95% CI {v['low']:.2f}–{v['high']:.2f} (specificity {sp:.2f}): the threshold "
+                           f"does not transfer to {where}.")
+    return out
+
+
+def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
+    """Adopt the model at a new site with a small labelled local acceptance set.
+
+    The procedure (documented in README, "A new site"): draw ``ev.local_fraction`` of the
+    new site's patients, stratified by whether a patient has a positive image; choose the
+    threshold on them by ``ev.new_site_rule`` (default Youden: with a few dozen local images
+    a target-sensitivity threshold rests on the one or two lowest-scoring positives; on
+    the demo it gave sensitivity 0.96 at specificity 0.35 on the rest of the site); report sensitivity and specificity, with patient-level 95% CIs, on the
+    remaining patients of the site only. The trust stage refits the OOD gate on the same
+    local set (``trust/summary.json``).
+
+    Returns
+    -------
+    dict or None
+        ``local_patients``, ``local_sample_ids``, ``threshold`` and the metrics on the
+        rest; None when the site has too few patients of either class.
+    """
+    pat = external.groupby("patient_id")["label"].max()
+    rng = np.random.default_rng(seed)
+    local = []
+    for cls in (0, 1):
+        ids = np.sort(pat.index[pat.to_numpy() == cls].to_numpy())
+        n = int(np.floor(ev.local_fraction * len(ids)))
+        if n < 2:
+            return None
+        local += list(rng.choice(ids, n, replace=False))
+    is_local = external["patient_id"].isin(local).to_numpy()
+    loc, rest = external[is_local], external[~is_local]
+    y_l, s_l = loc["label"].to_numpy(), _score(loc)
+    if len(np.unique(y_l)) < 2 or len(np.unique(rest["label"])) < 2:
+        return None
+    point = _point(ev, ev.new_site_rule, y_l, s_l)
+    t = point["threshold"]
+    res = _at(rest["label"].to_numpy(), _score(rest), rest["patient_id"].to_numpy(), t, ev, seed)
+    return {"local_fraction": ev.local_fraction, "local_patients": int(len(local)), "local_images": int(is_local.sum()),
+            "rest_patients": int(rest["patient_id"].nunique()), "rest_images": int(len(rest)),
+            "rule": point["name"], "threshold": t, "rest": res,
+            "local_sample_ids": loc["sample_id"].tolist()}
+
+
 def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
-    """Compute every metric with its 95% CI and write ``metrics.json`` and ``metrics.csv``."""
+    """Calibrate the folds, pool the predictions, and compute every metric with its 95% CI.
+
+    Writes ``fold_k/calibration.json``, ``predictions.parquet``, ``metrics.json`` and
+    ``metrics.csv``. The default operating point (``evaluate.operating_point``) and the
+    other named points are chosen on the pooled out-of-fold validation predictions only.
+    """
     ev = cfg.evaluate
-    pooled = pooled_predictions(run)
-    pooled.to_parquet(run / "predictions.parquet", index=False)
+    frames, cal = calibrate_folds(fold_frames(run), ev.calibration)
+    for prm in cal:
+        (run / f"fold_{prm['fold']}" / "calibration.json").write_text(json.dumps(prm, indent=1))
+    pooled = pooled_predictions(run, frames)
     parts = {name: g for name, g in pooled.groupby("part")}
     binary = _score(pooled).ndim == 1
-    out: dict = {"task": "binary" if binary else "multiclass", "n_bootstrap": ev.n_bootstrap}
+    out: dict = {"task": "binary" if binary else "multiclass", "n_bootstrap": ev.n_bootstrap,
+                 "calibration_method": ev.calibration, "fold_calibration": cal, "warnings": []}
     val = parts["val"]
     if binary:
-        out["operating_point"] = {
-            "method": ev.operating_point,
-            "target_sensitivity": ev.target_sensitivity if ev.operating_point == "sensitivity" else None,
-            "threshold": choose_threshold(val["label"].to_numpy(), _score(val), method=ev.operating_point,
-                                          target=ev.target_sensitivity),
-            "chosen_on": "pooled out-of-fold validation predictions",
-        }
+        out["operating_point"] = _point(ev, ev.operating_point, val["label"].to_numpy(), _score(val))
     for name in ("val", "test", "external"):
         if name not in parts:
             continue
@@ -87,26 +206,37 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
         out[name]["n_images"] = int(len(g))
         out[name]["n_patients"] = int(g["patient_id"].nunique())
         out[name]["confusion_matrix"] = cm.tolist()
-        if binary:
-            out[name]["calibration"] = calibration(y, s)
-    if binary and ev.temperature_scaling:
-        temp = fit_temperature(val["label"].to_numpy(), _score(val), kind="probabilities")
-        out["temperature"] = {"value": temp, "fitted_on": "pooled out-of-fold validation predictions"}
-        for name in ("test", "external"):
-            if name in parts:
-                g = parts[name]
-                scaled = apply_temperature(_score(g), temp, kind="probabilities")
-                out[name]["calibration_after_temperature"] = calibration(g["label"].to_numpy(), scaled)
+        out[name]["calibration"] = calibration(y, s) if binary else calibration_multiclass(y, s)
+    if binary:
+        points = []
+        for name in ("youden", "sensitivity", "specificity"):
+            op = _point(ev, name, val["label"].to_numpy(), _score(val))
+            for part, g in parts.items():
+                op[part] = _at(g["label"].to_numpy(), _score(g), g["patient_id"].to_numpy(), op["threshold"], ev,
+                               cfg.seed)
+            points.append(op)
+        out["operating_points"] = points
+        out["warnings"] = _failures(points, out["operating_point"]["name"])
+        if "external" in parts:
+            site = new_site_procedure(parts["external"], ev, cfg.seed)
+            if site is not None:
+                out["new_site"] = site
     if "external" in parts and "test" in parts:
         a, b = parts["test"], parts["external"]
         out["external_minus_test_auc"] = external_difference(
             a["label"].to_numpy(), _score(a), b["label"].to_numpy(), _score(b), metric="auc",
             groups_internal=a["patient_id"].to_numpy(), groups_external=b["patient_id"].to_numpy(),
             n_boot=ev.n_bootstrap, seed=cfg.seed).to_dict()
-    out["folds"] = _per_fold(run)
+    out["folds"] = _per_fold(frames)
+    pooled.to_parquet(run / "predictions.parquet", index=False)
     (run / "metrics.json").write_text(json.dumps(_finite(out), indent=1, sort_keys=True, allow_nan=False))
     metrics_table(out).to_csv(run / "metrics.csv", index=False)
     return out
+
+
+def calibration_multiclass(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Top-label expected calibration error (15 equal-width bins) of class probabilities."""
+    return {"ece": expected_calibration_error(y, proba, n_bins=15, strategy="uniform")}
 
 
 def calibration(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
@@ -125,10 +255,9 @@ def _finite(obj):
     return None if isinstance(obj, float) and np.isnan(obj) else obj
 
 
-def _per_fold(run: Path) -> list[dict]:
+def _per_fold(frames: list[pd.DataFrame]) -> list[dict]:
     rows = []
-    for p in sorted(run.glob("fold_*/predictions.parquet"), key=lambda p: int(p.parent.name.split("_")[1])):
-        preds = pd.read_parquet(p)
+    for preds in frames:
         row = {"fold": int(preds["fold"].iloc[0])}
         row.update({f"{part}_{k}": None for part in ("val", "test", "external") for k in ("auc", "n")})
         for part, g in preds.groupby("part"):

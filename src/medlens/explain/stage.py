@@ -26,7 +26,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medlens.config import StudyConfig, load_config
-from medlens.data.arrays import load_tensor
+from medlens.data.preprocess import Preprocess
 from medlens.data.manifest import load_image, load_manifest, load_mask
 from medlens.errors import DataError, StageInputMissing
 from medlens.explain import agreement as agr
@@ -34,6 +34,7 @@ from medlens.explain.cams import explain_images
 from medlens.explain.faithfulness import curve_auc, deletion_insertion_curves, road_scores
 from medlens.explain.layers import resolve_target
 from medlens.explain.sanity import cascading_randomisation
+from medlens.inference import load_ensemble, operating_threshold
 
 log = logging.getLogger(__name__)
 OUT = "explain"
@@ -45,47 +46,32 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def load_run_model(run: Path, cfg: StudyConfig, *, fold: int, num_classes: int) -> torch.nn.Module:
-    """Rebuild the network of ``run/fold_<fold>`` from the run's config and load its weights."""
-    from safetensors.torch import load_file
+def expert_region(row: pd.Series, pre: Preprocess, *, mode: str = "box") -> np.ndarray | None:
+    """The expert region of a manifest row in the prepared image (``size×size`` bool), or None if it has none.
 
-    from medlens.models import create_model
-
-    weights = _need(run / f"fold_{fold}" / "model.safetensors", f"train fold {fold} first (`medlens run`)")
-    model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans,
-                         image_size=cfg.train.image_size)
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except RuntimeError as err:
-        raise DataError(f"{weights}: does not fit a {cfg.model.name} with {num_classes} outputs "
-                        f"({str(err).splitlines()[0]})") from None
-    return model.eval()
-
-
-def _resize_geometry(h: int, w: int, size: int) -> tuple[float, int, int, int, int]:
-    """Scale, new height/width and y/x offsets of :func:`medlens.data.arrays.resize`."""
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    return scale, nh, nw, (size - nh) // 2, (size - nw) // 2
-
-
-def expert_region(row: pd.Series, size: int, *, mode: str = "box") -> np.ndarray | None:
-    """The expert region of a manifest row at training size (``size×size`` bool), or None if it has none."""
+    The box (or mask) goes through the same field-of-view crop, resize and padding as the
+    image (:class:`medlens.data.preprocess.Preprocess`).
+    """
+    size = pre.size
     has_box = all(c in row.index and pd.notna(row[c]) for c in ("roi_x0", "roi_y0", "roi_x1", "roi_y1"))
     has_mask = "mask" in row.index and isinstance(row["mask"], str) and row["mask"] != ""
+    if not (has_box or (mode == "mask" and has_mask)):
+        return None
+    img = load_image(row["image"]) if pre.roi_crop else None
     if mode == "mask" and has_mask:
         m = load_mask(row["mask"])
-        _, nh, nw, y0, x0 = _resize_geometry(*m.shape, size)
+        x0, y0, x1, y1 = pre.crop(img) if img is not None else (0, 0, m.shape[1], m.shape[0])
+        m = m[y0:y1, x0:x1]
+        scale = size / max(m.shape)
+        nh, nw = max(1, round(m.shape[0] * scale)), max(1, round(m.shape[1] * scale))
+        oy, ox = (size - nh) // 2, (size - nw) // 2
         out = np.zeros((size, size), bool)
-        out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
+        out[oy:oy + nh, ox:ox + nw] = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
         return out if out.any() else None
-    if not has_box:
-        return None
-    h, w = _image_hw(row)
-    scale, _, _, y0, x0 = _resize_geometry(h, w, size)
-    box = (row["roi_x0"] * scale + x0, row["roi_y0"] * scale + y0, (row["roi_x1"] + 1) * scale + x0 - 1,
-           (row["roi_y1"] + 1) * scale + y0 - 1)
-    return agr.box_region(box, (size, size))
+    h, w = _image_hw(row) if img is None else img.shape[1:]
+    crop = pre.crop(img) if img is not None else (0, 0, w, h)
+    bx = pre.box_to_output((row["roi_x0"], row["roi_y0"], row["roi_x1"] + 1, row["roi_y1"] + 1), (h, w), crop)
+    return agr.box_region((bx[0], bx[1], bx[2] - 1, bx[3] - 1), (size, size))
 
 
 def _image_hw(row: pd.Series) -> tuple[int, int]:
@@ -144,20 +130,27 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     cfg = cfg or trained
     ex = cfg.explain
     rows = _rows(run, cfg)
-    size, chans = trained.train.image_size, trained.model.in_chans
-    n_classes = max(2, int(pd.read_parquet(run / "predictions.parquet").filter(regex=r"^p\d+$").shape[1]))
-    model = load_run_model(run, trained, fold=ex.fold, num_classes=n_classes)
+    pre = Preprocess.from_config(trained)
+    size, chans = pre.size, pre.in_chans
+    ensemble = load_ensemble(run, trained)
+    if ex.fold not in ensemble.folds:
+        raise DataError(f"explain.fold: fold {ex.fold} is not trained in {run} (folds {ensemble.folds})")
+    model = ensemble.members[ensemble.folds.index(ex.fold)]
     target = resolve_target(model, size=size, in_chans=chans, layer=ex.target_layer, min_grid=ex.min_grid)
-    log.info("explain: %s on layer %s (%dx%d)", ex.method, target.name, *target.grid)
-    x = load_tensor(rows, size=size, in_chans=chans)
+    log.info("explain: %s on layer %s (%dx%d) of fold %d", ex.method, target.name, *target.grid, ex.fold)
+    x = pre.load(rows["image"].tolist())
     tc = ex.target_class
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as progress:
         maps = explain_images(model, x, target, method=ex.method, target_class=tc, batch_size=ex.batch_size,
                               progress=progress)
-    from medlens.train.loop import predict_proba
-
-    proba = predict_proba(model, x)
+    # the decision shown beside each map is the evaluated one: the calibrated ensemble (for a validation image,
+    # the fold model that held it out) at the operating threshold of metrics.json
+    val_fold = {s: f for f, fold in enumerate(json.loads((run / "splits.json").read_text())["folds"]) for s in fold["val"]}
+    _, member, _ = ensemble.run(x)
+    proba = np.empty((len(rows), member.shape[2]))
+    for i, (sid, part) in enumerate(zip(rows["sample_id"], rows["part"])):
+        proba[i] = member[i, ensemble.folds.index(val_fold[sid])] if part == "val" else member[i].mean(0)
     score_col = tc if tc is not None else 1
     table = rows[["sample_id", "patient_id", "part", "label"]].copy()
     table["score"] = proba[:, min(score_col, proba.shape[1] - 1)]
@@ -166,7 +159,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     scores, base, regions = [], [], []
     for i, (_, row) in enumerate(rows.iterrows()):
-        region = expert_region(row, size, mode=ex.roi)
+        region = expert_region(row, pre, mode=ex.roi)
         regions.append(region)
         if region is None:
             scores.append({}), base.append({})
@@ -180,7 +173,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     for k in agr.SCORES:
         table[f"{k}_random"] = [s.get(k, np.nan) for s in base]
     if "mask" in rows.columns:
-        table["rank_corr"] = [_rank_vs_mask(r, maps[i], size) for i, (_, r) in enumerate(rows.iterrows())]
+        table["rank_corr"] = [_rank_vs_mask(r, maps[i], pre) for i, (_, r) in enumerate(rows.iterrows())]
     table = table.join(_faithfulness(model, x, maps, rand, ex, tc))
     np.savez_compressed(out / "maps.npz", sample_id=rows["sample_id"].to_numpy(str), maps=maps.astype(np.float16))
     table.to_parquet(out / "agreement.parquet", index=False)
@@ -191,25 +184,15 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
                                                 seed=cfg.seed, reference=maps[:k])
         steps.to_csv(out / "sanity.csv", index=False)
     summary = summarise(table, cfg, method=ex.method, layer=target.name, grid=target.grid, sanity=sanity,
-                        threshold=operating_threshold(run))
+                        threshold=operating_threshold(run) or 0.5)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=float))
     return summary
 
 
-def operating_threshold(run: Path) -> float:
-    """The run's operating point (``metrics.json``), or 0.5 when the run has none."""
-    path = run / "metrics.json"
-    if path.is_file():
-        op = json.loads(path.read_text()).get("operating_point") or {}
-        if op.get("threshold") is not None:
-            return float(op["threshold"])
-    return 0.5
-
-
-def _rank_vs_mask(row: pd.Series, heat: np.ndarray, size: int) -> float:
+def _rank_vs_mask(row: pd.Series, heat: np.ndarray, pre: Preprocess) -> float:
     if not isinstance(row.get("mask"), str) or int(row.get("label", 0) or 0) != 1:
         return float("nan")
-    region = expert_region(row, size, mode="mask")
+    region = expert_region(row, pre, mode="mask")
     return float("nan") if region is None else agr.rank_correlation_score(heat, agr.soft_expert_map(region))
 
 

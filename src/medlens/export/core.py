@@ -25,14 +25,14 @@ import yaml
 
 import medlens
 from medlens.config import StudyConfig, parse_config
-from medlens.data.arrays import load_tensor
 from medlens.data.manifest import load_manifest
+from medlens.data.preprocess import Preprocess
 from medlens.data.splits import load_splits
 from medlens.errors import ConfigError, StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.ood import fit_gate
 from medlens.export.triton import write_repository
-from medlens.models import create_model
+from medlens.inference import load_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,6 @@ def fold_ids(run: Path) -> list[int]:
     if not folds:
         raise StageInputMissing(f"no fold_*/model.safetensors in {run}; run `medlens run CONFIG` first")
     return folds
-
-
-def load_members(run: Path, cfg: StudyConfig, folds: list[int], num_classes: int) -> list[torch.nn.Module]:
-    """The fold models, weights loaded, in eval mode."""
-    from safetensors.torch import load_file
-
-    members = []
-    for k in folds:
-        path = run / f"fold_{k}" / "model.safetensors"
-        if not path.is_file():
-            raise StageInputMissing(f"{path} not found; train fold {k} with `medlens run CONFIG`")
-        model = create_model(cfg.model.name, num_classes=num_classes, in_chans=cfg.model.in_chans,
-                             image_size=cfg.train.image_size)
-        model.load_state_dict(load_file(str(path)))
-        members.append(model.eval())
-    return members
 
 
 def class_names(manifest: pd.DataFrame, num_classes: int) -> list[str]:
@@ -131,7 +115,8 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
     k_classes = max(2, int(manifest["label"].max()) + 1)
     folds = _select(fold, fold_ids(run))
-    members = load_members(run, cfg, folds, k_classes)
+    ensemble = load_ensemble(run, cfg, folds=folds)
+    pre = Preprocess.from_config(cfg)
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
     threshold = (metrics.get("operating_point") or {}).get("threshold")
     names = class_names(manifest, k_classes)
@@ -139,18 +124,25 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     out = run / "export"
     out.mkdir(parents=True, exist_ok=True)
     meta = ox.metadata_for(image_size=size, in_chans=chans, class_names=names, folds=folds, model_name=cfg.model.name,
-                           threshold=threshold, version=medlens.__version__)
-    onnx_path = ox.export_onnx(ox.Ensemble(members), out / "model.onnx", image_size=size, in_chans=chans, metadata=meta)
+                           threshold=threshold, version=medlens.__version__, preprocess=pre.to_dict(),
+                           calibration=ensemble.calibrations)
+    onnx_path = ox.export_onnx(ensemble, out / "model.onnx", image_size=size, in_chans=chans, metadata=meta)
 
     by_id = manifest.set_index("sample_id")
 
     def tensor(ids: list[str]) -> torch.Tensor:
-        return load_tensor(by_id.loc[ids].reset_index(), size=size, in_chans=chans)
+        return pre.load(by_id.loc[ids, "image"].tolist())
 
     held_ids = (list(splits["test"]) + list(splits["external"]))[:n_parity]
     if not held_ids:
         raise StageInputMissing(f"{run / 'splits.json'} has no test or external images for the parity check")
-    parity = ox.parity_check(members, onnx_path, tensor(held_ids), tolerance=tolerance)
+    # from the raw image files, through the preprocessing contract, to the evaluated predictions.parquet
+    reference = None
+    if fold == "ensemble" and (run / "predictions.parquet").is_file():
+        pred = pd.read_parquet(run / "predictions.parquet")
+        pred = pred[pred["part"].isin(["test", "external"])].drop_duplicates("sample_id").set_index("sample_id")
+        reference = pred.loc[held_ids, [f"p{c}" for c in range(k_classes)]].to_numpy(float)
+    parity = ox.parity_check(ensemble, onnx_path, tensor(held_ids), tolerance=tolerance, reference=reference)
     log.info("parity: max |p_onnx - p_torch| = %.2e over %d images", parity["max_abs_diff"], parity["n_images"])
 
     sess = ox.session(onnx_path, threads=2)
@@ -169,10 +161,12 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,
         "class_names": names, "operating_threshold": threshold, "num_classes": k_classes,
         "n_features": int(feats.shape[1]), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name),
+        "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name), "preprocess": pre.to_dict(),
+        "calibration": ensemble.calibrations, "qc": cfg.qc.model_dump(mode="json"),
+        "onnx_size_bytes": onnx_path.stat().st_size,
     }
     if benchmark:
-        info["latency_batch1"] = ox.latency_benchmark(members, onnx_path, tensor(held_ids[:1]))
+        info["latency_batch1"] = ox.latency_benchmark(ensemble, onnx_path, tensor(held_ids[:1]))
     if quantize != "none":
         info["quantization"] = _quantized(onnx_path, out, quantize, tensor, splits, by_id)
     write_repository(out / "model_repository", onnx_path, info["triton_name"], in_chans=chans, image_size=size,

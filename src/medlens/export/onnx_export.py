@@ -1,11 +1,12 @@
 """ONNX export of a run's fold models (one fold or the k-fold ensemble) with a parity check.
 
-The exported graph takes ``image``: float32 ``N×C×S×S`` in [0, 1] (the uint8 training
-tensor divided by 255, resized as in training) and carries the normalisation inside, so
+The exported graph takes ``image``: float32 ``N×C×S×S`` in [0, 1] (the uint8 output of
+:class:`medlens.data.preprocess.Preprocess` divided by 255; the contract is in the metadata) and carries the normalisation inside, so
 a client only resizes and scales. Outputs:
 
-- ``probabilities`` ``N×K``: softmax, averaged over the ensemble members;
-- ``member_probabilities`` ``N×F×K``: each member's softmax (uncertainty = their spread);
+- ``probabilities`` ``N×K``: calibrated softmax, averaged over the ensemble members
+  (:class:`medlens.inference.Ensemble`, the probabilities ``predictions.parquet`` holds);
+- ``member_probabilities`` ``N×F×K``: each member's calibrated softmax (uncertainty = their spread);
 - ``features`` ``N×D``: penultimate features (``forward_head(..., pre_logits=True)``),
   concatenated over members, for the Mahalanobis OOD gate.
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from medlens.data.arrays import MEAN, STD
 from medlens.errors import MedlensError, StageInputMissing
+from medlens.inference import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +41,6 @@ PARITY_TOLERANCE = 1e-4
 
 class ParityError(MedlensError):
     """ONNX Runtime and PyTorch disagree on the probabilities by more than the tolerance."""
-
-
-class Ensemble(torch.nn.Module):
-    """The members as one graph: [0, 1] image in; probabilities, member probabilities, features out.
-
-    Parameters
-    ----------
-    members : list of timm classifiers
-        Evaluated in ``eval()`` mode; each must offer ``forward_features``/``forward_head``.
-    """
-
-    def __init__(self, members: list[torch.nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise MedlensError("an export needs at least one model")
-        self.members = torch.nn.ModuleList(members).eval()
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = (image - MEAN) / STD
-        probs, feats = [], []
-        for m in self.members:
-            f = m.forward_head(m.forward_features(x), pre_logits=True)
-            probs.append(F.softmax(m.get_classifier()(f), dim=1))
-            feats.append(torch.flatten(f, 1))
-        member = torch.stack(probs, dim=1)
-        return member.mean(dim=1), member, torch.cat(feats, dim=1)
 
 
 def export_onnx(ensemble: Ensemble, path: Path, *, image_size: int, in_chans: int, metadata: dict[str, str]) -> Path:
@@ -120,31 +96,27 @@ def onnx_proba(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 64)
     return np.concatenate(out).astype(np.float64)
 
 
-@torch.no_grad()
-def torch_proba(members: list[torch.nn.Module], images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
-    """Reference probabilities: the training code path (``normalise`` + ``model(x)``), averaged over members."""
-    from medlens.train.loop import predict_proba
-
-    return np.mean([predict_proba(m, images, batch_size=batch_size) for m in members], axis=0)
-
-
-def parity_check(members: list[torch.nn.Module], onnx_path: Path, images: torch.Tensor, *,
-                 tolerance: float = PARITY_TOLERANCE) -> dict:
+def parity_check(ensemble: Ensemble, onnx_path: Path, images: torch.Tensor, *,
+                 tolerance: float = PARITY_TOLERANCE, reference: np.ndarray | None = None) -> dict:
     """Compare ONNX Runtime with PyTorch eager on held-out images.
 
     Parameters
     ----------
-    members : list of torch modules
-        The models that were exported.
+    ensemble : medlens.inference.Ensemble
+        What was exported.
     onnx_path : path
     images : uint8 tensor of shape (N, C, S, S)
+        Prepared from the raw image files by the run's :class:`medlens.data.preprocess.Preprocess`.
     tolerance : float, default=1e-4
-        Largest allowed ``max |p_onnx - p_torch|``.
+        Largest allowed ``max |p_onnx - p_torch|`` (and ``|p_onnx - reference|``).
+    reference : ndarray of shape (N, K), optional
+        The evaluated probabilities of these images (``predictions.parquet``).
 
     Returns
     -------
     dict
-        ``n_images``, ``max_abs_diff``, ``mean_abs_diff``, ``tolerance``, ``passed``.
+        ``n_images``, ``max_abs_diff``, ``mean_abs_diff``, ``tolerance``, ``passed`` and,
+        with a reference, ``max_abs_diff_vs_predictions``.
 
     Raises
     ------
@@ -152,35 +124,36 @@ def parity_check(members: list[torch.nn.Module], onnx_path: Path, images: torch.
         When the largest difference exceeds ``tolerance``.
     """
     p_onnx = onnx_proba(session(onnx_path, threads=2), images)
-    p_torch = torch_proba(members, images)
+    p_torch = ensemble.run(images)[0]
     diff = np.abs(p_onnx - p_torch)
     out = {"n_images": int(len(images)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
            "tolerance": tolerance, "passed": bool(diff.max() <= tolerance)}
+    if reference is not None:
+        out["max_abs_diff_vs_predictions"] = float(np.abs(p_onnx - reference).max())
+        out["passed"] = out["passed"] and out["max_abs_diff_vs_predictions"] <= tolerance
     if not out["passed"]:
-        raise ParityError(f"ONNX parity failed: max |p_onnx - p_torch| = {out['max_abs_diff']:.2e} over "
+        raise ParityError(f"ONNX parity failed: max |p_onnx - p_torch| = {out['max_abs_diff']:.2e}"
+                          f" (vs predictions.parquet {out.get('max_abs_diff_vs_predictions', 0):.2e}) over "
                           f"{out['n_images']} images exceeds {tolerance:.0e}; do not deploy this export")
     return out
 
 
-def latency_benchmark(members: list[torch.nn.Module], onnx_path: Path, image: torch.Tensor, *,
+def latency_benchmark(ensemble: Ensemble, onnx_path: Path, image: torch.Tensor, *,
                       iterations: int = 50, threads: int = 1) -> dict:
     """Batch-1 latency (median ms) and throughput (images/s) of ONNX Runtime vs PyTorch eager.
 
     Both run on ``threads`` CPU threads on the same uint8 image ``1×C×S×S``.
     """
-    from medlens.data.arrays import normalise
-
     sess = session(onnx_path, threads=threads)
     feed = {INPUT: image.numpy().astype(np.float32) / 255.0}
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        x = normalise(image)
+        x = image.float() / 255.0
 
         def run_torch() -> None:
             with torch.no_grad():
-                for m in members:
-                    F.softmax(m(x), 1)
+                ensemble(x)
 
         timings = {}
         for name, fn in (("onnxruntime", lambda: sess.run(["probabilities"], feed)), ("torch_eager", run_torch)):
@@ -243,7 +216,8 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
 
 
 def metadata_for(*, image_size: int, in_chans: int, class_names: list[str], folds: list[int], model_name: str,
-                 threshold: float | None, version: str) -> dict[str, str]:
+                 threshold: float | None, version: str, preprocess: dict | None = None,
+                 calibration: list[dict] | None = None) -> dict[str, str]:
     """Metadata written into the ONNX file: everything a client needs to prepare an input."""
     return {
         "medlens_version": version, "model_name": model_name, "folds": json.dumps(folds),
@@ -252,4 +226,5 @@ def metadata_for(*, image_size: int, in_chans: int, class_names: list[str], fold
         "normalisation": json.dumps({"mean": MEAN, "std": STD, "in_graph": True}),
         "class_names": json.dumps(class_names), "opset": str(OPSET),
         "operating_threshold": "" if threshold is None else repr(float(threshold)),
+        "preprocess": json.dumps(preprocess or {}), "calibration": json.dumps(calibration or []),
     }

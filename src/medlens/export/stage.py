@@ -35,6 +35,11 @@ def report_section(run: Path) -> dict | None:
             {"item": "models", "value": f"{info['model_name']}, folds {info['folds']}"},
             {"item": "input", "value": f"{info['in_chans']}×{info['image_size']}×{info['image_size']} in [0, 1]"},
             {"item": "parity (max |p_onnx − p_torch|)", "value": f"{p['max_abs_diff']:.1e} on {p['n_images']} held-out images (limit {p['tolerance']:.0e})"},
+            {"item": "parity from the raw image files (max |p_onnx − predictions.parquet|)",
+             "value": f"{p['max_abs_diff_vs_predictions']:.1e}" if "max_abs_diff_vs_predictions" in p else "–"},
+            {"item": "preprocessing (saved in the ONNX metadata)",
+             "value": ", ".join(f"{k} {v}" for k, v in info.get("preprocess", {}).items() if k != "steps")},
+            {"item": "model size", "value": f"{info['onnx_size_bytes'] / 2**20:.1f} MiB" if "onnx_size_bytes" in info else "–"},
             {"item": "OOD gate", "value": f"Mahalanobis threshold {info['ood']['threshold']:.1f}; "
                                           f"{info['ood'].get('test_flagged_fraction', float('nan')):.1%} of test images flagged"},
             {"item": "Triton", "value": f"export/model_repository/{info['triton_name']} (GPU) and _cpu"}]
@@ -45,8 +50,9 @@ def report_section(run: Path) -> dict | None:
     q = info.get("quantization")
     if q and "test_auc_change" in q:
         rows.append({"item": f"{q['mode']} quantisation", "value": f"test AUC change {q['test_auc_change']:+.3f}"})
-    summary = (f"The model was exported to ONNX and checked against PyTorch: on {p['n_images']} held-out images the "
-               f"probabilities differ by at most {p['max_abs_diff']:.1e}, so the deployed model gives the answers this "
-               f"report evaluates. A Triton model repository and `medlens serve` (with authentication, an audit log, "
+    summary = (f"The calibrated ensemble was exported to ONNX and checked from the raw image files: on {p['n_images']} "
+               f"held-out images its probabilities differ from PyTorch by at most {p['max_abs_diff']:.1e} and from the "
+               f"evaluated predictions by at most {p.get('max_abs_diff_vs_predictions', float('nan')):.1e}, so the deployed "
+               f"model gives the answers this report evaluates. A Triton model repository and `medlens serve` (with authentication, an audit log, "
                f"and image-quality and out-of-distribution gates that refuse unsuitable images) are ready for IT.")
     return {"title": "Deployment", "summary": summary, "tables": {"export": rows}, "figures": {}}

@@ -37,7 +37,7 @@ def num_outputs(task: str, num_classes: int) -> int:
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int = 3, pretrained: str | Path | None = None,
-                 image_size: int | None = None) -> torch.nn.Module:
+                 image_size: int | None = None, drop_rate: float = 0.0) -> torch.nn.Module:
     """Build a timm network and optionally load local weights.
 
     Parameters
@@ -54,6 +54,9 @@ def create_model(name: str, *, num_classes: int, in_chans: int = 3, pretrained: 
     image_size : int, optional
         Training image side. Vision transformers are built for it (patch grid and
         positional embedding); it must be a multiple of the patch size.
+    drop_rate : float, default=0.0
+        Dropout on the pooled features before the classifier (timm ``drop_rate``); active
+        in training mode only, and what MC dropout samples at inference.
 
     Raises
     ------
@@ -63,7 +66,7 @@ def create_model(name: str, *, num_classes: int, in_chans: int = 3, pretrained: 
     if not timm.is_model(name):
         raise ConfigError(f"model.name: unknown timm model '{name}'.{did_you_mean(name, timm.list_models())}")
     check_pretrained(pretrained)
-    extra = {}
+    extra = {"drop_rate": drop_rate} if drop_rate else {}
     if image_size is not None and name.startswith(_SIZED):
         extra["img_size"] = image_size
     try:

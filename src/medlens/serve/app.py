@@ -231,7 +231,7 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
             audit["error"] = "QC rejected"
             return _error(422, "image failed quality control: " + "; ".join(qc["reasons"]), qc=qc,
                           request_id=audit["request_id"])
-        x = preprocess(decoded.image, size=engine.size, in_chans=engine.in_chans)
+        x = preprocess(decoded.image, engine.preprocess)
         proba, members, feats = await batcher(x)
         out = engine.interpret(proba, members, feats)
         audit["ood"] = {"flagged": out["ood"]["flagged"], "score": out["ood"]["score"]}

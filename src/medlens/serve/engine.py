@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.data.arrays import resize, to_channels
+from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.ood import MahalanobisGate
@@ -33,10 +33,9 @@ INTENDED_USE = ("Research and engineering evaluation of a medical-image classifi
                 "Images failing quality control or flagged out-of-distribution receive no label.")
 
 
-def preprocess(image: np.ndarray, *, size: int, in_chans: int) -> np.ndarray:
-    """The training transform: aspect-preserving resize + pad, channel match, uint8 rounding, /255."""
-    img = to_channels(resize(np.asarray(image, np.float32), size), in_chans)
-    return (np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8).astype(np.float32) / 255.0)
+def preprocess(image: np.ndarray, contract: Preprocess) -> np.ndarray:
+    """The run's preprocessing contract (as in training and evaluation), as the model's float input in [0, 1]."""
+    return contract(np.asarray(image, np.float32)).astype(np.float32) / 255.0
 
 
 def qc_verdict(image: np.ndarray, config: QCConfig) -> dict:
@@ -102,10 +101,15 @@ class Engine:
         self.session = ox.session(export / "model.onnx", threads=threads)
         self.gate, self.gate_source = load_gate(self.run, self.info)
         self.size, self.in_chans = int(self.info["image_size"]), int(self.info["in_chans"])
+        self.preprocess = (Preprocess.from_dict(self.info["preprocess"]) if "preprocess" in self.info
+                           else Preprocess(size=self.size, in_chans=self.in_chans))
         self.class_names: list[str] = list(self.info["class_names"])
         self.threshold = self.info.get("operating_threshold")
         self.name = self.info["triton_name"]
-        self.qc_config = QCConfig(checks=SINGLE_IMAGE_CHECKS)
+        # the run's own QC thresholds, restricted to the checks that judge one image alone
+        qc = dict(self.info.get("qc") or {})
+        qc["checks"] = [c for c in qc.get("checks", SINGLE_IMAGE_CHECKS) if c in SINGLE_IMAGE_CHECKS]
+        self.qc_config = QCConfig(**qc)
         self.card = self._card()
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

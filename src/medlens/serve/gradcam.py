@@ -33,9 +33,11 @@ class GradCamOverlay:
     def _load(self) -> list[torch.nn.Module]:
         with self._lock:
             if self._members is None:
-                from medlens.export.core import load_members, run_config
+                from medlens.config import load_config
+                from medlens.inference import load_ensemble
 
-                self._members = load_members(self.run, run_config(self.run), self.folds, self.num_classes)
+                ens = load_ensemble(self.run, load_config(self.run / "config.yaml"), folds=self.folds)
+                self._members = list(ens.members)
             return self._members
 
     def heatmap(self, x01: np.ndarray, target: int) -> np.ndarray:

@@ -19,8 +19,9 @@ class _Strict(BaseModel):
 class PreprocessConfig(_Strict):
     """Deterministic image preparation, applied once when the images are loaded."""
 
-    roi_crop: bool = Field(False, description="Crop to the manifest's expert box (roi_x0..roi_y1) before resizing.")
-    roi_margin: float = Field(0.1, ge=0, le=2, description="Margin added around the box, as a fraction of its side.")
+    roi_crop: bool = Field(False, description="Crop to the field of view found in the image (never the expert's "
+                           "box, which a served image lacks) before resizing.")
+    roi_margin: float = Field(0.1, ge=0, le=2, description="Margin added around the field of view, as a fraction of its side.")
     clahe: Literal["off", "channels", "lab"] = Field(
         "off", description="Contrast-limited histogram equalisation: per channel, or on L of LAB (fundus).")
     clahe_clip: float = Field(2.0, gt=0)
@@ -53,7 +54,11 @@ class EngineConfig(_Strict):
     step_gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(5.0, gt=0, description="Max gradient norm (null: off).")
     imbalance: Literal["class_weight", "sampler", "none"] = "class_weight"
-    monitor: Literal["auc", "loss"] = Field("auc", description="Best epoch / early stopping by validation AUC or loss.")
+    monitor: Literal["auc", "loss"] = Field(
+        "loss", description="Best epoch / early stopping by validation loss (default: a proper scoring rule, so the "
+                            "kept epoch is not one whose probabilities are badly off) or AUC.")
+    precise_bn: bool = Field(True, description="Recompute BatchNorm statistics on the training images after every "
+                                               "epoch, before validation (removes the epoch-to-epoch loss jumps).")
     early_stopping: int | None = Field(None, ge=1, description="Stop after this many epochs without improvement.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="Mixed precision where the device supports it (CUDA); CPU stays fp32.")

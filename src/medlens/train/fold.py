@@ -75,7 +75,7 @@ class FoldData:
 def build_model(cfg: StudyConfig, classes: int) -> torch.nn.Module:
     """The study's network with the head its task needs."""
     return create_model(cfg.model.name, num_classes=num_outputs(cfg.engine.task, classes), in_chans=cfg.model.in_chans,
-                        pretrained=cfg.model.pretrained, image_size=cfg.train.image_size)
+                        pretrained=cfg.model.pretrained, image_size=cfg.train.image_size, drop_rate=cfg.model.drop_rate)
 
 
 def train_fold(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, k: int, progress: Progress | None = None,

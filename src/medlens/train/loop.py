@@ -81,6 +81,42 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: i
     return torch.cat(out).numpy().astype(np.float64)
 
 
+@torch.no_grad()
+def precise_bn(model: torch.nn.Module, images: torch.Tensor, device: torch.device, *, batch_size: int = 128,
+               max_images: int = 2048) -> None:
+    """Recompute every BatchNorm's running mean and variance on un-augmented training images.
+
+    The running statistics that BatchNorm keeps during training are an exponential average
+    (momentum 0.1) over the last few augmented batches of 16, taken while the weights move.
+    Evaluated with them, a small from-scratch network's validation loss jumps by an order
+    of magnitude between epochs even at a tiny learning rate (the demo's fold 0: 0.21 → 1.25
+    at lr 2e-4). Exact population statistics of the current weights ("precise BN", Wu &
+    Johnson 2021, as :func:`torch.optim.swa_utils.update_bn`) remove that noise.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Left in eval mode.
+    images : uint8 tensor (N, C, H, W)
+        Training images; at most ``max_images`` (the first ones) are used.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = {m: m.momentum for m in bns}
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i in range(0, min(len(images), max_images), batch_size):
+        chunk = images[i:i + batch_size]
+        if len(chunk) > 1:
+            model(normalise(chunk.to(device)))
+    for m, mom in saved.items():
+        m.momentum = mom
+    model.eval()
+
+
 def auc_score(y: np.ndarray, proba: np.ndarray) -> float:
     """Binary AUC on the positive column, macro one-vs-rest AUC, or macro AUC over label columns.
 
@@ -328,6 +364,8 @@ def fit(
                 losses.append(loss.item())
                 if task is not None:
                     progress.advance(task)
+            if engine.precise_bn:
+                precise_bn(model, x, device)
             if world > 1:  # every rank validates the same weights and buffers, so all decide alike
                 import torch.distributed as dist
 

@@ -1,17 +1,15 @@
-"""Penultimate features, logits and MC-dropout samples from a run's fold models.
+"""Penultimate features, logits and MC-dropout samples of fold models (loaded by :mod:`medlens.inference`).
 
 timm networks expose ``forward_features`` and ``forward_head(..., pre_logits=True)``: the
 pooled penultimate features, which the Mahalanobis OOD detector models, and
-``get_classifier()``: the last linear layer. MC dropout (Gal & Ghahramani 2016) needs no
-dropout in the trained network: dropout is applied to the pooled features at inference
-and only the head is re-run, so ``T`` passes cost one backbone forward.
+``get_classifier()``: the last linear layer. MC dropout (Gal & Ghahramani 2016) samples the
+dropout the network was trained with (``model.drop_rate``, on the pooled features), and
+only the head is re-run, so ``T`` passes cost one backbone forward.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -19,44 +17,8 @@ import torch.nn.functional as F
 
 from medlens.config import StudyConfig
 from medlens.data.arrays import normalise
-from medlens.errors import StageInputMissing
 
 log = logging.getLogger(__name__)
-
-
-def fold_count(run: Path) -> int:
-    """Number of trained folds in a run directory (``fold_k/model.safetensors``)."""
-    k = 0
-    while (run / f"fold_{k}" / "model.safetensors").is_file():
-        k += 1
-    if k == 0:
-        raise StageInputMissing(f"{run}: no fold_0/model.safetensors; train the study first with `medlens run CONFIG`")
-    return k
-
-
-def load_fold_model(run: Path, cfg: StudyConfig, k: int) -> torch.nn.Module:
-    """Rebuild fold ``k``'s network from ``cfg.model`` and load ``fold_k/model.safetensors`` (eval mode)."""
-    from safetensors.torch import load_file
-
-    from medlens.models import create_model
-
-    path = run / f"fold_{k}" / "model.safetensors"
-    if not path.is_file():
-        raise StageInputMissing(f"{path} not found; train the study first with `medlens run CONFIG`")
-    state = load_file(str(path))
-    with torch.device("meta"):  # no weight initialisation: every tensor comes from the file
-        model = create_model(cfg.model.name, num_classes=2, in_chans=cfg.model.in_chans, image_size=cfg.train.image_size)
-        head_weight = f"{model.pretrained_cfg.get('classifier', 'fc')}.weight"
-        n_classes = int(state[head_weight].shape[0]) if head_weight in state else 2
-        if n_classes != 2:
-            model = create_model(cfg.model.name, num_classes=n_classes, in_chans=cfg.model.in_chans,
-                                 image_size=cfg.train.image_size)
-    missing = set(model.state_dict()) - set(state)
-    if missing:
-        raise StageInputMissing(f"{path} lacks {len(missing)} tensor(s) of {cfg.model.name} (e.g. {sorted(missing)[0]}); "
-                                "was it trained with another model.name?")
-    model.load_state_dict(state, assign=True)
-    return model.eval()
 
 
 def load_images(manifest: pd.DataFrame, cfg: StudyConfig) -> torch.Tensor:
@@ -84,7 +46,8 @@ def features_and_logits(model: torch.nn.Module, images: torch.Tensor, *, batch_s
 
 
 @torch.no_grad()
-def mc_dropout_proba(model: torch.nn.Module, features: np.ndarray, *, p: float, samples: int, seed: int) -> np.ndarray:
+def mc_dropout_proba(model: torch.nn.Module, features: np.ndarray, *, p: float, samples: int, seed: int,
+                     calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
     """MC-dropout softmax samples ``(T, N, K)``: dropout ``p`` on the features, then the classifier.
 
     Parameters
@@ -99,6 +62,8 @@ def mc_dropout_proba(model: torch.nn.Module, features: np.ndarray, *, p: float, 
         Number of passes ``T``.
     seed : int
         Same seed, same masks.
+    calibration : (W, c), optional
+        The fold's calibration (:func:`medlens.inference.calibration_matrix`), applied to each pass.
     """
     head = model.get_classifier()
     f = torch.from_numpy(np.ascontiguousarray(features, np.float32))
@@ -106,5 +71,8 @@ def mc_dropout_proba(model: torch.nn.Module, features: np.ndarray, *, p: float, 
     out = []
     for _ in range(samples):
         keep = (torch.rand(f.shape, generator=gen) >= p).float() / (1.0 - p)
-        out.append(F.softmax(head(f * keep), 1).numpy().astype(np.float64))
+        z = head(f * keep)
+        if calibration is not None:
+            z = z @ calibration[0] + calibration[1]
+        out.append(F.softmax(z, 1).numpy().astype(np.float64))
     return np.stack(out)

@@ -15,7 +15,7 @@ from medlens.trust.stage import TRUST_DIR
 def _risk_coverage_figure(rc: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(5.2, 3.4))
     ax = fig.subplots()
-    styles = {"epistemic": "-", "max_softmax": "--"}
+    styles = {"decision_margin": "-", "epistemic": "--", "max_softmax": ":"}
     for (part, by), g in rc.groupby(["part", "ordered_by"]):
         if part == "val":
             continue
@@ -132,10 +132,19 @@ def report_section(run: Path) -> dict | None:
     if "ood" in pr:
         gate += f"; it stops {1 - pr['ood']:.0%} of images that are not fundus photographs"
     text.append(gate + ".")
-    test_sel = s["selective"].get("test/epistemic")
+    by = s.get("referral_score", "epistemic")
+    test_sel = s["selective"].get(f"test/{by}")
     if test_sel:
-        text.append(f"Referring the 20% of test cases with the highest epistemic uncertainty to a clinician changes "
-                    f"accuracy on the rest from {test_sel['accuracy_all']:.1%} to {test_sel['accuracy_80']:.1%}.")
+        what = {"decision_margin": "whose calibrated probability lies nearest the operating threshold",
+                "epistemic": "with the highest epistemic uncertainty"}.get(by, f"ordered by {by}")
+        text.append(f"Referring the 20% of test cases {what} to a clinician changes accuracy at the operating point on "
+                    f"the {test_sel['n_80']} kept cases from {test_sel['accuracy_all']:.1%} (all {test_sel['n_all']}) "
+                    f"to {test_sel['accuracy_80']:.1%}.")
+        truth = s.get("selective_label_true", {}).get(f"test/{by}")
+        if truth:
+            text.append(f"Against the phantom's true labels (some given test labels are wrong, and no score can refer a "
+                        f"confident prediction whose label is wrong) it changes from {truth['accuracy_all']:.1%} to "
+                        f"{truth['accuracy_80']:.1%}.")
     return {"title": "Trust: uncertainty, out-of-distribution gate, label and annotator quality",
             "summary": " ".join(text), "flags": uncertainty_flags(s), "figures": figures, "tables": tables,
             "files": sorted(p.name for p in out.iterdir() if p.suffix in {".csv", ".json", ".parquet", ".safetensors"})}

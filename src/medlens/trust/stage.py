@@ -33,14 +33,17 @@ from medlens.data.manifest import load_manifest
 from medlens.data.splits import load_splits
 from medlens.errors import StageInputMissing
 from medlens.trust import annotators as ann
-from medlens.trust.features import features_and_logits, fold_count, load_fold_model, load_images, mc_dropout_proba
+from medlens.inference import calibration_matrix, fold_count, load_calibration, load_fold_model, operating_threshold
+from medlens.trust.features import features_and_logits, load_images, mc_dropout_proba
 from medlens.trust.labels import class_label_quality, label_issues, label_quality
 from medlens.trust.ood import fit_mahalanobis, save_detectors, threshold_at_pass_rate
-from medlens.trust.selective import risk_coverage
+from medlens.trust.selective import decision_margin, risk_coverage
 from medlens.trust.uncertainty import decompose, energy_score, entropy
 
 log = logging.getLogger(__name__)
 TRUST_DIR = "trust"
+REFERRAL_SCORE = "decision_margin"
+"""The default referral order: cases whose calibrated probability is nearest the operating threshold go first."""
 
 
 def _require(run: Path) -> None:
@@ -70,9 +73,12 @@ def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, splits: di
         thr = threshold_at_pass_rate(det.score(feats[val]), t.ood_pass_rate)
         det = type(det)(det.means, det.precision, thr)
         detectors.append(det)
-        mc = mc_dropout_proba(model, feats, p=t.mc_dropout_p, samples=t.mc_samples, seed=cfg.seed * 1000 + k)
+        w, c = calibration_matrix(load_calibration(run, k), logits.shape[1])
+        mc = mc_dropout_proba(model, feats, p=t.mc_dropout_p or cfg.model.drop_rate or 0.3, samples=t.mc_samples,
+                              seed=cfg.seed * 1000 + k, calibration=(w, c))
+        z = torch.from_numpy(logits) @ w + c
         per_fold.append({"logits": logits, "mc": mc, "maha": det.score(feats) / thr,
-                         "proba": torch.softmax(torch.from_numpy(logits).double(), 1).numpy(), "n_features": feats.shape[1]})
+                         "proba": torch.softmax(z.double(), 1).numpy(), "n_features": feats.shape[1]})
     return per_fold, detectors
 
 
@@ -207,8 +213,10 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
         worst = table.iloc[0]
         summary["annotators"] = {"least_reliable": str(worst["annotator"]), "ranking": table["annotator"].tolist(),
                                  "fleiss_kappa": float(table["fleiss_kappa_all"].iloc[0])}
-    need = 1 - (issues["activelab_score"] if "activelab_score" in issues else issues["label_quality"])
-    issues["relabel_priority"] = 0.5 * _rank_pct(need.to_numpy()) + 0.5 * _rank_pct(issues["mc_epistemic"].to_numpy())
+    # the queue is for wrong labels: ordered by how strongly the calibrated out-of-fold model disputes the given
+    # label. Mixing in model uncertainty (hard but correctly labelled cases) filled the demo's queue of 50 with
+    # 47 correct labels; ActiveLab's order found 6 of the 8 wrong labels against 8 of 8 for label quality.
+    issues["relabel_priority"] = 1 - _rank_pct(issues["label_quality"].to_numpy())
     issues = issues.sort_values("label_quality", kind="stable").reset_index(drop=True)
     issues.insert(0, "rank", np.arange(1, len(issues) + 1))
     issues.to_csv(out / "label_issues.csv", index=False)
@@ -220,18 +228,32 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     summary["label_issues"] = {"n_checked": int(len(issues)), "n_issues": int(issues["is_label_issue"].sum()),
                                "worst_class": str(cq["class"].iloc[0]), "relabel_budget": int(budget)}
 
-    # selective prediction
+    # selective prediction: accuracy at the study's operating point on the cases the model keeps
+    threshold = operating_threshold(run) if len(pcols) == 2 else None
     frames = []
     for part, g in unc[unc["part"].isin(["val", "test", "external"])].groupby("part"):
         p = g[pcols].to_numpy(float)
         yy = g["label"].to_numpy(int)
-        for by, conf in (("epistemic", -g["epistemic"].to_numpy()), ("max_softmax", g["msp"].to_numpy())):
-            frames.append(risk_coverage(yy, p, conf).assign(part=part, ordered_by=by))
+        for by, conf in ((REFERRAL_SCORE, decision_margin(p, threshold)), ("epistemic", -g["epistemic"].to_numpy()),
+                         ("max_softmax", g["msp"].to_numpy())):
+            frames.append(risk_coverage(yy, p, conf, threshold=threshold).assign(part=part, ordered_by=by))
     rc = pd.concat(frames, ignore_index=True)
     rc.to_csv(out / "risk_coverage.csv", index=False)
+    if "label_true" in manifest.columns and manifest["label_true"].notna().any():  # the phantom knows the truth
+        truth = manifest.set_index("sample_id")["label_true"]
+        summary["selective_label_true"] = {}
+        for part, g in unc[unc["part"] == "test"].groupby("part"):
+            p, yt = g[pcols].to_numpy(float), truth.loc[g["sample_id"]].to_numpy(int)
+            t = risk_coverage(yt, p, decision_margin(p, threshold), threshold=threshold, coverages=(0.8, 1.0))
+            summary["selective_label_true"][f"{part}/{REFERRAL_SCORE}"] = {
+                "accuracy_all": float(t["accuracy"].iloc[1]), "accuracy_80": float(t["accuracy"].iloc[0])}
+    summary["referral_score"] = REFERRAL_SCORE
+    summary["operating_threshold"] = threshold
     summary["selective"] = {
         f"{part}/{by}": {"accuracy_all": float(g.loc[np.isclose(g["coverage"], 1.0), "accuracy"].iloc[0]),
-                         "accuracy_80": float(g.loc[np.isclose(g["coverage"], 0.8), "accuracy"].iloc[0])}
+                         "accuracy_80": float(g.loc[np.isclose(g["coverage"], 0.8), "accuracy"].iloc[0]),
+                         "n_all": int(g.loc[np.isclose(g["coverage"], 1.0), "n"].iloc[0]),
+                         "n_80": int(g.loc[np.isclose(g["coverage"], 0.8), "n"].iloc[0])}
         for (part, by), g in rc.groupby(["part", "ordered_by"])}
     summary["uncertainty"] = {part: {c: float(g[c].mean()) for c in ("mc_epistemic", "mc_aleatoric", "epistemic",
                                                                       "ensemble_epistemic", "mahalanobis")}
