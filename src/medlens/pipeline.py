@@ -196,10 +196,10 @@ def run_study(cfg: StudyConfig) -> Path:
     run_stage(run, "evaluate", {**pred_key, "evaluate": cfg_key["evaluate"], "seed": cfg.seed},
               [run / "predictions.parquet", run / "metrics.json", *(run / f"fold_{k}" / "calibration.json" for k in folds)],
               lambda: evaluate_run(run, cfg))
-    evaluated = {"evaluated": file_digest(run / "predictions.parquet"), "metrics": file_digest(run / "metrics.json"),
+    evaluated = {"evaluated": file_digest(run / "predictions.parquet"), "threshold": operating_threshold(run),
                  "models": [file_digest(p) for p in models], "preprocess": cfg_key["engine"]["preprocess"]}
     run_stage(run, "explain", {**evaluated, "explain": cfg_key["explain"], "n_bootstrap": cfg.evaluate.n_bootstrap,
-                               "seed": cfg.seed, "threshold": operating_threshold(run)},
+                               "seed": cfg.seed},
               [run / "explain" / "summary.json"], lambda: explain_stage(run, cfg))
     run_stage(run, "trust", {**evaluated, "trust": cfg_key["trust"], "seed": cfg.seed},
               [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))

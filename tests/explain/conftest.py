@@ -22,7 +22,7 @@ from medlens.config import StudyConfig, dump_config
 from medlens.data.arrays import load_tensor
 from medlens.data.manifest import save_manifest
 from medlens.data.sources import read_synthetic
-from medlens.data.splits import make_splits
+from medlens.data.splits import make_splits, save_splits
 from medlens.data.synthetic import generate
 from medlens.models import create_model
 from medlens.train.loop import fit, predict_proba
@@ -45,6 +45,7 @@ def build_run(root: Path, name: str, *, shortcut: bool, n_patients: int, epochs:
     save_manifest(manifest, run / "manifest.parquet")
     (run / "config.yaml").write_text(dump_config(cfg))
     splits = make_splits(manifest, folds=10, test_fraction=0.2, external_site=None, seed=0)
+    save_splits(splits, run / "splits.json")
     by_id = manifest.set_index("sample_id")
 
     def tensor(ids):
@@ -59,6 +60,7 @@ def build_run(root: Path, name: str, *, shortcut: bool, n_patients: int, epochs:
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(run / "fold_0" / "model.safetensors")))
+    (run / "fold_0" / "calibration.json").write_text(json.dumps({"fold": 0, "method": "none"}))  # one fold, as trained
     xv, yv = tensor(splits["folds"][0]["val"])  # operating point on validation data, as the evaluate stage does
     fpr, tpr, thr = roc_curve(yv, predict_proba(model, xv)[:, 1])
     threshold = float(min(1.0, thr[int(np.argmax(tpr - fpr))]))

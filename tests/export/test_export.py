@@ -38,9 +38,9 @@ def test_parity_256_images(tmp_path, name, capsys):
     model = create_model(name, num_classes=2, in_chans=3).eval()
     path = export_onnx(Ensemble([model]), tmp_path / "m.onnx", image_size=32, in_chans=3, metadata={"k": "v"})
     images = _phantom_tensor(256, 32)
-    res = parity_check([model], path, images)
+    res = parity_check(Ensemble([model]), path, images)
     assert res["n_images"] == 256 and res["passed"] and res["max_abs_diff"] <= 1e-4
-    lat = latency_benchmark([model], path, images[:1], iterations=20)
+    lat = latency_benchmark(Ensemble([model]), path, images[:1], iterations=20)
     with capsys.disabled():
         print(f"\n{name}: parity max |dp| {res['max_abs_diff']:.1e} on 256 images; batch 1 ONNX Runtime "
               f"{lat['onnxruntime']['p50_ms']:.2f} ms vs PyTorch eager {lat['torch_eager']['p50_ms']:.2f} ms "
@@ -54,7 +54,7 @@ def test_parity_failure_raises(tmp_path):
     a, b = (create_model("resnet18", num_classes=2, in_chans=3).eval() for _ in range(2))
     path = export_onnx(Ensemble([a]), tmp_path / "m.onnx", image_size=32, in_chans=3, metadata={})
     with pytest.raises(ParityError, match="parity failed"):
-        parity_check([b], path, _phantom_tensor(8, 32))
+        parity_check(Ensemble([b]), path, _phantom_tensor(8, 32))
 
 
 def test_export_run_outputs(exported):
@@ -63,11 +63,15 @@ def test_export_run_outputs(exported):
     for name in ("model.onnx", "model.int8.onnx", "ood.npz", "export.json"):
         assert (out / name).is_file()
     assert info["parity"]["passed"] and info["parity"]["max_abs_diff"] <= 1e-4
+    assert info["parity"]["max_abs_diff_vs_predictions"] <= 1e-4  # from the raw files to predictions.parquet
     assert info["folds"] == [0, 1] and info["opset"] == OPSET == 17
     meta = read_metadata(out / "model.onnx")
     assert json.loads(meta["class_names"]) == info["class_names"]
     assert json.loads(meta["normalisation"]) == {"mean": 0.5, "std": 0.25, "in_graph": True}
-    assert meta["image_size"] == "32" and float(meta["operating_threshold"]) == 0.5
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert meta["image_size"] == "32"
+    assert float(meta["operating_threshold"]) == metrics["operating_point"]["threshold"]
+    assert json.loads(meta["preprocess"])["clahe"] == "lab" and json.loads(meta["calibration"])[0]["method"] == "platt"
     q = info["quantization"]
     assert q["mode"] == "int8" and "test_auc_change" in q and q["size_bytes"] < q["fp32_size_bytes"] / 2
     lat = info["latency_batch1"]
@@ -86,16 +90,18 @@ def test_dynamic_batch_and_outputs(exported):
 def test_ood_gate_flags_texture_images(exported):
     from medlens.data.synthetic import ImageSpec, render_image
     from medlens.export import MahalanobisGate
+    from medlens.data.preprocess import Preprocess
     from medlens.serve.engine import preprocess
 
-    run, _ = exported
+    run, info = exported
+    contract = Preprocess.from_dict(info["preprocess"])
     gate = MahalanobisGate.load(run / "export" / "ood.npz")
     sess = session(run / "export" / "model.onnx")
     rng = np.random.default_rng(1)
 
     def feats(**kw):
         imgs = [render_image(ImageSpec(64, "A", 0, **kw), rng)[0] for _ in range(6)]
-        x = np.stack([preprocess(i.transpose(2, 0, 1).astype(np.float32) / 255, size=32, in_chans=3) for i in imgs])
+        x = np.stack([preprocess(i.transpose(2, 0, 1).astype(np.float32) / 255, contract) for i in imgs])
         return sess.run(["features"], {"image": x})[0]
 
     assert gate.is_ood(feats(ood=True)).mean() >= 5 / 6

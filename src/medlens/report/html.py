@@ -73,14 +73,15 @@ def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
     ext = f" All images of site {s.external_site} formed an external validation set never used for training." \
         if s.external_site else ""
     op = metrics.get("operating_point")
-    op_txt = (f" The operating point ({op['method']}, threshold {op['threshold']:.3f}) was chosen on pooled "
-              f"out-of-fold validation predictions and applied unchanged to test and external data.") if op else ""
+    op_txt = (f" The operating point ({op['name']}, threshold {op['threshold']:.3f}) was chosen on the pooled "
+              f"calibrated out-of-fold validation predictions and applied unchanged to test and external data.") if op else ""
     return (f"{split_txt}{ext} A {m.name} network (timm, {m.in_chans}-channel input, "
             f"{'weights from ' + str(m.pretrained) if m.pretrained else 'random initialisation'}) was trained per fold "
             f"for {t.epochs} epochs at {t.image_size}×{t.image_size} px (AdamW, lr {t.lr:g}, batch {t.batch_size}, "
             f"class-weighted cross-entropy{', flips and brightness/contrast augmentation' if t.augment else ''}); "
-            f"the epoch with the best validation AUC was kept. Test and external predictions average the "
-            f"{len(splits['folds'])} fold models.{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
+            f"the epoch with the best validation {cfg.engine.monitor} was kept. Each fold model was calibrated "
+            f"({cfg.evaluate.calibration}) on its own validation patients; test and external predictions average the "
+            f"{len(splits['folds'])} calibrated fold models.{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
             f"proportions, or a patient-level bootstrap ({metrics['n_bootstrap']} resamples) when patients have "
             f"several images. Seed {cfg.seed}; medlens {medlens.__version__}, torch {torch.__version__}, "
             f"Python {platform.python_version()}.")

@@ -1,0 +1,55 @@
+"""Served = evaluated, with the field-of-view crop and CLAHE on (the run of conftest.exported_run).
+
+For every test image, the probability the real service (uvicorn, PNG upload of the raw
+file) returns equals the ensemble probability in ``predictions.parquet`` to 1e-4, and so
+do the probabilities the explain and trust stages computed for the same images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _test_rows(run: Path) -> pd.DataFrame:
+    pred = pd.read_parquet(run / "predictions.parquet")
+    manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
+    test = pred[pred["part"] == "test"].copy()
+    test["image"] = manifest.loc[test["sample_id"], "image"].to_numpy()
+    return test
+
+
+def test_run_used_the_crop_and_clahe_and_saved_the_contract(exported_run):
+    card = json.loads((exported_run / "export" / "export.json").read_text())
+    assert card["preprocess"]["roi_crop"] is True and card["preprocess"]["clahe"] == "lab"
+    assert card["parity"]["max_abs_diff_vs_predictions"] <= 1e-4
+
+
+def test_served_probability_equals_evaluated_for_every_test_image(client, exported_run):
+    test = _test_rows(exported_run)
+    assert len(test) >= 5
+    diffs = []
+    for _, row in test.iterrows():
+        r = client.post("/v1/predict", files={"file": ("x.png", Path(row["image"]).read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        served = body["probabilities"]
+        p1 = served[list(served)[-1]] if isinstance(served, dict) else served[-1]
+        diffs.append(abs(float(p1) - float(row["p1"])))
+    assert max(diffs) <= 1e-4, max(diffs)
+
+
+def test_explain_and_trust_probabilities_equal_evaluated(exported_run):
+    test = _test_rows(exported_run).set_index("sample_id")
+    ex = pd.read_parquet(exported_run / "explain" / "agreement.parquet").set_index("sample_id")
+    shared = ex.index.intersection(test.index)
+    assert len(shared) == len(test)
+    np.testing.assert_allclose(ex.loc[shared, "score"], test.loc[shared, "p1"], atol=1e-4)
+    unc = pd.read_parquet(exported_run / "trust" / "uncertainty.parquet")
+    pred = pd.read_parquet(exported_run / "predictions.parquet")
+    both = unc.merge(pred, on=["sample_id", "part"], suffixes=("_trust", ""))
+    assert len(both) == len(pred)  # every evaluated row, validation (out-of-fold) rows included
+    np.testing.assert_allclose(both["p1_trust"], both["p1"], atol=1e-4)
