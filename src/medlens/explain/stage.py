@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medlens.config import StudyConfig, load_config

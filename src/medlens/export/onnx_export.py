@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medlens.data.arrays import MEAN, STD
 from medlens.errors import MedlensError, StageInputMissing
