@@ -138,9 +138,9 @@ def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
     new site's patients, stratified by whether a patient has a positive image; choose the
     threshold on them by ``ev.new_site_rule`` (default Youden: with a few dozen local images
     a target-sensitivity threshold rests on the one or two lowest-scoring positives; on
-    the demo it gave sensitivity 0.96 at specificity 0.35 on the rest of the site); report sensitivity and specificity, with patient-level 95% CIs, on the
-    remaining patients of the site only. The trust stage refits the OOD gate on the same
-    local set (``trust/summary.json``).
+    the demo it gave sensitivity 0.96 at specificity 0.35 on the rest of the site); report
+    sensitivity and specificity, with patient-level 95% CIs, on the remaining patients of
+    the site only. The OOD gate is not refitted on the local set (not built yet).
 
     Returns
     -------

@@ -32,6 +32,7 @@ from medlens.data.arrays import MEAN, STD
 from medlens.data.manifest import load_manifest
 from medlens.data.splits import load_splits
 from medlens.errors import StageInputMissing
+from medlens.evaluate.study import proba_columns
 from medlens.trust import annotators as ann
 from medlens.inference import calibration_matrix, fold_count, load_calibration, load_fold_model, operating_threshold
 from medlens.trust.features import features_and_logits, load_images, mc_dropout_proba
@@ -50,10 +51,6 @@ def _require(run: Path) -> None:
     for name in ("manifest.parquet", "splits.json", "predictions.parquet"):
         if not (run / name).is_file():
             raise StageInputMissing(f"{run / name} not found; run the study first with `medlens run CONFIG`")
-
-
-def _proba_cols(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith("p") and c[1:].isdigit()]
 
 
 def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, rows: pd.DataFrame):
@@ -167,7 +164,7 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     budget = budget or cfg.trust.relabel_budget
     manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
     preds = pd.read_parquet(run / "predictions.parquet")
-    pcols = _proba_cols(preds)
+    pcols = proba_columns(preds)
     dev = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
     rows = preds[["sample_id", "part", "label"]].copy()
     train_only = pd.DataFrame({"sample_id": sorted(set(dev) - set(rows["sample_id"])), "part": "train", "label": pd.NA})
