@@ -71,15 +71,15 @@ def ingest(
     from medlens.config import parse_config
     from medlens.data import sources
     from medlens.data.manifest import save_manifest
-    from medlens.pipeline import ingest as read
 
     if source == "synthetic":
         manifest = sources.read_synthetic(path)
     elif source == "dicom":
         manifest = sources.read_dicom(path)
     else:
-        manifest = read(parse_config({"data": {"source": source, "path": str(path),
-                                               "on_error": "skip" if skip_bad else "raise"}}, source="command line"))
+        cfg = parse_config({"data": {"source": source, "path": str(path), "on_error": "skip" if skip_bad else "raise"}},
+                           source="command line")
+        manifest = sources.read_source(cfg.data, path)
     save_manifest(manifest, out)
     typer.echo(f"wrote {out}: {len(manifest)} images, {manifest['patient_id'].nunique()} patients")
 

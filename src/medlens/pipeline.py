@@ -75,18 +75,6 @@ def source_path(cfg: StudyConfig) -> Path:
     return cfg.out / "data" if cfg.data.source == "synthetic" else Path(cfg.data.path)
 
 
-def ingest(cfg: StudyConfig) -> pd.DataFrame:
-    """Read the configured source into a Manifest."""
-    d = cfg.data
-    if d.source == "synthetic":
-        return sources.read_synthetic(source_path(cfg))
-    if d.source == "medmnist":
-        return sources.read_medmnist(d.path)
-    if d.source == "imagefolder":
-        return sources.read_imagefolder(d.path, on_error=d.on_error)
-    return sources.read_csv(d.path, d.csv_columns, on_error=d.on_error)
-
-
 def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     """Run the QC checks on every image of the manifest (``qc.parquet``)."""
     from rich.progress import track
@@ -136,7 +124,7 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
                   lambda: generate(run / "data", seed=cfg.seed, **s.model_dump()))
     manifest_path = run / "manifest.parquet"
     run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
-              lambda: save_manifest(ingest(cfg), manifest_path))
+              lambda: save_manifest(sources.read_source(cfg.data, source_path(cfg)), manifest_path))
     qc_path = run / "qc.parquet"
     run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path)}, [qc_path],
               lambda: quality_gate(load_manifest(manifest_path), cfg).to_parquet(qc_path, index=False))

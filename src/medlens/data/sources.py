@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from medlens.config import CsvColumns
+from medlens.config import CsvColumns, DataConfig
 from medlens.data.manifest import NPZ_SEP, validate_manifest
 from medlens.errors import DataError
 
@@ -185,3 +185,14 @@ def read_dicom(folder: str | Path) -> pd.DataFrame:
     df["image"] = [f"{p}{NPZ_SEP}frame/{int(f)}" for p, f in zip(df["image"], df["frame"])]
     df["patient_id_source"] = "dicom (pseudonymised)"
     return validate_manifest(df, source=str(folder))
+
+
+def read_source(data: DataConfig, path: str | Path) -> pd.DataFrame:
+    """Read the source that ``data`` names from ``path`` (a folder or file) into a Manifest."""
+    if data.source == "synthetic":
+        return read_synthetic(path)
+    if data.source == "medmnist":
+        return read_medmnist(path)
+    if data.source == "imagefolder":
+        return read_imagefolder(path, on_error=data.on_error)
+    return read_csv(path, data.csv_columns, on_error=data.on_error)

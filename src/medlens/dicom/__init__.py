@@ -1,22 +1,12 @@
 """DICOM ingest and PS3.15 Annex E de-identification (action table as data, with audit)."""
 
-from medlens.dicom.deid import DeidContext, DeidOptions, burned_in_reason, deidentify_dataset, mask_pixels
-from medlens.dicom.ingest import MANIFEST_COLUMNS, dataset_to_image, load_dicom_image, read_dicom_tree
-from medlens.dicom.tree import DeidSummary, deidentify_tree, read_dicom_file, verify_dataset, verify_tree
+from medlens._lazy import lazy_exports
 
-__all__ = [
-    "MANIFEST_COLUMNS",
-    "DeidContext",
-    "DeidOptions",
-    "DeidSummary",
-    "burned_in_reason",
-    "dataset_to_image",
-    "deidentify_dataset",
-    "deidentify_tree",
-    "load_dicom_image",
-    "mask_pixels",
-    "read_dicom_file",
-    "read_dicom_tree",
-    "verify_dataset",
-    "verify_tree",
-]
+_WHERE = {
+    "DeidContext": "deid", "DeidOptions": "deid", "burned_in_reason": "deid", "deidentify_dataset": "deid",
+    "mask_pixels": "deid", "MANIFEST_COLUMNS": "ingest", "dataset_to_image": "ingest",
+    "load_dicom_image": "ingest", "read_dicom_tree": "ingest", "DeidSummary": "tree", "deidentify_tree": "tree",
+    "read_dicom_file": "tree", "verify_tree": "verify", "verify_dataset": "verify",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -11,7 +11,7 @@ import typer
 from medlens.errors import DataError, did_you_mean
 
 
-def _options(names: list[str], masks: list[str]):
+def _options(names: list[str], masks: list[str], retain: list[str]):
     from medlens.dicom.deid import DeidOptions
     from medlens.dicom.table import OPTIONS
 
@@ -30,7 +30,7 @@ def _options(names: list[str], masks: list[str]):
             raise DataError(f"--mask takes x0,y0,x1,y1 in pixels, got {text!r}") from None
         regions.append((x0, y0, x1, y1))
     try:
-        return DeidOptions(**fields, mask_regions=tuple(regions))
+        return DeidOptions(**fields, mask_regions=tuple(regions), retain=tuple(retain))
     except ValueError as exc:
         raise DataError(f"invalid de-identification options: {exc}") from None
 
@@ -43,38 +43,49 @@ def deid(
     mask: Annotated[Optional[list[str]], typer.Option(help="x0,y0,x1,y1 rectangle blanked in images flagged for burned-in text; repeatable.")] = None,
     map_file: Annotated[Optional[Path], typer.Option("--map", help="pseudonyms.csv (default: beside OUTPUT_DIR, mode 0600).")] = None,
     audit: Annotated[Optional[Path], typer.Option(help="Audit JSONL (default: deid_audit.jsonl beside OUTPUT_DIR).")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-scan the output for tags that must be gone.")] = False,
+    retain: Annotated[Optional[list[str]], typer.Option(help="Attribute outside Table E.1-1 to keep as it is (keyword or (gggg,eeee)); repeatable. Everything else outside the safe list is removed.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Scan the output independently: free text outside the safe list, dates, UIDs, private tags, overlays, file meta; with --secret-file also every original value of the audit.")] = False,
 ) -> None:
     """De-identify DICOM files with the PS3.15 Annex E Basic Profile, or verify an output folder.
 
     `medlens deid IN OUT --secret-file S [--option ...]` writes OUT, the audit log and the
-    pseudonym map; `medlens deid --verify OUT [--option ...]` checks an existing output.
+    pseudonym map; `medlens deid --verify OUT --secret-file S` checks an existing output
+    with the options recorded in its audit log.
+
+    Attributes the table does not name are handled in safe-list mode: free text, dates and
+    unknown elements outside the packaged safe list are removed, UIDs replaced, code
+    meanings re-derived from their codes. --retain keeps named ones.
 
     Exit status: 0 every DICOM file de-identified (or verification clean); 1 finished but
     needs attention: files skipped (non-DICOM or unreadable), quarantined for burned-in
     text, or verification problems found; 2 bad input (missing folder or secret, unknown
     option).
     """
-    from medlens.dicom.tree import deidentify_tree, verify_tree
+    from medlens.dicom.tree import deidentify_tree
+    from medlens.dicom.verify import verify_tree
 
-    options = _options(option or [], mask or [])
+    options = _options(option or [], mask or [], retain or [])
     if output_dir is None:
         if not verify:
             raise DataError("give an output folder (`medlens deid IN OUT`) or --verify OUT")
         out = input_dir
         audit_path = audit or out.parent / "deid_audit.jsonl"
-        if not option and audit_path.exists():  # verify with the options the run used
+        if not (option or retain) and audit_path.exists():  # verify with the options the run used
             first = audit_path.read_text(encoding="utf-8").splitlines()[:1]
             if first:
                 from medlens.dicom.deid import DeidOptions
 
                 options = DeidOptions(**json.loads(first[0])["options"])
-        _report_problems(verify_tree(out, options))
+        secret = _secret(secret_file) if secret_file is not None else None
+        if secret is None:
+            typer.echo("original-value check skipped: give --secret-file (the run's secret) to compare every string "
+                       "with the audit's hashes of the input's identifying values")
+        _report_problems(verify_tree(out, options, secret=secret, audit_path=audit_path))
         return
-    if secret_file is None or not secret_file.is_file():
-        raise DataError("--secret-file is required and must exist: a file with at least 16 random bytes, kept "
-                        "outside the output (e.g. `python -c \"import secrets;print(secrets.token_hex(32))\" > secret`)")
-    secret = secret_file.read_bytes().strip()
+    if secret_file is None:
+        raise DataError("--secret-file is required: a file with at least 16 random bytes, kept outside the output "
+                        "(e.g. `python -c \"import secrets;print(secrets.token_hex(32))\" > secret`)")
+    secret = _secret(secret_file)
     summary = deidentify_tree(
         input_dir, output_dir, options=options, secret=secret,
         map_path=map_file or output_dir.parent / "pseudonyms.csv",
@@ -89,12 +100,18 @@ def deid(
     typer.echo(f"audit: {summary.audit_path}; pseudonym map: {summary.map_path}")
     code = summary.exit_code
     if verify:
-        problems = verify_tree(output_dir, options)
+        problems = verify_tree(output_dir, options, secret=secret, audit_path=summary.audit_path)
         for line in problems:
             typer.echo(f"problem {line}")
         code = max(code, 1 if problems else 0)
     if code:
         raise typer.Exit(code)
+
+
+def _secret(path: Path) -> bytes:
+    if not path.is_file():
+        raise DataError(f"--secret-file {path} does not exist; give the file that holds the hashing secret")
+    return path.read_bytes().strip()
 
 
 def _report_problems(problems: list[str]) -> None:

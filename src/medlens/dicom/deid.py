@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.datadict import tag_for_keyword
+from pydicom.tag import BaseTag, Tag
 
 from medlens import __version__
 from medlens.dicom.table import (
@@ -31,6 +33,14 @@ from medlens.dicom.table import (
     PROFILE_CODE,
     actions_for,
     is_curve_or_overlay,
+)
+from medlens.dicom.safelist import (
+    CODE_MEANING,
+    DATE_VRS,
+    FREE_TEXT_VRS,
+    is_standard_uid,
+    safe_attributes,
+    standard_meaning,
 )
 from medlens.errors import DataError
 
@@ -44,6 +54,8 @@ DUMMY = {
 _STRING_VRS = TEXT_VRS | {"DA", "DT", "TM", "DS", "IS", "UI"}
 PSEUDONYM_PATTERN = re.compile(r"ML[0-9A-F]{12}")
 _PATIENT_ID = BaseTag(0x00100020)
+_META_KEPT = frozenset({BaseTag(0x00020000), BaseTag(0x00020001), BaseTag(0x00020002), BaseTag(0x00020003),
+                        BaseTag(0x00020010)})
 _ADDED = frozenset({BaseTag(0x00120062), BaseTag(0x00120063), BaseTag(0x00120064), BaseTag(0x00280303)})
 
 
@@ -69,6 +81,15 @@ class DeidOptions(BaseModel):
         Modalities presumed to carry burned-in text unless BurnedInAnnotation is "NO".
     date_shift_max_days : int, default=3650
         Modified dates move back by 1..``date_shift_max_days`` days per patient.
+    safe_list : bool, default=True
+        Safe-list mode for attributes Table E.1-1 does not name: free-text, date/time and
+        unknown-VR attributes not on the packaged safe list (``safe_attributes.json``) are
+        removed (replaced by dummies inside a replaced sequence), UIDs outside the
+        standard's root are replaced, CodeMeaning is re-derived from the code or blanked.
+        Off: only the table acts (not recommended; ``--verify`` will report what stays).
+    retain : tuple of str, default=()
+        Attributes outside the table kept as they are, by keyword (``"SegmentLabel"``) or
+        tag (``"(0062,0005)"``). Table attributes are governed by the profile options.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,6 +108,22 @@ class DeidOptions(BaseModel):
     mask_regions: tuple[tuple[int, int, int, int], ...] = ()
     burned_in_modalities: tuple[str, ...] = ("US", "SC", "XA", "ES")
     date_shift_max_days: int = 3650
+    safe_list: bool = True
+    retain: tuple[str, ...] = ()
+
+    @field_validator("retain")
+    @classmethod
+    def _check_retain(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        table = actions_for(frozenset())
+        for item in v:
+            tag = _attribute_tag(item)
+            if tag is None:
+                raise ValueError(f"retain takes a DICOM keyword or a tag like '(0062,0005)', got {item!r}")
+            if tag.is_private:
+                raise ValueError(f"retain {item!r}: private attributes are kept with retain_safe_private/safe_private")
+            if tag in table:
+                raise ValueError(f"retain {item!r}: the attribute is in Table E.1-1; use the profile options instead")
+        return v
 
     @field_validator("safe_private")
     @classmethod
@@ -108,6 +145,21 @@ class DeidOptions(BaseModel):
     def enabled(self) -> frozenset[str]:
         """Names of the Table E.1-1 options switched on."""
         return frozenset(name for name in OPTIONS if getattr(self, name))
+
+    @property
+    def retained(self) -> frozenset[BaseTag]:
+        """Tags of :attr:`retain`."""
+        return frozenset(_attribute_tag(item) for item in self.retain)  # type: ignore[misc]
+
+
+def _attribute_tag(text: str) -> BaseTag | None:
+    """Tag of a keyword or of ``"(gggg,eeee)"``; None when it is neither."""
+    text = text.strip()
+    m = re.fullmatch(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?", text)
+    if m:
+        return Tag(int(m.group(1) + m.group(2), 16))
+    value = tag_for_keyword(text)
+    return None if value is None else Tag(value)
 
 
 @dataclass
@@ -134,6 +186,10 @@ class DeidContext:
         """Replace a UID by ``2.25.<128-bit keyed hash>`` (at most 44 characters)."""
         return "2.25." + str(int.from_bytes(self._digest("uid", value.strip())[:16], "big"))
 
+    def value_hash(self, value: str) -> str:
+        """Keyed hash (16 hex digits) of a normalised original value, for the verifier's audit check."""
+        return self._digest("value", value).hex()[:16]
+
     def patient(self, key: str, max_days: int) -> tuple[str, int]:
         """Return ``(pseudonym, date shift in days)`` for a patient key and remember it."""
         digest = self._digest("patient", key)
@@ -153,8 +209,14 @@ class _Walk:
     pseudonym: str
     shift: int
     identifiers: re.Pattern | None
+    tokens: frozenset[str] = frozenset()
     rows: list[dict] = field(default_factory=list)
     safe: frozenset[tuple[str, int, int]] = frozenset()
+
+    def change(self, elem, where: str, action: str, rule: str) -> None:
+        """Record an audit row for ``elem`` (never its value)."""
+        self.rows.append({"path": where, "tag": _tag_str(elem.tag), "keyword": elem.keyword, "action": action,
+                          "rule": rule})
 
 
 def _tag_str(tag: BaseTag) -> str:
@@ -174,8 +236,8 @@ def _patient_key(ds: Dataset) -> str:
     return f"study:{study}" if study else "unknown"
 
 
-def _identifier_pattern(ds: Dataset) -> re.Pattern | None:
-    """Regex of identifying strings found in the header, used by the Clean (C) action."""
+def _identifier_words(ds: Dataset) -> frozenset[str]:
+    """Identifying strings of the header (name, IDs, birth date, address ...) and their words, >= 3 characters."""
     words: set[str] = set()
     for kw in ("PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
                "PatientAddress", "PatientTelephoneNumbers", "OtherPatientNames", "PatientMotherBirthName"):
@@ -186,7 +248,11 @@ def _identifier_pattern(ds: Dataset) -> re.Pattern | None:
             text = str(v)
             words.add(text)
             words.update(re.split(r"[\^\s,]+", text))
-    words = {w.strip() for w in words if len(w.strip()) >= 3}
+    return frozenset(w.strip() for w in words if len(w.strip()) >= 3)
+
+
+def _identifier_pattern(words: frozenset[str]) -> re.Pattern | None:
+    """Regex of the identifying words, used by the Clean (C) action."""
     if not words:
         return None
     return re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)), re.IGNORECASE)
@@ -245,79 +311,147 @@ def _private_kept(ds: Dataset, tag: BaseTag, walk: _Walk) -> bool:
     return (creator, tag.group, tag.element & 0xFF) in walk.safe
 
 
-def _walk(ds: Dataset, path: str, walk: _Walk) -> None:
+def _walk(ds: Dataset, path: str, walk: _Walk, mode: str = "keep") -> None:
+    """Apply the table to every element of ``ds``; ``mode`` is how the enclosing sequence is treated.
+
+    ``"keep"``: a kept sequence (or the top level); ``"dummy"``: inside a sequence whose
+    action is D, where free text outside the table becomes a dummy; ``"clean"``: inside a
+    sequence whose action is C (a Clean option), where such text is scrubbed of identifiers.
+    """
     for elem in list(ds):
         tag = elem.tag
         where = f"{path}{_tag_str(tag)}"
         if tag.is_private:
-            if _private_kept(ds, tag, walk):
-                continue
-            del ds[tag]
-            walk.rows.append({"path": where, "tag": _tag_str(tag), "keyword": "", "action": "X", "rule": "private"})
+            if not _private_kept(ds, tag, walk):
+                walk.change(elem, where, "X", "private")
+                del ds[tag]
             continue
         if is_curve_or_overlay(tag):
+            walk.change(elem, where, "X", "curve/overlay")
             del ds[tag]
-            walk.rows.append({"path": where, "tag": _tag_str(tag), "keyword": "", "action": "X", "rule": "curve/overlay"})
             continue
         entry = walk.actions.get(tag)
-        if entry is None or entry[0] == "K":
-            if elem.VR == "SQ":
-                _recurse(elem, where, walk)
+        if entry is None:
+            _outside_table(ds, elem, where, walk, mode)
             continue
         action, basic = entry
-        row = {"path": where, "tag": _tag_str(tag), "keyword": elem.keyword, "action": action, "rule": basic}
+        if action == "K":
+            if elem.VR == "SQ":  # kept, but what its items hold is still de-identified
+                _recurse(elem, where, walk, mode)
+            continue
         if action == "X":
+            walk.change(elem, where, "X", basic)
             del ds[tag]
         elif elem.VR == "SQ":
             if action == "Z":
+                walk.change(elem, where, "Z", basic)
                 elem.value = Sequence([])
-            else:  # D, U, C on a sequence: keep the items, de-identify what they hold
-                _recurse(elem, where, walk)
-                row = None
+            else:  # D: a dummy sequence (items keep structure and codes, no original text); C/U: cleaned
+                _recurse(elem, where, walk, "dummy" if action == "D" else ("clean" if action == "C" else mode))
         elif action == "Z":
+            walk.change(elem, where, "Z", basic)
             elem.value = "" if elem.VR in _STRING_VRS else None
         elif action == "U" or (action in ("D", "C") and elem.VR == "UI"):
+            walk.change(elem, where, action, basic)
             _set_values(elem, [walk.ctx.uid(str(v)) for v in _values(elem) if str(v).strip()])
         elif action == "D":
+            walk.change(elem, where, "D", basic)
             if tag == _PATIENT_ID:
                 elem.value = walk.pseudonym
             else:
                 _dummy(elem)
         elif action == "C":
-            row = _clean(elem, walk, row)
-        if row is not None:
-            walk.rows.append(row)
+            _clean(elem, where, walk, basic)
 
 
-def _clean(elem, walk: _Walk, row: dict) -> dict | None:
+def _outside_table(ds: Dataset, elem, where: str, walk: _Walk, mode: str) -> None:
+    """Safe-list mode for an attribute Table E.1-1 does not name (see :class:`DeidOptions`)."""
+    tag, vr = elem.tag, elem.VR
+    if tag in walk.options.retained:
+        return
+    if vr == "SQ":
+        _recurse(elem, where, walk, mode)
+        return
+    if not walk.options.safe_list:
+        return
+    if tag == CODE_MEANING:
+        meaning = standard_meaning(ds)
+        if str(elem.value or "") != meaning:
+            walk.change(elem, where, "C:code-meaning", "re-derived from the code" if meaning else "blanked")
+            elem.value = meaning
+        return
+    if tag in safe_attributes() or vr not in FREE_TEXT_VRS | DATE_VRS | {"UI", "UN"}:
+        if vr in FREE_TEXT_VRS or vr == "CS":  # kept: still never a copy of this header's identifiers
+            values = [str(v) for v in _values(elem)]
+            if any(walk.tokens & set(re.split(r"[^0-9A-Z]+", v.upper())) for v in values):
+                walk.change(elem, where, "D", "kept attribute holds an identifier")
+                _dummy(elem)
+        return
+    if vr == "UI":
+        values = [str(v) for v in _values(elem) if str(v).strip()]
+        if any(not is_standard_uid(v) for v in values):
+            walk.change(elem, where, "U", "UID outside the table")
+            _set_values(elem, [v if is_standard_uid(v) else walk.ctx.uid(v) for v in values])
+        return
+    if vr in ("DA", "DT") and walk.options.retain_long_modified_dates:
+        _clean(elem, where, walk, "date outside the table")
+        return
+    if vr in DATE_VRS and (walk.options.retain_long_full_dates or walk.options.retain_long_modified_dates):
+        return
+    if mode == "dummy" and vr != "UN":
+        walk.change(elem, where, "D", "not on the safe list")
+        _dummy(elem)
+    elif mode == "clean" and vr in FREE_TEXT_VRS:
+        _clean(elem, where, walk, "not on the safe list")
+    else:
+        walk.change(elem, where, "X", "not on the safe list")
+        del ds[tag]
+
+
+def _clean(elem, where: str, walk: _Walk, rule: str) -> None:
     """The Clean action: shift dates (modified-dates option), scrub identifiers from text."""
     vr = elem.VR
     if vr in ("DA", "DT"):
         if not walk.options.retain_long_modified_dates:
-            return None
+            return
         shifted = [_shift_date(str(v), walk.shift, vr) for v in _values(elem)]
         if any(s is None for s in shifted):
+            walk.change(elem, where, "D", rule)
             _dummy(elem)
-            row["action"] = "D"
         else:
+            walk.change(elem, where, "C:shift", rule)
             _set_values(elem, shifted)
-            row["action"] = "C:shift"
-        return row
-    if vr == "TM":
-        return None  # a whole-day shift leaves times of day as they are
+        return
     if vr in TEXT_VRS and walk.identifiers is not None:
         values = [str(v) for v in _values(elem)]
         cleaned = [walk.identifiers.sub("*", v) for v in values]
         if cleaned != values:
+            walk.change(elem, where, "C:scrub", rule)
             _set_values(elem, cleaned)
-            row["action"] = "C:scrub"
-            return row
-    return None
 
 
-def _recurse(elem, where: str, walk: _Walk) -> None:
+def _recurse(elem, where: str, walk: _Walk, mode: str) -> None:
     for i, item in enumerate(elem.value):
-        _walk(item, f"{where}[{i}].", walk)
+        _walk(item, f"{where}[{i}].", walk, mode)
+
+
+def _meta(meta: Dataset, sop_uid: str, walk: _Walk) -> None:
+    """File meta: keep version, class and syntax; the instance UID follows the dataset's; the rest goes.
+
+    Source/sending/receiving AE titles, Private Information and anything else the file
+    meta holds are removed; the implementation UID and name become medlens's own.
+    """
+    for elem in list(meta):
+        if elem.tag not in _META_KEPT:
+            walk.change(elem, f"meta.{_tag_str(elem.tag)}", "X", "file meta")
+            del meta[elem.tag]
+    if "MediaStorageSOPInstanceUID" in meta or sop_uid:
+        old = meta.get("MediaStorageSOPInstanceUID")
+        if old is not None and str(old) != sop_uid:
+            walk.change(meta["MediaStorageSOPInstanceUID"], "meta.(0002,0003)", "U", "follows SOP Instance UID")
+        meta.MediaStorageSOPInstanceUID = sop_uid or walk.ctx.uid(str(old))
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"MEDLENS_{__version__}"[:16]
 
 
 def _code_item(value: str, meaning: str) -> Dataset:
@@ -360,18 +494,18 @@ def deidentify_dataset(
         creator, rest = item.split(":", 1)
         group, elem = rest.split(",")
         safe.add((creator.strip(), int(group, 16), int(elem, 16)))
+    words = _identifier_words(ds)
     walk = _Walk(
         options=options, ctx=ctx, actions=actions_for(options.enabled), pseudonym=pseudonym, shift=shift,
-        identifiers=_identifier_pattern(ds) if options.enabled else None,
-        safe=frozenset(safe),
+        identifiers=_identifier_pattern(words), tokens=frozenset(w.upper() for w in words), safe=frozenset(safe),
     )
     for tag in _ADDED:  # replaced below; an old value must not survive
         if tag in ds:
             del ds[tag]
-    _walk(ds, "", walk)
     meta = getattr(ds, "file_meta", None)
+    _walk(ds, "", walk)
     if meta is not None:
-        _walk(meta, "meta.", walk)
+        _meta(meta, str(ds.get("SOPInstanceUID", "") or ""), walk)
     if "PatientID" not in ds:
         ds.PatientID = pseudonym
     ds.PatientIdentityRemoved = "YES"

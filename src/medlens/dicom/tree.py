@@ -30,19 +30,17 @@ from pydicom import config
 from pydicom.dataset import Dataset
 
 from medlens.dicom.deid import (
-    _ADDED,
-    DUMMY,
-    PSEUDONYM_PATTERN,
     DeidContext,
     DeidOptions,
     burned_in_reason,
     deidentify_dataset,
     mask_pixels,
 )
-from medlens.dicom.table import actions_for, is_curve_or_overlay
+from medlens.dicom.verify import identifying_values
 from medlens.errors import DataError
 
 log = logging.getLogger(__name__)
+_DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 @contextmanager
@@ -240,6 +238,12 @@ def deidentify_tree(
             summary.skipped.append((str(path), str(exc)))
             records.append({**record, "status": "skipped", "reason": str(exc)})
             continue
+        meta = getattr(ds, "file_meta", None)
+        if str(getattr(meta, "MediaStorageSOPClassUID", "") or "") == _DICOMDIR:
+            reason = "a DICOMDIR indexes the input's file names and folders (often patient IDs); not copied, rebuild one over the output"
+            summary.skipped.append((str(path), reason))
+            records.append({**record, "status": "skipped", "reason": reason})
+            continue
         pixel_in = _pixel_hash(ds)
         if pixel_in is None:
             summary.no_pixel_data.append(str(path))
@@ -252,6 +256,7 @@ def deidentify_tree(
             except DataError as exc:
                 reason = f"{reason}; {exc}"
         with quiet_pydicom():
+            originals = identifying_values(ds, options)
             ds, rows = deidentify_dataset(ds, options, secret, ctx, pixels_cleaned=masked)
         target_root = quarantine if (reason and not masked) else out_dir
         sop = str(ds.get("SOPInstanceUID", "") or "") or record["input_sha256"][:32]
@@ -272,7 +277,8 @@ def deidentify_tree(
                 summary.masked.append(rel)
         records.append({**record, "status": status, "reason": reason, "output": rel,
                         "output_sha256": _sha256(data), "pixel_sha256_in": pixel_in,
-                        "pixel_sha256_out": _pixel_hash(ds), "changes": rows})
+                        "pixel_sha256_out": _pixel_hash(ds), "changes": rows,
+                        "value_hashes": sorted({ctx.value_hash(v) for v in originals})})
     audit_path.parent.mkdir(parents=True, exist_ok=True)
     audit_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
     _write_map(map_path, ctx.pseudonyms)
@@ -293,83 +299,3 @@ def _write_map(map_path: Path, pseudonyms: dict[str, tuple[str, int]]) -> None:
     for key in sorted(rows):
         writer.writerow([key, *rows[key]])
     _write_private(map_path, out.getvalue())
-
-
-def _is_dummy(elem) -> bool:
-    if elem.tag == 0x00100020:
-        return bool(PSEUDONYM_PATTERN.fullmatch(str(elem.value)))
-    value = elem.value
-    return value in (DUMMY.get(elem.VR), 0, b"\x00\x00") or str(value) == DUMMY.get(elem.VR)
-
-
-def verify_dataset(ds: Dataset, options: DeidOptions, where: str = "") -> list[str]:
-    """Problems left in one de-identified dataset (tags only, never values)."""
-    actions = actions_for(options.enabled)
-    problems: list[str] = []
-    safe_creators = {s.split(":", 1)[0] for s in options.safe_private} if options.retain_safe_private else set()
-
-    def visit(d: Dataset, path: str) -> None:
-        for elem in d:
-            tag, name = elem.tag, f"{path}({elem.tag.group:04X},{elem.tag.element:04X})"
-            if tag.is_private:
-                creator_tag = (tag.group << 16) | (tag.element >> 8 if tag.element >= 0x100 else tag.element)
-                creator = str(d[creator_tag].value).strip() if creator_tag in d else ""
-                if creator not in safe_creators:
-                    problems.append(f"{where}{name}: private attribute remains")
-                continue
-            if is_curve_or_overlay(tag):
-                problems.append(f"{where}{name}: curve/overlay attribute remains")
-                continue
-            entry = actions.get(tag)
-            action = entry[0] if entry else "K"
-            empty = len(elem.value) == 0 if elem.VR == "SQ" else (elem.VM == 0 or elem.value in (None, "", b""))
-            if action == "X" and tag not in _ADDED:
-                problems.append(f"{where}{name}: must be removed ({entry[1]})")
-            elif action == "Z" and not empty:
-                problems.append(f"{where}{name}: must be empty ({entry[1]})")
-            elif action == "D" and elem.VR not in ("UI", "SQ") and not empty and not _is_dummy(elem):
-                problems.append(f"{where}{name}: must hold a dummy value ({entry[1]})")
-            elif action in ("U", "D") and elem.VR == "UI" and not empty:
-                bad = [v for v in (elem.value if elem.VM > 1 else [elem.value]) if not str(v).startswith("2.25.")]
-                if bad:
-                    problems.append(f"{where}{name}: UID not replaced")
-            if elem.VR == "SQ":
-                for i, item in enumerate(elem.value):
-                    visit(item, f"{name}[{i}].")
-
-    visit(ds, "")
-    if str(ds.get("PatientIdentityRemoved", "")) != "YES":
-        problems.append(f"{where}(0012,0062): Patient Identity Removed is not YES")
-    return problems
-
-
-def verify_tree(out_dir: Path | str, options: DeidOptions) -> list[str]:
-    """Re-scan a de-identified folder (and its quarantine) and list what must not be there.
-
-    Parameters
-    ----------
-    out_dir : path
-        Output of :func:`deidentify_tree`.
-    options : DeidOptions
-        The options it ran with: they decide what may remain.
-
-    Returns
-    -------
-    list of str
-        One line per problem, ``<file>: <tag>: <what>``; empty when the folder is clean.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise DataError(f"{out_dir} is not a folder; pass the output of `medlens deid IN OUT`")
-    problems: list[str] = []
-    roots = [out_dir] + [q for q in [out_dir.parent / "quarantine"] if q.is_dir()]
-    for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = f"{path.relative_to(root.parent).as_posix()}: "
-            try:
-                ds = read_dicom_file(path, stop_before_pixels=True)
-            except DataError as exc:
-                problems.append(f"{rel}{exc}")
-                continue
-            problems += verify_dataset(ds, options, rel)
-    return problems

@@ -1,11 +1,11 @@
 """Ship the model: ONNX export with a parity check, an OOD gate on its features, a Triton model repository."""
 
-from medlens.export.core import export_run, run_config
-from medlens.export.onnx_export import OPSET, ParityError, parity_check
-from medlens.inference import Ensemble
-from medlens.export.ood import MahalanobisGate, fit_gate
-from medlens.export.stage import export_stage, report_section
-from medlens.export.triton import TritonConfigError, validate_config
+from medlens._lazy import lazy_exports
 
-__all__ = ["OPSET", "Ensemble", "MahalanobisGate", "ParityError", "TritonConfigError", "export_run", "export_stage",
-           "fit_gate", "parity_check", "report_section", "run_config", "validate_config"]
+_WHERE = {
+    "export_run": "core", "run_config": "core", "OPSET": "onnx_export", "ParityError": "onnx_export",
+    "parity_check": "onnx_export", "Ensemble": "medlens.inference", "MahalanobisGate": "ood", "fit_gate": "ood",
+    "export_stage": "stage", "report_section": "stage", "TritonConfigError": "triton", "validate_config": "triton",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

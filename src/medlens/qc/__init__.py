@@ -1,8 +1,8 @@
 """Image quality gate: exposure, contrast, blur, field of view, near-duplicates -> pass/fail + reasons."""
 
-from medlens.qc.checks import REGISTRY, QCCheck, dhash, field_of_view, list_checks, phash, register, sharpness
-from medlens.qc.config import QCConfig
-from medlens.qc.core import run_qc
+from medlens._lazy import lazy_exports
 
-__all__ = ["REGISTRY", "QCCheck", "QCConfig", "dhash", "field_of_view", "list_checks", "phash", "register",
-           "run_qc", "sharpness"]
+_WHERE = {name: "checks" for name in ("REGISTRY", "QCCheck", "dhash", "field_of_view", "list_checks", "phash",
+                                      "register", "sharpness")} | {"QCConfig": "config", "run_qc": "core"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 
 from medlens.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
 
 
 def _table(source: Path) -> tuple[pd.DataFrame, Path]:
     """Rows with ``sample_id``, ``image`` (and ``frame`` for DICOM) plus the base folder."""
+    import pandas as pd
+
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -38,6 +42,8 @@ def _table(source: Path) -> tuple[pd.DataFrame, Path]:
 
 
 def _images(table: pd.DataFrame, base: Path) -> Iterator[np.ndarray]:
+    import pandas as pd
+
     from medlens.data.manifest import load_image
     from medlens.dicom.ingest import load_dicom_image
 

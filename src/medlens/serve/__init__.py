@@ -1,9 +1,11 @@
 """Inference service over ONNX Runtime: auth, audit log, QC and OOD gates, Grad-CAM overlay, KServe v2."""
 
-from medlens.serve.app import ServeSettings, create_app
-from medlens.serve.decode import UploadError, decode_upload
-from medlens.serve.engine import Engine, preprocess, qc_verdict
-from medlens.serve.security import AuditLog, RateLimiter, TokenAuth, load_tokens
+from medlens._lazy import lazy_exports
 
-__all__ = ["AuditLog", "Engine", "RateLimiter", "ServeSettings", "TokenAuth", "UploadError", "create_app",
-           "decode_upload", "load_tokens", "preprocess", "qc_verdict"]
+_WHERE = {
+    "ServeSettings": "app", "create_app": "app", "UploadError": "decode", "decode_upload": "decode",
+    "Engine": "engine", "preprocess": "engine", "qc_verdict": "engine", "AuditLog": "security",
+    "RateLimiter": "security", "TokenAuth": "security", "load_tokens": "security",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)

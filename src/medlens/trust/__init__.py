@@ -1,22 +1,12 @@
 """Trust the data and the model: uncertainty, OOD gate, label issues, annotator reliability, relabel queue."""
 
-from medlens.trust.labels import class_label_quality, label_issues, label_quality, rank_label_issues
-from medlens.trust.ood import EnsembleDetector, MahalanobisDetector, fit_mahalanobis, load_ood_detector
-from medlens.trust.selective import risk_coverage
-from medlens.trust.uncertainty import decompose, energy_score, entropy, max_softmax
+from medlens._lazy import lazy_exports
 
-__all__ = ["EnsembleDetector", "MahalanobisDetector", "class_label_quality", "decompose", "energy_score", "entropy",
-           "fit_mahalanobis", "label_issues", "label_quality", "load_ood_detector", "max_softmax",
-           "rank_label_issues", "risk_coverage", "trust_stage", "report_section"]
-
-
-def __getattr__(name: str):
-    if name == "trust_stage":
-        from medlens.trust.stage import trust_stage
-
-        return trust_stage
-    if name == "report_section":
-        from medlens.trust.report import report_section
-
-        return report_section
-    raise AttributeError(name)
+_WHERE = {
+    "class_label_quality": "labels", "label_issues": "labels", "label_quality": "labels", "rank_label_issues": "labels",
+    "EnsembleDetector": "ood", "MahalanobisDetector": "ood", "fit_mahalanobis": "ood", "load_ood_detector": "ood",
+    "risk_coverage": "selective", "decompose": "uncertainty", "energy_score": "uncertainty", "entropy": "uncertainty",
+    "max_softmax": "uncertainty", "trust_stage": "stage", "report_section": "report",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_exports(__name__, _WHERE)
