@@ -44,6 +44,7 @@ def deid(
     map_file: Annotated[Optional[Path], typer.Option("--map", help="pseudonyms.csv (default: beside OUTPUT_DIR, mode 0600).")] = None,
     audit: Annotated[Optional[Path], typer.Option(help="Audit JSONL (default: deid_audit.jsonl beside OUTPUT_DIR).")] = None,
     retain: Annotated[Optional[list[str]], typer.Option(help="Attribute outside Table E.1-1 to keep as it is (keyword or (gggg,eeee)); repeatable. Everything else outside the safe list is removed.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Processes working in parallel (default: one per CPU). The output does not depend on it.")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Scan the output independently: free text outside the safe list, dates, UIDs, private tags, overlays, file meta; with --secret-file also every original value of the audit.")] = False,
 ) -> None:
     """De-identify DICOM files with the PS3.15 Annex E Basic Profile, or verify an output folder.
@@ -89,7 +90,7 @@ def deid(
     summary = deidentify_tree(
         input_dir, output_dir, options=options, secret=secret,
         map_path=map_file or output_dir.parent / "pseudonyms.csv",
-        audit_path=audit or output_dir.parent / "deid_audit.jsonl",
+        audit_path=audit or output_dir.parent / "deid_audit.jsonl", workers=workers,
     )
     typer.echo(f"de-identified {len(summary.written)} files into {summary.out_dir} "
                f"({len(summary.no_pixel_data)} without pixel data, {len(summary.masked)} masked)")

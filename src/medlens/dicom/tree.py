@@ -81,11 +81,18 @@ class DeidSummary:
         return 1 if (self.skipped or self.quarantined) else 0
 
 
-def read_dicom_file(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+def read_dicom_file(path: Path, *, stop_before_pixels: bool = False, data: bytes | None = None) -> Dataset:
     """Read ``path`` if it is DICOM, whatever its name.
 
     A file with the ``DICM`` preamble is read normally; one without is parsed leniently and
     accepted only if it holds a SOP Class UID or a Study/Series Instance UID.
+
+    Parameters
+    ----------
+    path : Path
+    stop_before_pixels : bool, default=False
+    data : bytes, optional
+        The file's bytes when the caller has read them already (one read per file).
 
     Raises
     ------
@@ -93,14 +100,17 @@ def read_dicom_file(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
         When the file is not DICOM or cannot be parsed; the message gives the reason.
     """
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
+        if data is None:
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+        else:
+            head = data[:132]
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror}") from None
     has_preamble = len(head) == 132 and head[128:132] == b"DICM"
     try:
         with quiet_pydicom():
-            ds = _parse(path, has_preamble, stop_before_pixels)
+            ds = _parse(path if data is None else io.BytesIO(data), has_preamble, stop_before_pixels)
     except DataError:
         raise
     except Exception as exc:  # pydicom raises many types on broken files
@@ -108,7 +118,7 @@ def read_dicom_file(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
     return ds
 
 
-def _parse(path: Path, has_preamble: bool, stop_before_pixels: bool) -> Dataset:
+def _parse(path: Path | io.BytesIO, has_preamble: bool, stop_before_pixels: bool) -> Dataset:
     ds = pydicom.dcmread(path, force=not has_preamble, stop_before_pixels=stop_before_pixels)
     if not has_preamble and not any(k in ds for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")):
         raise DataError("not DICOM (no preamble and no DICOM identifiers)")
@@ -190,6 +200,7 @@ def deidentify_tree(
     map_path: Path | str,
     audit_path: Path | str,
     quarantine_dir: Path | str | None = None,
+    workers: int | None = None,
 ) -> DeidSummary:
     """De-identify every DICOM file under ``in_dir`` into ``out_dir``.
 
@@ -206,10 +217,14 @@ def deidentify_tree(
         ``pseudonyms.csv`` (patient_id, pseudonym, date_shift_days), mode 0o600; must lie
         outside ``out_dir``. Rows already there are kept.
     audit_path : path
-        JSONL, one record per input file: hashes, status, options and the changed tags.
+        JSONL, one record per input file: hashes, status, options, the changed tags and
+        keyed hashes of the input's identifying values (for ``--verify``; never a value).
     quarantine_dir : path, optional
         Where files flagged for burned-in text go (de-identified header, pixels untouched);
         default ``<out_dir>/../quarantine``.
+    workers : int, optional
+        Processes de-identifying files in parallel (default: the CPU count, one process
+        below 64 files). The output does not depend on it.
 
     Returns
     -------
@@ -223,68 +238,104 @@ def deidentify_tree(
         raise DataError(f"the pseudonym map {map_path} must lie outside the de-identified output {out_dir}")
     if _inside(out_dir, in_dir) and out_dir.resolve() != in_dir.resolve():
         raise DataError(f"output {out_dir} lies inside input {in_dir}; choose a separate folder")
-    ctx = DeidContext(secret)
+    DeidContext(secret)  # checks the secret before any work
     summary = DeidSummary(out_dir=str(out_dir), quarantine_dir=str(quarantine), map_path=str(map_path),
                           audit_path=str(audit_path))
-    opts = options.model_dump(mode="json")
+    paths = sorted(p for p in in_dir.rglob("*") if p.is_file())
+    workers = workers or (os.cpu_count() or 1)
+    if workers > 1 and len(paths) >= 64:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(options, secret)) as pool:
+            results = list(pool.map(_one_file, paths, chunksize=32))
+    else:
+        _start_worker(options, secret)
+        results = [_one_file(path) for path in paths]
+    pseudonyms: dict[str, tuple[str, int]] = {}
     used: set[Path] = set()
     records = []
-    for path in sorted(p for p in in_dir.rglob("*") if p.is_file()):
-        raw = path.read_bytes()
-        record = {"input_sha256": _sha256(raw), "options": opts}
-        try:
-            ds = read_dicom_file(path)
-        except DataError as exc:
-            summary.skipped.append((str(path), str(exc)))
-            records.append({**record, "status": "skipped", "reason": str(exc)})
+    for path, (record, data, folder, pseudonym) in zip(paths, results):
+        if pseudonym:
+            pseudonyms.update(pseudonym)
+        if data is None:
+            summary.skipped.append((str(path), record["reason"]))
+            records.append(record)
             continue
-        meta = getattr(ds, "file_meta", None)
-        if str(getattr(meta, "MediaStorageSOPClassUID", "") or "") == _DICOMDIR:
-            reason = "a DICOMDIR indexes the input's file names and folders (often patient IDs); not copied, rebuild one over the output"
-            summary.skipped.append((str(path), reason))
-            records.append({**record, "status": "skipped", "reason": reason})
-            continue
-        pixel_in = _pixel_hash(ds)
-        if pixel_in is None:
-            summary.no_pixel_data.append(str(path))
-        reason = burned_in_reason(ds, options)
-        masked = False
-        if reason and options.mask_regions:
-            try:
-                mask_pixels(ds, options.mask_regions)
-                masked = True
-            except DataError as exc:
-                reason = f"{reason}; {exc}"
-        with quiet_pydicom():
-            originals = identifying_values(ds, options)
-            ds, rows = deidentify_dataset(ds, options, secret, ctx, pixels_cleaned=masked)
-        target_root = quarantine if (reason and not masked) else out_dir
-        sop = str(ds.get("SOPInstanceUID", "") or "") or record["input_sha256"][:32]
-        target = target_root / str(ds.PatientID) / f"{sop}.dcm"
+        quarantined = record["status"] == "quarantined"
+        root = quarantine if quarantined else out_dir
+        target = root / folder / f"{record.pop('sop')}.dcm"
         if target in used:
-            target = target.with_name(f"{sop}_{record['input_sha256'][:12]}.dcm")
+            target = target.with_name(f"{target.stem}_{record['input_sha256'][:12]}.dcm")
         used.add(target)
-        data = _to_bytes(ds)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        rel = target.relative_to(target_root).as_posix()
-        status = "quarantined" if target_root == quarantine else ("masked" if masked else "ok")
-        if status == "quarantined":
-            summary.quarantined.append((str(path), reason or ""))
+        record["output"] = target.relative_to(root).as_posix()
+        if record["pixel_sha256_in"] is None:
+            summary.no_pixel_data.append(str(path))
+        if quarantined:
+            summary.quarantined.append((str(path), record["reason"] or ""))
         else:
-            summary.written.append(rel)
-            if masked:
-                summary.masked.append(rel)
-        records.append({**record, "status": status, "reason": reason, "output": rel,
-                        "output_sha256": _sha256(data), "pixel_sha256_in": pixel_in,
-                        "pixel_sha256_out": _pixel_hash(ds), "changes": rows,
-                        "value_hashes": sorted({ctx.value_hash(v) for v in originals})})
+            summary.written.append(record["output"])
+            if record["status"] == "masked":
+                summary.masked.append(record["output"])
+        records.append(record)
     audit_path.parent.mkdir(parents=True, exist_ok=True)
     audit_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-    _write_map(map_path, ctx.pseudonyms)
+    _write_map(map_path, pseudonyms)
     log.info("de-identified %d files (%d quarantined, %d skipped)", len(summary.written),
              len(summary.quarantined), len(summary.skipped))
     return summary
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(options: DeidOptions, secret: bytes) -> None:
+    """Per-process state of :func:`_one_file` (a pool initializer)."""
+    _WORKER.update(options=options, ctx=DeidContext(secret), secret=secret,
+                   opts=options.model_dump(mode="json"))
+
+
+def _one_file(path: Path) -> tuple[dict, bytes | None, str, dict]:
+    """De-identify one file: ``(audit record, output bytes or None if skipped, folder, pseudonym entry)``.
+
+    The record carries ``sop`` (the output's name stem), removed by the caller, which
+    also picks the final name so that duplicates never overwrite each other.
+    """
+    options, ctx = _WORKER["options"], _WORKER["ctx"]
+    raw = path.read_bytes()
+    record = {"input_sha256": _sha256(raw), "options": _WORKER["opts"]}
+    try:
+        ds = read_dicom_file(path, data=raw)
+    except DataError as exc:
+        return {**record, "status": "skipped", "reason": str(exc)}, None, "", {}
+    meta = getattr(ds, "file_meta", None)
+    if str(getattr(meta, "MediaStorageSOPClassUID", "") or "") == _DICOMDIR:
+        reason = "a DICOMDIR indexes the input's file names and folders (often patient IDs); not copied, rebuild one over the output"
+        return {**record, "status": "skipped", "reason": reason}, None, "", {}
+    pixel_in = _pixel_hash(ds)
+    reason = burned_in_reason(ds, options)
+    masked = False
+    if reason and options.mask_regions:
+        try:
+            mask_pixels(ds, options.mask_regions)
+            masked = True
+        except DataError as exc:
+            reason = f"{reason}; {exc}"
+    originals = identifying_values(ds, options)
+    ctx.pseudonyms.clear()
+    with quiet_pydicom():
+        ds, rows = deidentify_dataset(ds, options, _WORKER["secret"], ctx, pixels_cleaned=masked)
+    data = _to_bytes(ds)
+    status = "quarantined" if (reason and not masked) else ("masked" if masked else "ok")
+    sop = str(ds.get("SOPInstanceUID", "") or "") or record["input_sha256"][:32]
+    record.update(status=status, reason=reason, sop=sop, output_sha256=_sha256(data), pixel_sha256_in=pixel_in,
+                  pixel_sha256_out=_pixel_hash(ds), changes=rows,
+                  value_hashes=sorted({ctx.value_hash(v) for v in originals}))
+    return record, data, str(ds.PatientID), dict(ctx.pseudonyms)
 
 
 def _write_map(map_path: Path, pseudonyms: dict[str, tuple[str, int]]) -> None:
