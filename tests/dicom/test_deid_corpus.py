@@ -97,9 +97,10 @@ def test_pixels_unchanged_and_patient_values_gone(corpus):
 
 
 def test_second_run_is_byte_identical(corpus, tmp_path):
+    """Same secret, same bytes; here in one process, the first run in a pool of one per CPU."""
     run2 = tmp_path / "run2"
     deidentify_tree(corpus["in"], run2 / "out", options=DeidOptions(), secret=SECRET,
-                    map_path=run2 / "pseudonyms.csv", audit_path=run2 / "audit.jsonl")
+                    map_path=run2 / "pseudonyms.csv", audit_path=run2 / "audit.jsonl", workers=1)
     first = {p.relative_to(corpus["run"]): p.read_bytes() for p in corpus["run"].rglob("*") if p.is_file()}
     second = {p.relative_to(run2): p.read_bytes() for p in run2.rglob("*") if p.is_file()}
     assert first.keys() == second.keys()
