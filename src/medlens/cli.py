@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from medlens.dicom.cli import deid as deid_cmd
-from medlens.errors import MedlensError
+from medlens.errors import DataError, MedlensError
 from medlens.explain.cli import explain as explain_cmd
 from medlens.export.cli import export as export_cmd
 from medlens.qc.cli import qc as qc_cmd
@@ -58,6 +58,29 @@ def synth(
     m = generate(out, n_patients=patients, seed=seed, image_size=size, qc_defect_rate=qc_defects,
                  ood_images=ood, shortcut=shortcut)
     typer.echo(f"wrote {len(m)} images of {m['patient_id'].nunique()} patients to {out}")
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Your data: a folder with one sub-folder of images per class, a CSV/Parquet table (image, label[, patient_id, site] columns) or a MedMNIST .npz.")],
+    out: Annotated[Optional[Path], typer.Option(help="Study YAML to write (default: <name>.yaml here).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Study name (the run goes to runs/<name>); default: from PATH.")] = None,
+) -> None:
+    """Look at your data and write a study YAML that `medlens run` accepts as it is; print what was found."""
+    from medlens.data.detect import study_yaml
+
+    text, summary = study_yaml(path, name)
+    target = out or Path(f"{summary['name']}.yaml")
+    if target.exists():
+        raise DataError(f"{target} exists; pass --out to write elsewhere (medlens init never overwrites)")
+    target.write_text(text)
+    ipp = summary["images_per_patient"]
+    typer.echo(f"{summary['images']} images, {summary['patients']} patients "
+               f"(images per patient: min {ipp['min']}, median {ipp['median']:g}, max {ipp['max']})")
+    typer.echo("classes: " + ", ".join(f"{k} {v}" for k, v in summary["classes"].items()))
+    typer.echo("sites: " + ", ".join(f"{k} {v}" for k, v in summary["sites"].items()))
+    typer.echo(f"patient IDs: {summary['patient_ids']}")
+    typer.echo(f"wrote {target}; next: medlens run {target}")
 
 
 @app.command()

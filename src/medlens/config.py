@@ -73,7 +73,9 @@ class SplitConfig(_Strict):
     )
     folds: int = Field(3, ge=2, le=20)
     test_fraction: float = Field(0.2, gt=0, lt=0.9)
-    external_site: str | None = Field("B", description="Every sample of this site is held out as the external set.")
+    external_site: str | None = Field(
+        None, description="Every sample of this site is held out as the external set; null: none. "
+        "Default null, except for the phantom (data.source synthetic), whose second hospital B is held out.")
 
 
 class ModelConfig(_Strict):
@@ -157,6 +159,23 @@ class StudyConfig(_Strict):
     seg: SegConfig = SegConfig()
     explain: ExplainConfig = ExplainConfig()
     ssl: SSLConfig = SSLConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _phantom_external_site(cls, data):
+        """The phantom's second hospital (site B) is its external set unless the config says otherwise."""
+        if not isinstance(data, dict):
+            return data
+        d = data.get("data") or {}
+        source = d.get("source", "synthetic") if isinstance(d, dict) else d.source
+        split = data.get("split") or {}
+        if source != "synthetic":
+            return data
+        if isinstance(split, dict) and "external_site" not in split:
+            return {**data, "split": {**split, "external_site": "B"}}
+        if isinstance(split, SplitConfig) and "external_site" not in split.model_fields_set:
+            return {**data, "split": split.model_copy(update={"external_site": "B"})}
+        return data
 
     @property
     def out(self) -> Path:

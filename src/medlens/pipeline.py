@@ -26,6 +26,7 @@ from medlens.data import sources
 from medlens.data.manifest import load_image, load_manifest, save_manifest
 from medlens.data.splits import check_leakage, load_splits, make_splits, save_splits
 from medlens.data.synthetic import generate
+from medlens.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,38 @@ def source_path(cfg: StudyConfig) -> Path:
     return cfg.out / "data" if cfg.data.source == "synthetic" else Path(cfg.data.path)
 
 
-def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
-    """Run the QC checks on every image of the manifest (``qc.parquet``)."""
+def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig, run: Path) -> None:
+    """Learn the QC thresholds, run the checks on every image; write ``qc.parquet`` and ``qc_thresholds.json``.
+
+    Thresholds not pinned in ``cfg.qc`` are learned from the internal images (every image
+    not of ``split.external_site``; labels are not used). The service applies the same
+    thresholds (export ships ``qc_thresholds.json``).
+
+    Raises
+    ------
+    DataError
+        When no image passes: the message gives the commonest reasons and what to change.
+    """
     from rich.progress import track
 
     from medlens.qc import run_qc
+    from medlens.qc.learn import learn_thresholds
 
+    ext = cfg.split.external_site
+    internal = manifest if ext is None else manifest[manifest["site"] != ext]
+    learned, report = learn_thresholds((load_image(ref) for ref in internal["image"]), cfg.qc,
+                                       progress=lambda it: track(it, total=len(internal), description="QC: learning limits",
+                                                                 transient=True))
     images = (load_image(ref) for ref in track(manifest["image"], description="quality gate", transient=True))
-    return run_qc(images, manifest["sample_id"].tolist(), cfg.qc)
+    qc = run_qc(images, manifest["sample_id"].tolist(), learned)
+    qc.to_parquet(run / "qc.parquet", index=False)
+    (run / "qc_thresholds.json").write_text(json.dumps(
+        {"config": learned.model_dump(mode="json"), "thresholds": report, "learned_on": len(internal)}, indent=1))
+    if not qc["passed"].any():
+        top = qc["reason"].str.split(";").explode().str.split(":").str[0].str.strip().value_counts().head(3)
+        raise DataError(f"the quality gate rejected all {len(qc)} images ({', '.join(f'{k}: {v}' for k, v in top.items())}); "
+                        f"see {run / 'qc.parquet'} and {run / 'qc_thresholds.json'}. Pin looser thresholds under qc: "
+                        "(e.g. qc: {min_sharpness: 0.001}) or drop a check (qc: {checks: [exposure, contrast]})")
 
 
 def passed_qc(manifest: pd.DataFrame, qc_path: Path) -> pd.DataFrame:
@@ -126,8 +151,9 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
     run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
               lambda: save_manifest(sources.read_source(cfg.data, source_path(cfg)), manifest_path))
     qc_path = run / "qc.parquet"
-    run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path)}, [qc_path],
-              lambda: quality_gate(load_manifest(manifest_path), cfg).to_parquet(qc_path, index=False))
+    run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path),
+                          "external_site": cfg.split.external_site}, [qc_path, run / "qc_thresholds.json"],
+              lambda: quality_gate(load_manifest(manifest_path), cfg, run))
     splits_path = run / "splits.json"
     run_stage(run, "split", {"split": cfg_key["split"], "seed": cfg.seed, "manifest": file_digest(manifest_path),
                              "qc": file_digest(qc_path)},
@@ -191,7 +217,8 @@ def run_study(cfg: StudyConfig) -> Path:
               [run / "explain" / "summary.json"], lambda: explain_stage(run, cfg))
     run_stage(run, "trust", {**evaluated, "trust": cfg_key["trust"], "seed": cfg.seed},
               [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))
-    run_stage(run, "export", {**evaluated, "trust": file_digest(run / "trust" / "ood.safetensors"), "qc": cfg_key["qc"]},
+    run_stage(run, "export", {**evaluated, "trust": file_digest(run / "trust" / "ood.safetensors"),
+                              "qc": file_digest(run / "qc_thresholds.json")},
               [run / "export" / "model.onnx", run / "export" / "export.json", run / "export" / "model_repository"],
               lambda: export_stage(run, cfg))
     report_inputs = [run / "metrics.json", run / "explain" / "summary.json", run / "trust" / "summary.json",

@@ -129,7 +129,7 @@ def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: 
     if missing:
         raise DataError(f"{path}: column(s) {missing} not found; have {list(raw.columns)} (map them in data.csv_columns)")
     images = [Path(p) if Path(p).is_absolute() else path.parent / p for p in raw[columns.image].astype(str)]
-    keep = [_image_ok(f, on_error) for f in images]
+    keep = [_image_ok(f, on_error, f"{path}: row {i + 2}, column '{columns.image}'") for i, f in enumerate(images)]
     raw, images = raw[keep], [f for f, k in zip(images, keep) if k]
     labels = raw[columns.label]
     names = None
@@ -150,13 +150,17 @@ def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: 
     return validate_manifest(df, source=str(path))
 
 
-def _image_ok(f: Path, on_error: str) -> bool:
-    """A listed file exists and decodes; otherwise raise or log and skip, per ``on_error``."""
+def _image_ok(f: Path, on_error: str, where: str) -> bool:
+    """A listed file exists and decodes; otherwise raise or log and skip, per ``on_error``.
+
+    ``where`` names the table, row (as a spreadsheet numbers it, header = row 1) and column.
+    """
     if f.is_file():
         return _check_image(f, on_error)
     if on_error == "raise":
-        raise DataError(f"{f}: image file listed in the CSV not found; set data.on_error: skip to skip such rows")
-    log.warning("skipping %s: file not found", f)
+        raise DataError(f"{where}: image file {f} not found; fix the path (relative paths are read from the table's "
+                        "folder) or set data.on_error: skip to skip such rows")
+    log.warning("skipping %s: image file %s not found", where, f)
     return False
 
 

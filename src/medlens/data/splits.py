@@ -79,10 +79,18 @@ def make_splits(
     as one fold.
     """
     labeled = manifest[manifest["label"].notna()]
+    if labeled.empty:
+        raise DataError(f"no labelled image to split ({len(manifest)} images, none with a label after the quality "
+                        "gate); check the label column and qc.parquet")
     if external_site is not None:
         is_ext = labeled["site"] == external_site
+        sites = sorted(labeled["site"].astype(str).unique())
+        if not is_ext.any():
+            raise DataError(f"split.external_site '{external_site}' names no image: the sites in the data are {sites}; "
+                            "set split.external_site to one of them, or to null for no external validation")
         if is_ext.all():
-            raise DataError(f"external_site '{external_site}' holds every sample; nothing is left to train on")
+            raise DataError(f"split.external_site '{external_site}' holds every labelled image; nothing is left to "
+                            "train on. Set split.external_site: null, or add images of another site")
     else:
         is_ext = pd.Series(False, index=labeled.index)
     internal = labeled[~is_ext]
@@ -93,6 +101,7 @@ def make_splits(
             raise DataError("split.strategy 'predefined' needs a 'split' column in the manifest (e.g. MedMNIST)")
         by = {s: sorted(internal.loc[internal["split"] == s, "sample_id"]) for s in ("train", "val", "test")}
         out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
+        check_classes(internal, out)
         return out
     y, pid = internal["label"].to_numpy(int), internal["patient_id"].to_numpy()
     is_test = assign_groups(y, pid, [test_fraction, 1 - test_fraction], seed=seed) == 0
@@ -101,7 +110,29 @@ def make_splits(
     ids = dev["sample_id"].to_numpy()
     out["test"] = sorted(internal.loc[is_test, "sample_id"])
     out["folds"] = [{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])} for k in range(folds)]
+    check_classes(internal, out)
     return out
+
+
+def check_classes(manifest: pd.DataFrame, splits: dict, *, min_test: int = 2) -> None:
+    """Raise DataError unless every class is in every fold's train and val part and ``min_test`` times in test.
+
+    A fold without a positive cannot be validated, and a test set with one positive has
+    no confidence interval; the message says which part lacks which class and what to change.
+    """
+    label = manifest.set_index("sample_id")["label"]
+    classes = sorted(int(c) for c in label.dropna().unique())
+    if len(classes) < 2:
+        raise DataError(f"only one class ({classes}) among {len(label)} labelled images; a classifier needs two or more")
+    parts = [(f"fold {k} {part}", fold[part], 1) for k, fold in enumerate(splits["folds"]) for part in ("train", "val")]
+    for name, ids, need in parts + [("test set", splits["test"], min_test)]:
+        counts = label.loc[list(ids)].astype(int).value_counts() if len(ids) else pd.Series(dtype=int)
+        short = [c for c in classes if counts.get(c, 0) < need]
+        if short:
+            n = {c: int((label.astype(int) == c).sum()) for c in short}
+            raise DataError(f"the {name} holds {', '.join(f'{counts.get(c, 0)} image(s) of class {c}' for c in short)} "
+                            f"(the data hold {', '.join(f'{v} of class {c}' for c, v in n.items())}); lower split.folds "
+                            "or raise split.test_fraction, or add images of that class")
 
 
 def check_leakage(manifest: pd.DataFrame, splits: dict) -> None:

@@ -33,6 +33,7 @@ from medlens.export import onnx_export as ox
 from medlens.export.ood import fit_gate
 from medlens.export.triton import write_repository
 from medlens.inference import load_ensemble
+from medlens.qc.learn import applied_config
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         "class_names": names, "operating_threshold": threshold, "num_classes": k_classes,
         "n_features": int(feats.shape[1]), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name), "preprocess": pre.to_dict(),
-        "calibration": ensemble.calibrations, "qc": cfg.qc.model_dump(mode="json"),
+        "calibration": ensemble.calibrations, "qc": applied_config(run, cfg.qc).model_dump(mode="json"),
         "onnx_size_bytes": onnx_path.stat().st_size,
     }
     if benchmark:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -59,16 +59,35 @@ def _images(table: pd.DataFrame, base: Path) -> Iterator[np.ndarray]:
 def qc(
     manifest_or_dir: Annotated[Path, typer.Argument(help="manifest.parquet/.csv (columns sample_id, image[, frame]) or a folder of images.")],
     out: Annotated[Path, typer.Option(help="Per-image result: sample_id, passed, reason, is_<check>, <check>_score.")] = Path("qc.parquet"),
+    thresholds: Annotated[Optional[Path], typer.Option(help="qc_thresholds.json of a run: apply its thresholds instead of learning them from these images.")] = None,
+    fixed: Annotated[bool, typer.Option("--fixed", help="Use the built-in constants (calibrated on the phantom) instead of learning.")] = False,
 ) -> None:
     """Run the image quality gate (exposure, contrast, blur, field of view, near-duplicates).
 
+    By default the thresholds are learned from the images given (robust outlier limits:
+    what is unusual for this data set) and written beside OUT as qc_thresholds.json.
     Writes one row per image. Exit status: 0 the table was written (failing images are a
     result, listed in it); 2 bad input (missing or malformed manifest, unreadable image).
     """
+    import json
+
+    from medlens.qc.config import QCConfig
     from medlens.qc.core import run_qc
+    from medlens.qc.learn import learn_thresholds, load_thresholds
 
     table, base = _table(manifest_or_dir)
-    result = run_qc(_images(table, base), table["sample_id"].astype(str).tolist())
+    if thresholds is not None:
+        if not thresholds.is_file():
+            raise DataError(f"--thresholds {thresholds} not found; give a run's qc_thresholds.json")
+        config = load_thresholds(thresholds)
+    elif fixed:
+        config = QCConfig(learn=False)
+    else:
+        config, report = learn_thresholds(_images(table, base), QCConfig())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_name("qc_thresholds.json").write_text(json.dumps(
+            {"config": config.model_dump(mode="json"), "thresholds": report, "learned_on": len(table)}, indent=1))
+    result = run_qc(_images(table, base), table["sample_id"].astype(str).tolist(), config)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out, index=False)
     n_fail = int((~result["passed"]).sum())

@@ -16,7 +16,10 @@ FOV centre offset         0.01 - 0.07          off-centre: 0.19 - 0.31
 pHash distance, 256 bit   >= 30 (pairs)        copies: <= 12
 ========================  ===================  ==========================
 
-Real data differ (X-ray, other cameras): re-calibrate on a labelled sample before use.
+Real data differ (X-ray, other cameras): so by default these are only starting values.
+``medlens run`` learns every threshold the config does not pin from the study's own
+development images (:mod:`medlens.qc.learn`), writes them to ``qc_thresholds.json`` and
+ships them with the model; ``learn: false`` keeps the constants.
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ class QCConfig(BaseModel):
         (phantom: copies <= 12, distinct images >= 30).
     fail_on : tuple of str or None, default=None
         Checks whose flag fails an image; None means all checks that ran.
+    learn : bool, default=True
+        Learn the thresholds not set in the config from the development images
+        (robust outlier limits, :func:`medlens.qc.learn.learn_thresholds`). A threshold
+        written in the config is pinned.
+    learn_k : float, default=4.0
+        Distance of a learned limit from the median, in robust standard deviations.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,6 +83,8 @@ class QCConfig(BaseModel):
     fov_min_coverage: float = Field(0.3, ge=0, le=1)
     duplicate_max_distance: int = Field(20, ge=0, le=255)
     fail_on: tuple[str, ...] | None = None
+    learn: bool = True
+    learn_k: float = Field(4.0, gt=0)
 
     @field_validator("checks", "fail_on")
     @classmethod

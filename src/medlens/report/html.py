@@ -39,7 +39,14 @@ def qc_summary(qc_path: Path) -> dict | None:
     qc = pd.read_parquet(qc_path)
     flags = [c for c in qc.columns if c.startswith("is_")]
     reasons = [(c[3:].replace("_", " "), int(qc[c].sum())) for c in flags if qc[c].any()]
-    return {"checked": len(qc), "rejected": int((~qc["passed"]).sum()), "reasons": reasons}
+    out = {"checked": len(qc), "rejected": int((~qc["passed"]).sum()), "reasons": reasons, "thresholds": []}
+    learned = qc_path.with_name("qc_thresholds.json")
+    if learned.is_file():
+        info = json.loads(learned.read_text())
+        out["learned_on"] = info["learned_on"]
+        out["thresholds"] = [(name, t["value"], "learned" if t["learned"] else "fixed", t["why"])
+                             for name, t in info["thresholds"].items()]
+    return out
 
 
 def data_summary(manifest: pd.DataFrame, splits: dict) -> dict:

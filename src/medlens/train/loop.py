@@ -182,6 +182,7 @@ class _Objective:
 
 
 def _schedule(engine: EngineConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
+    steps_per_epoch, total = max(1, steps_per_epoch), max(1, total)  # (empty parts are refused by the split check)
     warmup = max(1, int(engine.warmup_epochs * steps_per_epoch))
     step_len = engine.step_epochs * steps_per_epoch
 

@@ -1,0 +1,137 @@
+"""Quality-gate thresholds learned from the study's own images (robust outlier limits).
+
+Constants calibrated on one kind of image reject another: on real chest X-rays the
+phantom's blur and brightness limits reject every image. So each threshold that the user
+has not pinned is learned from the development images: the measure is put on a scale
+where outliers are symmetric (logit for quantiles of luminance in [0, 1], log for
+contrast and sharpness, linear for field-of-view geometry), and the limit sits ``k``
+robust standard deviations (1.4826 x MAD) from the median, on the failing side. The
+spread is floored (``SPREAD_FLOOR``) so that a tight cluster of clean images does not turn
+a modest, legitimate shift (another scanner, a darker site) into a rejection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from medlens.qc.checks import field_of_view, luminance, sharpness
+from medlens.qc.config import QCConfig
+
+_EPS = 1e-3
+
+
+@dataclass(frozen=True)
+class _Measure:
+    field: str  # QCConfig field the limit is written to
+    check: str  # check that uses it
+    side: str  # "low": small values fail; "high": large values fail
+    scale: str  # logit | log | linear
+    floor: float  # smallest spread on that scale
+    describe: str
+
+
+MEASURES = (
+    _Measure("dark_p99", "exposure", "low", "logit", 0.25, "99th percentile of luminance"),
+    _Measure("bright_p05", "exposure", "high", "logit", 0.25, "5th percentile of luminance"),
+    _Measure("bright_p50", "exposure", "high", "logit", 0.25, "median luminance"),
+    _Measure("min_contrast", "contrast", "low", "log", 0.25, "95th minus 5th percentile of luminance"),
+    _Measure("min_sharpness", "blur", "low", "log", 0.25, "var(Laplacian) / var(image)"),
+    _Measure("fov_max_offset", "fov", "high", "linear", 0.03, "field-of-view centre offset"),
+    _Measure("fov_min_coverage", "fov", "low", "linear", 0.05, "field-of-view coverage"),
+)
+
+
+def _forward(x: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "logit":
+        x = np.clip(x, _EPS, 1 - _EPS)
+        return np.log(x / (1 - x))
+    if scale == "log":
+        return np.log(np.maximum(x, 1e-8))
+    return x
+
+
+def _inverse(z: float, scale: str) -> float:
+    if scale == "logit":
+        return 1 / (1 + math.exp(-z))
+    if scale == "log":
+        return math.exp(z)
+    return z
+
+
+def measure(img: np.ndarray, config: QCConfig) -> dict[str, float]:
+    """The raw measures of one C×H×W float32 image in [0, 1], keyed by the QCConfig field they set."""
+    lum = luminance(img)
+    p05, p50, p95, p99 = np.percentile(lum, [5, 50, 95, 99])
+    offset, cover = field_of_view(img, lum, config.fov_threshold)
+    return {"dark_p99": float(p99), "bright_p05": float(p05), "bright_p50": float(p50), "min_contrast": float(p95 - p05),
+            "min_sharpness": sharpness(lum, config.blur_size), "fov_max_offset": offset, "fov_min_coverage": cover}
+
+
+def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
+                     progress: Callable[[Iterable], Iterable] | None = None) -> tuple[QCConfig, dict]:
+    """Learn every threshold of ``config`` that is not pinned from ``images``.
+
+    Parameters
+    ----------
+    images : iterable of ndarray (C, H, W), float32 in [0, 1]
+        The development images (never the test or external ones); consumed once.
+    config : QCConfig
+        Fields set explicitly (``config.model_fields_set``) are pinned and kept; with
+        ``config.learn`` False nothing is learned.
+
+    Returns
+    -------
+    config : QCConfig
+        With learned limits.
+    report : dict
+        Per field: ``value``, ``learned`` (bool), ``median``, ``n_images`` and a sentence.
+    """
+    active = [m for m in MEASURES if m.check in config.checks]
+    pinned = set(config.model_fields_set)
+    values: dict[str, list[float]] = {m.field: [] for m in active}
+    n = 0
+    for img in (progress(images) if progress else images):
+        found = measure(np.asarray(img, dtype=np.float32), config)
+        for m in active:
+            values[m.field].append(found[m.field])
+        n += 1
+    update, report = {}, {}
+    for m in active:
+        data = np.asarray(values[m.field], dtype=np.float64)
+        fixed = getattr(config, m.field)
+        if not config.learn or m.field in pinned or n < 20:
+            why = "pinned in the config" if m.field in pinned else (
+                "fixed (qc.learn: false)" if not config.learn else f"fixed: only {n} images to learn from")
+            report[m.field] = {"value": fixed, "learned": False, "n_images": n, "why": why}
+            continue
+        z = _forward(data, m.scale)
+        med = float(np.median(z))
+        spread = max(1.4826 * float(np.median(np.abs(z - med))), m.floor)
+        limit = _inverse(med - config.learn_k * spread if m.side == "low" else med + config.learn_k * spread, m.scale)
+        limit = float(np.clip(limit, 0.0, 1.0)) if m.scale != "log" else limit
+        update[m.field] = limit
+        report[m.field] = {
+            "value": limit, "learned": True, "n_images": n, "median": _inverse(med, m.scale),
+            "why": f"{m.describe}: {'below' if m.side == 'low' else 'above'} {limit:.4g} fails "
+                   f"(median {_inverse(med, m.scale):.4g}, {config.learn_k:g} robust SD on the {m.scale} scale)",
+        }
+    learned = config.model_copy(update=update)
+    return learned, report
+
+
+def load_thresholds(path: Path) -> QCConfig:
+    """The QC config stored in a ``qc_thresholds.json`` (every threshold fixed)."""
+    return QCConfig(**json.loads(Path(path).read_text())["config"])
+
+
+def applied_config(run: Path, default: QCConfig) -> QCConfig:
+    """The QC config a run applied (its ``qc_thresholds.json``), or ``default`` for runs without one."""
+    path = Path(run) / "qc_thresholds.json"
+    return load_thresholds(path) if path.is_file() else default

@@ -1,0 +1,159 @@
+"""Issue 17: a user's own images through `medlens init` and `medlens run`, and clear stops on bad data.
+
+The X-ray folder is PneumoniaMNIST's *test* split (the QC limits were designed looking at
+its train split) saved as 128 px PNGs in normal/ and pneumonia/, as a hospital would hand
+them over.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from helpers.dicom import SHARED
+from PIL import Image
+
+MEDMNIST = SHARED / "data" / "medmnist"
+
+
+def _png_folder(npz: str, root: Path, n_per_class: int, classes: dict[int, str], split: str = "test") -> Path:
+    data = np.load(MEDMNIST / npz)
+    x, y = data[f"{split}_images"], data[f"{split}_labels"][:, 0]
+    rng = np.random.default_rng(0)
+    for label, name in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        pool = np.flatnonzero(y == label)
+        for i in rng.choice(pool, min(n_per_class, len(pool)), replace=False):
+            Image.fromarray(x[i]).resize((128, 128), Image.BICUBIC).save(root / name / f"img{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def xray(tmp_path_factory) -> Path:
+    if not (MEDMNIST / "pneumoniamnist.npz").is_file():
+        pytest.skip(f"PneumoniaMNIST not found under {MEDMNIST} (../shared is absent)")
+    return _png_folder("pneumoniamnist.npz", tmp_path_factory.mktemp("own") / "xray", 150, {0: "normal", 1: "pneumonia"})
+
+
+def _defects(img: np.ndarray) -> dict[str, np.ndarray]:
+    """Planted copies: darkened, overexposed (saturating gain), blurred, cropped (40 % off the field)."""
+    w = img.shape[-1]
+    shifted = np.zeros_like(img)
+    shifted[..., int(0.4 * w):] = img[..., : w - int(0.4 * w)]
+    return {"dark": img * 0.3, "overexposed": np.clip(img * 2.0, 0, 1),
+            "blurred": np.stack([cv2.GaussianBlur(c, (0, 0), 0.02 * w) for c in img]), "cropped": shifted}
+
+
+def _qc(folder: Path):
+    from medlens.data.manifest import load_image
+    from medlens.qc import QCConfig, run_qc
+    from medlens.qc.learn import learn_thresholds
+
+    images = [load_image(str(p)) for p in sorted(folder.rglob("*.png"))]
+    config, _ = learn_thresholds(images, QCConfig())
+    clean = run_qc(images, [str(i) for i in range(len(images))], config)
+    caught = {}
+    single = config.model_copy(update={"checks": tuple(c for c in config.checks if c != "near_duplicate")})
+    for kind in ("dark", "overexposed", "blurred", "cropped"):
+        bad = [_defects(img)[kind] for img in images]
+        caught[kind] = float((~run_qc(bad, [str(i) for i in range(len(bad))], single)["passed"]).mean())
+    return float(clean["passed"].mean()), caught
+
+
+def test_quality_gate_learns_real_xrays(xray):
+    passed, caught = _qc(xray)
+    assert passed >= 0.95, passed
+    assert min(caught.values()) >= 0.90, caught
+    from medlens.data.manifest import load_image
+    from medlens.qc import QCConfig, run_qc
+
+    images = [load_image(str(p)) for p in sorted(xray.rglob("*.png"))]
+    fixed = run_qc(images, [str(i) for i in range(len(images))], QCConfig(learn=False))
+    assert fixed["passed"].mean() < 0.1  # the phantom's constants: what the first real run met
+
+
+def test_quality_gate_learns_fundus_too(tmp_path):
+    if not (MEDMNIST / "retinamnist.npz").is_file():
+        pytest.skip(f"RetinaMNIST not found under {MEDMNIST}")
+    # the train split: the limits' spread floors were set looking at RetinaMNIST test images
+    folder = _png_folder("retinamnist.npz", tmp_path / "fundus", 80, {k: f"grade{k}" for k in range(5)}, "train")
+    passed, caught = _qc(folder)
+    # Measured 0.930 (2026-12-02): the X-ray target of 0.95 is NOT met on fundus. 21 of the 27
+    # rejections are "too bright" by the 5th luminance percentile, which on a fundus is the
+    # black surround and rises when the disc fills the frame. Bright and blurred copies are
+    # caught only 32 % and 39 % of the time at 28 px source resolution.
+    assert passed >= 0.90, passed
+    assert caught["dark"] >= 0.8 and caught["cropped"] >= 0.9, caught
+
+
+def _medlens(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medlens.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_init_then_run_on_the_xray_folder(xray, tmp_path):
+    res = _medlens("init", str(xray), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "300 images, 300 patients" in res.stdout and "normal 150, pneumonia 150" in res.stdout
+    study = yaml.safe_load((tmp_path / "xray.yaml").read_text())
+    assert study["data"] == {"source": "imagefolder", "path": str(xray)} and study["split"]["external_site"] is None
+    res = _medlens("run", "xray.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "runs" / "xray"
+    import pandas as pd
+
+    qc = pd.read_parquet(run / "qc.parquet")
+    assert qc["passed"].mean() >= 0.95
+    html = (run / "report.html").read_text()
+    assert "Thresholds: learned from the 300 internal images" in html and "test" in res.stdout
+
+
+def _stop(tmp_path: Path, study: dict) -> str:
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
+    res = _medlens("run", "s.yaml", cwd=tmp_path)
+    assert res.returncode == 2, (res.stdout, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) <= 3, lines  # one message (rich may wrap it)
+    return " ".join(ln.strip() for ln in lines)
+
+
+def test_stop_every_image_rejected(xray, tmp_path):
+    msg = _stop(tmp_path, {"data": {"source": "imagefolder", "path": str(xray)}, "qc": {"min_sharpness": 5.0}})
+    assert "rejected all 300 images" in msg and "blur: 300" in msg and "qc_thresholds.json" in msg
+
+
+def test_stop_external_site_that_does_not_exist(xray, tmp_path):
+    msg = _stop(tmp_path, {"data": {"source": "imagefolder", "path": str(xray)}, "split": {"external_site": "B"}})
+    assert "external_site 'B' names no image" in msg and "['local']" in msg
+
+
+def _csv(tmp_path: Path, n_pos: int, n_neg: int, missing: bool = False) -> Path:
+    rows = ["image,label,patient_id"]
+    rng = np.random.default_rng(0)
+    for i in range(n_pos + n_neg):
+        name = f"i{i}.png"
+        Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / name)
+        rows.append(f"{name},{int(i < n_pos)},P{i}")
+    if missing:
+        rows.append("gone.png,0,P999")
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "table.csv"
+
+
+def test_stop_fold_without_a_positive(tmp_path):
+    table = _csv(tmp_path, n_pos=2, n_neg=40)
+    msg = _stop(tmp_path, {"data": {"source": "csv", "path": str(table), "csv_columns": {"site": None}},
+                           "qc": {"learn": False, "checks": ["exposure"]}})
+    assert "of class 1" in msg and "lower split.folds" in msg
+
+
+def test_stop_csv_row_whose_image_is_missing(tmp_path):
+    table = _csv(tmp_path, n_pos=10, n_neg=10, missing=True)
+    msg = _stop(tmp_path, {"data": {"source": "csv", "path": str(table), "csv_columns": {"site": None}}})
+    assert "row 22, column 'image'" in msg and "gone.png not found" in msg
