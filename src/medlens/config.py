@@ -50,18 +50,31 @@ class CsvColumns(_Strict):
 class DataConfig(_Strict):
     """Where the images come from."""
 
-    source: Literal["synthetic", "medmnist", "imagefolder", "csv"] = "synthetic"
-    path: Path | None = Field(None, description="Input file or folder (not used for synthetic).")
+    source: Literal["synthetic", "medmnist", "imagefolder", "csv", "dicom"] = "synthetic"
+    path: Path | None = Field(None, description="Input file or folder (not used for synthetic); for dicom the "
+                              "original (identified) DICOM folder, de-identified into the run directory first.")
     synthetic: SyntheticConfig = SyntheticConfig()
     csv_columns: CsvColumns = CsvColumns()
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="Unreadable image: stop with an error, or skip it and log the reason."
     )
+    labels: Path | None = Field(None, description="dicom: table (CSV/Parquet) of labels keyed by join_on; read, "
+                                "hashed and never copied into the run directory.")
+    join_on: Literal["AccessionNumber", "SOPInstanceUID", "PatientID", "StudyInstanceUID"] = Field(
+        "AccessionNumber", description="dicom: header attribute that the labels table's key column holds.")
+    label_column: str = Field("label", description="dicom: column of the labels table holding the label.")
+    secret_file: Path | None = Field(None, description="dicom: file with the de-identification secret (>= 16 bytes); "
+                                     "else the environment variable MEDLENS_DEID_SECRET. Without one the run refuses to start.")
+    pseudonym_map: Path | None = Field(None, description="dicom: where to write pseudonyms.csv (original patient ID -> "
+                                       "pseudonym), outside the run directory; null: not written.")
 
     @model_validator(mode="after")
     def _path_given(self) -> "DataConfig":
         if self.source != "synthetic" and self.path is None:
             raise ValueError(f"data.path is required when data.source is '{self.source}'")
+        if self.source == "dicom" and self.labels is None:
+            raise ValueError("data.labels is required when data.source is 'dicom': a table with a "
+                             "join_on column (e.g. AccessionNumber) and a label column")
         return self
 
 

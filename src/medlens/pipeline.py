@@ -72,8 +72,12 @@ def progress_bar() -> Progress:
 
 
 def source_path(cfg: StudyConfig) -> Path:
-    """The folder or file the ingest stage reads."""
-    return cfg.out / "data" if cfg.data.source == "synthetic" else Path(cfg.data.path)
+    """The folder or file the ingest stage reads (for DICOM: the de-identified copy in the run)."""
+    if cfg.data.source == "synthetic":
+        return cfg.out / "data"
+    if cfg.data.source == "dicom":
+        return cfg.out / "dicom" / "out"
+    return Path(cfg.data.path)
 
 
 def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig, run: Path) -> None:
@@ -139,17 +143,39 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
     the leakage check, which runs on every call even when the stages are up to date.
     """
     run = cfg.out
+    secret = None
+    if cfg.data.source == "dicom":
+        from medlens.dicom.study import study_secret
+
+        secret = study_secret(cfg.data)  # before anything is written: no secret, no run
     run.mkdir(parents=True, exist_ok=True)
     cfg_key = cfg.model_dump(mode="json")
-    (run / "config.yaml").write_text(dump_config(cfg) + f"# versions: medlens {medlens.__version__}, torch {torch.__version__}\n")
+    recorded = cfg
+    if cfg.data.source == "dicom":  # the original folder's and tables' names may identify a patient
+        hidden = Path("not-recorded")
+        recorded = cfg.model_copy(update={"data": cfg.data.model_copy(update={
+            "path": hidden, "labels": hidden, "secret_file": None, "pseudonym_map": None})})
+    (run / "config.yaml").write_text(dump_config(recorded) + f"# versions: medlens {medlens.__version__}, torch {torch.__version__}\n"
+                                     + ("# data.path and data.labels are not recorded for DICOM studies: their names may "
+                                        "identify a patient\n" if recorded is not cfg else ""))
     if cfg.data.source == "synthetic":
         s = cfg.data.synthetic
         run_stage(run, "synth", {"synthetic": cfg_key["data"]["synthetic"], "seed": cfg.seed},
                   [run / "data" / "manifest.csv"],
                   lambda: generate(run / "data", seed=cfg.seed, **s.model_dump()))
     manifest_path = run / "manifest.parquet"
-    run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
-              lambda: save_manifest(sources.read_source(cfg.data, source_path(cfg)), manifest_path))
+    if cfg.data.source == "dicom":
+        from medlens.dicom.study import deid_stage, read_labelled
+
+        audit = run / "dicom" / "deid_audit.jsonl"
+        run_stage(run, "deid", {"data": cfg_key["data"], "input": file_digest(Path(cfg.data.path))}, [audit],
+                  lambda: deid_stage(cfg.data, run / "dicom", secret))
+        run_stage(run, "ingest", {"data": cfg_key["data"], "audit": file_digest(audit),
+                                  "labels": file_digest(Path(cfg.data.labels))}, [manifest_path],
+                  lambda: save_manifest(read_labelled(cfg.data, run / "dicom", secret), manifest_path))
+    else:
+        run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
+                  lambda: save_manifest(sources.read_source(cfg.data, source_path(cfg)), manifest_path))
     qc_path = run / "qc.parquet"
     run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path),
                           "external_site": cfg.split.external_site}, [qc_path, run / "qc_thresholds.json"],

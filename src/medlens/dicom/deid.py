@@ -186,6 +186,14 @@ class DeidContext:
         """Replace a UID by ``2.25.<128-bit keyed hash>`` (at most 44 characters)."""
         return "2.25." + str(int.from_bytes(self._digest("uid", value.strip())[:16], "big"))
 
+    def join_key(self, keyword: str, value: str) -> str:
+        """Keyed hash (32 hex digits) of an identifier such as an accession number, for joining labels.
+
+        Computed from the original value on both sides (the DICOM header and the label
+        table) so labels follow images while the identifier itself is never stored.
+        """
+        return self._digest("join", f"{keyword}\x00{value.strip()}").hex()[:32]
+
     def value_hash(self, value: str) -> str:
         """Keyed hash (16 hex digits) of a normalised original value, for the verifier's audit check."""
         return self._digest("value", value).hex()[:16]

@@ -197,10 +197,11 @@ def deidentify_tree(
     *,
     options: DeidOptions,
     secret: bytes,
-    map_path: Path | str,
+    map_path: Path | str | None,
     audit_path: Path | str,
     quarantine_dir: Path | str | None = None,
     workers: int | None = None,
+    join_on: str | None = None,
 ) -> DeidSummary:
     """De-identify every DICOM file under ``in_dir`` into ``out_dir``.
 
@@ -213,9 +214,10 @@ def deidentify_tree(
     options : DeidOptions
     secret : bytes
         Key of the UID, pseudonym and date-shift hashes (>= 16 bytes); same secret, same output.
-    map_path : path
+    map_path : path or None
         ``pseudonyms.csv`` (patient_id, pseudonym, date_shift_days), mode 0o600; must lie
-        outside ``out_dir``. Rows already there are kept.
+        outside ``out_dir``. Rows already there are kept. None: no map is written (the
+        pseudonyms can be re-derived from the original IDs with the secret).
     audit_path : path
         JSONL, one record per input file: hashes, status, options, the changed tags and
         keyed hashes of the input's identifying values (for ``--verify``; never a value).
@@ -225,21 +227,26 @@ def deidentify_tree(
     workers : int, optional
         Processes de-identifying files in parallel (default: the CPU count, one process
         below 64 files). The output does not depend on it.
+    join_on : str, optional
+        A header keyword (e.g. ``"AccessionNumber"``) whose original value is recorded in
+        the audit as a keyed hash (``join_key``, :meth:`DeidContext.join_key`), so a label
+        table keyed by it can be joined after de-identification.
 
     Returns
     -------
     DeidSummary
     """
-    in_dir, out_dir, map_path, audit_path = Path(in_dir), Path(out_dir), Path(map_path), Path(audit_path)
+    in_dir, out_dir, audit_path = Path(in_dir), Path(out_dir), Path(audit_path)
+    map_path = Path(map_path) if map_path is not None else None
     quarantine = Path(quarantine_dir) if quarantine_dir else out_dir.parent / "quarantine"
     if not in_dir.is_dir():
         raise DataError(f"input folder {in_dir} does not exist; pass the folder that holds the DICOM files")
-    if _inside(map_path, out_dir) or _inside(map_path, quarantine):
+    if map_path is not None and (_inside(map_path, out_dir) or _inside(map_path, quarantine)):
         raise DataError(f"the pseudonym map {map_path} must lie outside the de-identified output {out_dir}")
     if _inside(out_dir, in_dir) and out_dir.resolve() != in_dir.resolve():
         raise DataError(f"output {out_dir} lies inside input {in_dir}; choose a separate folder")
     DeidContext(secret)  # checks the secret before any work
-    summary = DeidSummary(out_dir=str(out_dir), quarantine_dir=str(quarantine), map_path=str(map_path),
+    summary = DeidSummary(out_dir=str(out_dir), quarantine_dir=str(quarantine), map_path=str(map_path or ""),
                           audit_path=str(audit_path))
     paths = sorted(p for p in in_dir.rglob("*") if p.is_file())
     workers = workers or (os.cpu_count() or 1)
@@ -249,10 +256,10 @@ def deidentify_tree(
 
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(options, secret)) as pool:
+                                 initargs=(options, secret, join_on)) as pool:
             results = list(pool.map(_one_file, paths, chunksize=32))
     else:
-        _start_worker(options, secret)
+        _start_worker(options, secret, join_on)
         results = [_one_file(path) for path in paths]
     pseudonyms: dict[str, tuple[str, int]] = {}
     used: set[Path] = set()
@@ -284,7 +291,8 @@ def deidentify_tree(
         records.append(record)
     audit_path.parent.mkdir(parents=True, exist_ok=True)
     audit_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-    _write_map(map_path, pseudonyms)
+    if map_path is not None:
+        _write_map(map_path, pseudonyms)
     log.info("de-identified %d files (%d quarantined, %d skipped)", len(summary.written),
              len(summary.quarantined), len(summary.skipped))
     return summary
@@ -293,9 +301,9 @@ def deidentify_tree(
 _WORKER: dict = {}
 
 
-def _start_worker(options: DeidOptions, secret: bytes) -> None:
+def _start_worker(options: DeidOptions, secret: bytes, join_on: str | None = None) -> None:
     """Per-process state of :func:`_one_file` (a pool initializer)."""
-    _WORKER.update(options=options, ctx=DeidContext(secret), secret=secret,
+    _WORKER.update(options=options, ctx=DeidContext(secret), secret=secret, join_on=join_on,
                    opts=options.model_dump(mode="json"))
 
 
@@ -326,6 +334,10 @@ def _one_file(path: Path) -> tuple[dict, bytes | None, str, dict]:
         except DataError as exc:
             reason = f"{reason}; {exc}"
     originals = identifying_values(ds, options)
+    join_on = _WORKER["join_on"]
+    if join_on:
+        value = str(ds.get(join_on, "") or "").strip()
+        record["join_key"] = ctx.join_key(join_on, value) if value else None
     ctx.pseudonyms.clear()
     with quiet_pydicom():
         ds, rows = deidentify_dataset(ds, options, _WORKER["secret"], ctx, pixels_cleaned=masked)

@@ -98,6 +98,8 @@ def _point(ev, name: str, y: np.ndarray, s: np.ndarray) -> dict:
     method, target = {"youden": ("youden", None), "sensitivity": ("sensitivity", ev.target_sensitivity),
                       "specificity": ("specificity", ev.target_specificity)}[name]
     t = choose_threshold(y, s, method=method, target=target if target is not None else 0.95)
+    # probabilities lie in [0, 1]: -inf (all positive) is 0, +inf (none positive) just above 1; JSON stays finite
+    t = 0.0 if t == -np.inf else (float(np.nextafter(1.0, 2.0)) if t == np.inf else t)
     label = "Youden" if target is None else f"{method} {target:.2f}"
     return {"name": label, "method": method, "target": target, "threshold": t,
             "chosen_on": "pooled out-of-fold validation predictions (calibrated per fold)"}
@@ -247,12 +249,12 @@ def calibration(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
 
 
 def _finite(obj):
-    """Undefined values (nan) as JSON null, so metrics.json is strict JSON."""
+    """Undefined values (nan, and the infinite thresholds of a degenerate ROC) as JSON null: strict JSON."""
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+    if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
-    return None if isinstance(obj, float) and np.isnan(obj) else obj
+    return None if isinstance(obj, (float, np.floating)) and not np.isfinite(obj) else obj
 
 
 def _per_fold(frames: list[pd.DataFrame]) -> list[dict]:
