@@ -37,7 +37,7 @@ def work(tmp_path_factory) -> Path:
     from medlens.data.synthetic import generate
 
     base = tmp_path_factory.mktemp("startup")
-    generate(base / "ph", n_patients=8, seed=0, image_size=32)
+    generate(base / "ph", n_patients=30, seed=0, image_size=32)
     save(make_ds(), base / "dicom" / "a.dcm")
     (base / "secret").write_bytes(SECRET)
     return base

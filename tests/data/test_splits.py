@@ -102,5 +102,5 @@ def test_predefined_and_unlabeled_rows():
     s = make_splits(m, folds=3, test_fraction=0.2, external_site=None, seed=0, strategy="predefined")
     assert len(s["folds"]) == 1 and "P0_0" not in s["test"] + s["folds"][0]["train"] + s["folds"][0]["val"]
     assert set(s["folds"][0]["val"]) == set(m.loc[(m["split"] == "val") & m["label"].notna(), "sample_id"])
-    with pytest.raises(DataError, match="every sample"):
+    with pytest.raises(DataError, match="every labelled image"):
         make_splits(m.assign(site="B"), folds=3, test_fraction=0.2, external_site="B", seed=0)

@@ -7,7 +7,10 @@ where outliers are symmetric (logit for quantiles of luminance in [0, 1], log fo
 contrast and sharpness, linear for field-of-view geometry), and the limit sits ``k``
 robust standard deviations (1.4826 x MAD) from the median, on the failing side. The
 spread is floored (``SPREAD_FLOOR``) so that a tight cluster of clean images does not turn
-a modest, legitimate shift (another scanner, a darker site) into a rejection.
+a modest, legitimate shift (another scanner, a darker site) into a rejection; exposure
+limits also stay at least ``MIN_SHIFT`` of the luminance range from the median (on the
+phantom, whose 5th percentile is black, the logit floor alone would fail any image with
+grey corners as "too bright").
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from medlens.qc.checks import field_of_view, luminance, sharpness
 from medlens.qc.config import QCConfig
 
 _EPS = 1e-3
+#: Smallest distance, on the [0, 1] luminance range, between a learned exposure limit and the median.
+MIN_SHIFT = 0.15
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
         med = float(np.median(z))
         spread = max(1.4826 * float(np.median(np.abs(z - med))), m.floor)
         limit = _inverse(med - config.learn_k * spread if m.side == "low" else med + config.learn_k * spread, m.scale)
+        if m.scale == "logit":  # a luminance quantile: never fail a shift of less than MIN_SHIFT of the range
+            centre = _inverse(med, m.scale)
+            limit = min(limit, centre - MIN_SHIFT) if m.side == "low" else max(limit, centre + MIN_SHIFT)
         limit = float(np.clip(limit, 0.0, 1.0)) if m.scale != "log" else limit
         update[m.field] = limit
         report[m.field] = {
