@@ -157,3 +157,57 @@ def test_stop_csv_row_whose_image_is_missing(tmp_path):
     table = _csv(tmp_path, n_pos=10, n_neg=10, missing=True)
     msg = _stop(tmp_path, {"data": {"source": "csv", "path": str(table), "csv_columns": {"site": None}}})
     assert "row 22, column 'image'" in msg and "gone.png not found" in msg
+
+
+def test_csv_with_annotators_boxes_and_metadata_drives_audit_agreement_and_subgroups(tmp_path):
+    """A user's table (the phantom's images, renamed columns as a hospital would have them)."""
+    import json
+
+    import pandas as pd
+
+    from medlens.data.synthetic import generate
+    from medlens.pipeline import run_study
+    from helpers.study import make_tiny_config
+
+    m = generate(tmp_path / "images", n_patients=40, seed=1, image_size=64)
+    rng = np.random.default_rng(0)
+    patients = sorted(m["patient_id"].unique())
+    sex = dict(zip(patients, rng.choice(["F", "M"], len(patients))))
+    age = dict(zip(patients, rng.integers(20, 90, len(patients))))
+    table = pd.DataFrame({
+        "file": [str(Path("images") / p) for p in m["image"]], "subject": m["patient_id"], "hospital": m["site"],
+        "expert": m["label_expert"], "reader_1": m["label_good"], "reader_2": m["label_unreliable"],
+        "bx0": m["roi_x0"], "by0": m["roi_y0"], "bx1": m["roi_x1"], "by1": m["roi_y1"],
+        "sex": m["patient_id"].map(sex), "age": m["patient_id"].map(age)})
+    table.to_csv(tmp_path / "study.csv", index=False)
+    columns = {"image": "file", "label": "expert", "patient_id": "subject", "site": "hospital",
+               "annotators": ["expert", "reader_1", "reader_2"], "roi": ["bx0", "by0", "bx1", "by1"],
+               "metadata": ["sex", "age"]}
+    cfg = make_tiny_config(tmp_path / "runs", data={"source": "csv", "path": str(tmp_path / "study.csv"),
+                                                    "csv_columns": columns},
+                           split={"external_site": None}, evaluate={"subgroups": ["site", "sex", "age"]})
+    run = run_study(cfg)
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    assert {"label_expert", "label_reader_1", "label_reader_2", "roi_x0", "sex", "age"} <= set(manifest.columns)
+    trust = json.loads((run / "trust" / "summary.json").read_text())
+    assert set(trust["annotators"]["ranking"]) == {"expert", "reader_1", "reader_2"}
+    assert trust["annotators"]["least_reliable"] == "reader_2"  # the phantom's unreliable reader
+    explain = json.loads((run / "explain" / "summary.json").read_text())
+    assert explain["roi"] == "box" and explain["n_scored"] > 0
+    groups = json.loads((run / "metrics.json").read_text())["subgroups"]["columns"]
+    assert set(groups) == {"site", "sex", "age"}
+    assert {r["level"] for r in groups["age"]["levels"]} <= {"<40", "40-59", "60-74", ">=75"}
+    assert sum(r["n_images"] for r in groups["sex"]["levels"]) == len(pd.read_parquet(run / "predictions.parquet")
+                                                                      .query("part != 'val'"))
+    html = (run / "report.html").read_text()
+    assert "Subgroups (held-out images)" in html and "heterogeneity p" in html
+
+
+def test_stop_mask_whose_size_differs_from_its_image(tmp_path):
+    table = _csv(tmp_path, n_pos=10, n_neg=10)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "small_mask.png")
+    rows = table.read_text().splitlines()
+    rows = [rows[0] + ",mask"] + [r + ",small_mask.png" for r in rows[1:]]
+    table.write_text("\n".join(rows) + "\n")
+    msg = _stop(tmp_path, {"data": {"source": "csv", "path": str(table), "csv_columns": {"site": None, "mask": "mask"}}})
+    assert "row 2, column 'mask'" in msg and "32x32 but its image is 64x64" in msg

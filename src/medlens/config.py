@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medlens.errors import ConfigError, did_you_mean
 from medlens.qc.config import QCConfig
@@ -39,12 +39,29 @@ class SyntheticConfig(_Strict):
 
 
 class CsvColumns(_Strict):
-    """How the columns of a user's CSV manifest map onto the Manifest."""
+    """How the columns of a user's CSV manifest map onto the Manifest (null: the table has no such column)."""
 
     image: str = "image"
     label: str = "label"
     patient_id: str | None = "patient_id"
     site: str | None = "site"
+    annotators: list[str] | None = Field(None, description="Columns of individual annotators' labels (the label "
+                                         "column, the reference, may be one of them); the annotator audit reads them.")
+    roi: list[str] | None = Field(None, description="Four columns x0, y0, x1, y1 (pixels, inclusive) of the expert's "
+                                  "region box; explain scores heat maps against it.")
+    mask: str | None = Field(None, description="Column of lesion / expert-region mask paths (same size as the image).")
+    fov_mask: str | None = Field(None, description="Column of field-of-view mask paths (same size as the image).")
+    severity: str | None = Field(None, description="Column of a severity grade or score.")
+    date: str | None = Field(None, description="Column of the acquisition date (ISO 8601).")
+    metadata: list[str] = Field([], description="Further columns copied as they are, e.g. sex, age, device; "
+                                "name them in evaluate.subgroups for the subgroup analysis.")
+
+    @field_validator("roi")
+    @classmethod
+    def _four(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) != 4:
+            raise ValueError(f"roi takes four column names (x0, y0, x1, y1), got {v}")
+        return v
 
 
 class DataConfig(_Strict):
@@ -137,6 +154,8 @@ class EvaluateConfig(_Strict):
     new_site_rule: Literal["youden", "sensitivity", "specificity"] = Field(
         "youden", description="New-site procedure: how the local threshold is chosen on the local acceptance set.")
     n_bootstrap: int = Field(2000, ge=100)
+    subgroups: list[str] = Field(["site"], description="Manifest columns (site, metadata such as sex, age) of the "
+                                 "subgroup analysis of held-out images; age is binned.")
     baselines: list[Baseline] = Field(default_factory=list, description="Published results shown beside ours.")
 
 

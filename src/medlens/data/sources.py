@@ -13,6 +13,7 @@ Image paths are stored absolute so the manifest does not depend on the working d
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,38 +117,88 @@ def read_imagefolder(folder: str | Path, *, on_error: str = "raise") -> pd.DataF
 
 
 def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: str = "raise") -> pd.DataFrame:
-    """Read a CSV manifest; image paths are relative to the CSV's folder unless absolute."""
+    """Read a CSV or Parquet manifest of the user's; paths are relative to the table's folder unless absolute.
+
+    Besides image, label, patient and site: annotators' label columns (``label_<name>``),
+    the expert's box (``roi_x0`` ... ``roi_y1``), mask and field-of-view mask paths,
+    severity, acquisition date and metadata columns, as ``columns`` maps them. Every
+    problem names the table, the row (as a spreadsheet numbers it) and the column.
+    """
     path = Path(path).resolve()
     if not path.is_file():
-        raise DataError(f"{path}: CSV manifest not found")
+        raise DataError(f"{path}: table not found")
     try:
-        raw = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: not a readable CSV ({err})") from None
-    need = [c for c in (columns.image, columns.label, columns.patient_id, columns.site) if c]
-    missing = [c for c in need if c not in raw.columns]
+        raw = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError, OSError) as err:
+        raise DataError(f"{path}: not a readable table ({err})") from None
+    extra = [*(columns.annotators or []), *(columns.roi or []), columns.mask, columns.fov_mask, columns.severity,
+             columns.date, *columns.metadata]
+    need = [c for c in (columns.image, columns.label, columns.patient_id, columns.site, *extra) if c]
+    missing = [c for c in dict.fromkeys(need) if c not in raw.columns]
     if missing:
         raise DataError(f"{path}: column(s) {missing} not found; have {list(raw.columns)} (map them in data.csv_columns)")
+    raw = raw.reset_index(drop=True)
+    row = lambda i, col: f"{path}: row {i + 2}, column '{col}'"  # noqa: E731 - header is row 1
     images = [Path(p) if Path(p).is_absolute() else path.parent / p for p in raw[columns.image].astype(str)]
-    keep = [_image_ok(f, on_error, f"{path}: row {i + 2}, column '{columns.image}'") for i, f in enumerate(images)]
-    raw, images = raw[keep], [f for f, k in zip(images, keep) if k]
-    labels = raw[columns.label]
+    keep = [_image_ok(f, on_error, row(i, columns.image)) for i, f in enumerate(images)]
+    raw, images = raw[keep].reset_index(drop=True), [f for f, k in zip(images, keep) if k]
+    label_cols = [columns.label, *(c for c in columns.annotators or [] if c != columns.label)]
+    values = pd.concat([raw[c] for c in label_cols]).dropna()
     names = None
-    if not pd.api.types.is_integer_dtype(labels):
-        names = sorted(labels.astype(str).unique())
-        labels = labels.astype(str).map({n: i for i, n in enumerate(names)})
+    if not pd.api.types.is_integer_dtype(values) and not values.map(lambda v: float(v).is_integer()
+                                                                    if isinstance(v, (int, float)) else False).all():
+        names = sorted(values.astype(str).unique())
+
+    def encode(col: str) -> pd.Series:
+        v = raw[col]
+        return v.map(lambda x: pd.NA if pd.isna(x) else (names.index(str(x)) if names else int(x))).astype("Int64")
+
     sample_ids = [f.relative_to(path.parent).as_posix() if f.is_relative_to(path.parent) else str(f) for f in images]
     df = pd.DataFrame({
         "sample_id": sample_ids,
         "patient_id": raw[columns.patient_id].astype(str).values if columns.patient_id else sample_ids,
         "site": raw[columns.site].astype(str).values if columns.site else "local",
-        "label": labels.values,
+        "label": encode(columns.label).values,
         "image": [str(f) for f in images],
         "patient_id_source": "manifest" if columns.patient_id else NO_PATIENT_IDS,
     })
     if names is not None:
-        df["label_name"] = [names[i] for i in df["label"]]
+        df["label_name"] = [names[i] if pd.notna(i) else None for i in df["label"]]
+    for col in columns.annotators or []:
+        df[f"label_{re.sub(r'[^0-9A-Za-z]+', '_', col).strip('_')}"] = encode(col).values
+    if columns.roi:
+        for name, col in zip(("roi_x0", "roi_y0", "roi_x1", "roi_y1"), columns.roi):
+            df[name] = pd.to_numeric(raw[col], errors="coerce").values
+    for key, col in (("mask", columns.mask), ("fov_mask", columns.fov_mask)):
+        if col:
+            df[key] = [_mask_path(raw[col].iloc[i], path, images[i], row(i, col), on_error) for i in range(len(raw))]
+    if columns.severity:
+        df["severity"] = pd.to_numeric(raw[columns.severity], errors="coerce").values
+    if columns.date:
+        df["acquired"] = pd.to_datetime(raw[columns.date], errors="coerce").values
+    for col in columns.metadata:
+        if col in df.columns:
+            raise DataError(f"{path}: metadata column '{col}' clashes with a manifest column; rename it")
+        df[col] = raw[col].values
     return validate_manifest(df, source=str(path))
+
+
+def _mask_path(value, table: Path, image: Path, where: str, on_error: str) -> str:
+    """A mask path of the table, checked to exist and to match its image's size ('' when the cell is empty)."""
+    if pd.isna(value) or str(value).strip() == "":
+        return ""
+    mask = Path(str(value)) if Path(str(value)).is_absolute() else table.parent / str(value)
+    try:
+        with Image.open(mask) as m, Image.open(image) as im:
+            if m.size != im.size:
+                raise DataError(f"{where}: mask {mask} is {m.size[0]}x{m.size[1]} but its image is "
+                                f"{im.size[0]}x{im.size[1]}; masks must have the image's size")
+    except (OSError, UnidentifiedImageError) as err:
+        if on_error == "raise":
+            raise DataError(f"{where}: mask {mask} not readable ({err})") from None
+        log.warning("%s: mask %s not readable; row kept without it", where, mask)
+        return ""
+    return str(mask)
 
 
 def _image_ok(f: Path, on_error: str, where: str) -> bool:

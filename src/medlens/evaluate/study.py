@@ -219,6 +219,20 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
             points.append(op)
         out["operating_points"] = points
         out["warnings"] = _failures(points, out["operating_point"]["name"])
+        held = pd.concat([parts[p] for p in ("test", "external") if p in parts])
+        if len(held) and ev.subgroups:
+            from medlens.evaluate.subgroups import subgroup_analysis
+
+            meta = load_manifest(run / "manifest.parquet").set_index("sample_id")
+            cols = [c for c in ev.subgroups if c in meta.columns]
+            frame = held.drop(columns=[c for c in cols if c in held.columns]).join(meta[cols], on="sample_id")
+            frame = frame.assign(score=_score(held))
+            out["subgroups"] = subgroup_analysis(frame, cols, out["operating_point"]["threshold"],
+                                                 n_boot=ev.n_bootstrap, seed=cfg.seed)
+            out["warnings"] += [f"Subgroup {col} = {row['level']}: {' and '.join(row['below_overall'])} 95% CI lies "
+                                "wholly below the overall estimate on the held-out images."
+                                for col, info in out["subgroups"]["columns"].items() for row in info["levels"]
+                                if row["below_overall"]]
         if "external" in parts:
             site = new_site_procedure(parts["external"], ev, cfg.seed)
             if site is not None:
