@@ -211,3 +211,43 @@ def test_stop_mask_whose_size_differs_from_its_image(tmp_path):
     table.write_text("\n".join(rows) + "\n")
     msg = _stop(tmp_path, {"data": {"source": "csv", "path": str(table), "csv_columns": {"site": None, "mask": "mask"}}})
     assert "row 2, column 'mask'" in msg and "32x32 but its image is 64x64" in msg
+
+
+def test_drive_from_a_csv_is_a_segmentation_study_scored_inside_the_fov(tmp_path):
+    """DRIVE (real fundus photographs) as a user would list it; the official 20/20 split as a split column."""
+    import json
+
+    import pandas as pd
+
+    from helpers.study import make_tiny_config
+    from medlens.pipeline import run_study
+
+    drive = SHARED / "data" / "drive"
+    if not drive.is_dir():
+        pytest.skip(f"DRIVE not found at {drive} (../shared is absent)")
+    rows = []
+    for part, tag in (("training", "training"), ("testing", "test")):
+        for img in sorted((drive / part / "images").glob("*.tif")):
+            n = img.name.split("_")[0]
+            split = "test" if part == "testing" else ("val" if int(n) > 36 else "train")
+            rows.append({"image": str(img), "vessels": str(drive / part / "1st_manual" / f"{n}_manual1.gif"),
+                         "fov": str(drive / part / "mask" / f"{n}_{tag}_mask.gif"), "eye": f"D{n}", "label": 1,
+                         "split": split})
+    pd.DataFrame(rows).to_csv(tmp_path / "drive.csv", index=False)
+    columns = {"patient_id": "eye", "site": None, "mask": "vessels", "fov_mask": "fov", "metadata": ["split"]}
+    cfg = make_tiny_config(tmp_path / "runs", task="segmentation",
+                           data={"source": "csv", "path": str(tmp_path / "drive.csv"), "csv_columns": columns},
+                           split={"strategy": "predefined", "external_site": None},
+                           train={"epochs": 2, "image_size": 96})
+    run = run_study(cfg)
+    metrics = json.loads((run / "seg" / "metrics.json").read_text())
+    assert metrics["inside_fov"] is True and "test" in metrics
+    overlays = np.load(run / "seg" / "overlays.npz")
+    from medlens.seg.data import load_masks
+
+    manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
+    test_ids = json.loads((run / "splits.json").read_text())["test"]
+    fov = load_masks(manifest.loc[test_ids].reset_index(), size=96, column="fov_mask")[:, 0].numpy().astype(bool)
+    outside = ~fov.any(axis=0)  # pixels outside every test image's field of view (the corners)
+    assert outside.sum() > 0.1 * outside.size
+    assert float(np.abs(overlays["prob"][:, outside]).max()) == 0.0 and overlays["truth"][:, outside].max() == 0

@@ -184,7 +184,8 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
     run_stage(run, "split", {"split": cfg_key["split"], "seed": cfg.seed, "manifest": file_digest(manifest_path),
                              "qc": file_digest(qc_path)},
               [splits_path], lambda: save_splits(make_splits(passed_qc(load_manifest(manifest_path), qc_path),
-                                                             seed=cfg.seed, **cfg.split.model_dump()), splits_path))
+                                                             seed=cfg.seed, classify=cfg.task == "classification",
+                                                             **cfg.split.model_dump()), splits_path))
     manifest, splits = load_manifest(manifest_path), load_splits(splits_path)
     check_leakage(manifest, splits)
     return manifest, splits

@@ -70,13 +70,15 @@ def make_splits(
     external_site: str | None,
     seed: int,
     strategy: str = "kfold",
+    classify: bool = True,
 ) -> dict:
     """Build the study's splits.
 
     Returns a JSON-ready dict with ``test``, ``external`` (sample ids) and ``folds``, a list
     of ``{"train": [...], "val": [...]}``. Unlabeled rows (e.g. OOD images) are left out.
     With ``strategy="predefined"`` the manifest's ``split`` column (train/val/test) is used
-    as one fold.
+    as one fold. ``classify`` (classification studies) requires every class in every part
+    (:func:`check_classes`); otherwise only that no part is empty.
     """
     labeled = manifest[manifest["label"].notna()]
     if labeled.empty:
@@ -101,7 +103,8 @@ def make_splits(
             raise DataError("split.strategy 'predefined' needs a 'split' column in the manifest (e.g. MedMNIST)")
         by = {s: sorted(internal.loc[internal["split"] == s, "sample_id"]) for s in ("train", "val", "test")}
         out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
-        check_classes(internal, out)
+        if classify:
+            check_classes(internal, out)
         return out
     y, pid = internal["label"].to_numpy(int), internal["patient_id"].to_numpy()
     is_test = assign_groups(y, pid, [test_fraction, 1 - test_fraction], seed=seed) == 0
@@ -110,7 +113,13 @@ def make_splits(
     ids = dev["sample_id"].to_numpy()
     out["test"] = sorted(internal.loc[is_test, "sample_id"])
     out["folds"] = [{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])} for k in range(folds)]
-    check_classes(internal, out)
+    if classify:  # a segmentation study may have one image class (every DRIVE image shows vessels)
+        check_classes(internal, out)
+    else:
+        empty = [f"fold {k} {part}" for k, f in enumerate(out["folds"]) for part in ("train", "val") if not f[part]]
+        if empty or not out["test"]:
+            raise DataError(f"{(empty or ['the test set'])[0]} is empty ({len(internal)} images); "
+                            "lower split.folds or add images")
     return out
 
 

@@ -48,13 +48,20 @@ def clahe(img: np.ndarray, *, clip_limit: float = 2.0, tiles: int = 4) -> np.nda
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).transpose(2, 0, 1).copy()
 
 
-def load_masks(manifest: pd.DataFrame, *, size: int) -> torch.Tensor:
-    """Lesion masks of the manifest rows at ``size``: uint8 tensor ``N×1×size×size`` in {0, 1}."""
-    if "mask" not in manifest.columns:
-        raise DataError("the manifest has no 'mask' column; segmentation needs lesion masks "
-                        "(the synthetic phantom writes them: data.source synthetic)")
+def load_masks(manifest: pd.DataFrame, *, size: int, column: str = "mask") -> torch.Tensor:
+    """Masks of the manifest rows at ``size``: uint8 tensor ``N×1×size×size`` in {0, 1}.
+
+    ``column`` is ``mask`` (lesions) or ``fov_mask`` (field of view).
+    """
+    if column not in manifest.columns:
+        raise DataError(f"the manifest has no '{column}' column; segmentation needs lesion masks "
+                        "(map a mask column in data.csv_columns, or use the phantom: data.source synthetic)")
+    empty = [i for i, ref in enumerate(manifest[column].tolist()) if not isinstance(ref, str) or not ref]
+    if empty:
+        raise DataError(f"{len(empty)} image(s) have no {column}, e.g. {manifest['sample_id'].iloc[empty[0]]}; "
+                        "give one for every image or leave the column out")
     out = np.empty((len(manifest), 1, size, size), np.uint8)
-    for i, ref in enumerate(manifest["mask"].tolist()):
+    for i, ref in enumerate(manifest[column].tolist()):
         m = load_mask(ref).astype(np.float32)[None]
         out[i] = resize(m, size) > 0.5 if m.shape[1:] != (size, size) else m
     return torch.from_numpy(out)
@@ -72,6 +79,8 @@ class SegArrays:
     """int image labels (1 = lesion present per the expert)."""
     severity: np.ndarray
     """float severity 0-4 (nan where unknown)."""
+    fov: torch.Tensor | None = None
+    """uint8 ``N×1×S×S`` field-of-view masks when the manifest has them (metrics are computed inside)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,6 +94,7 @@ def load_seg_arrays(manifest: pd.DataFrame, *, size: int, in_chans: int, use_cla
         arr = images.numpy()
         images = torch.from_numpy(np.stack([clahe(a, clip_limit=clip_limit, tiles=tiles) for a in arr]))
     sev = manifest["severity"] if "severity" in manifest.columns else pd.Series(np.nan, index=manifest.index)
+    fov = load_masks(manifest, size=size, column="fov_mask") if "fov_mask" in manifest.columns else None
     return SegArrays(images=images, masks=load_masks(manifest, size=size),
                      labels=manifest["label"].to_numpy(dtype=float, na_value=0).astype(int),
-                     severity=pd.to_numeric(sev, errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+                     severity=pd.to_numeric(sev, errors="coerce").to_numpy(dtype=float, na_value=np.nan), fov=fov)

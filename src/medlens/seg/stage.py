@@ -114,13 +114,17 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     for p, arr in data.items():
         pred = _mean(main_preds[p])
         truth = arr.masks[:, 0].numpy()
+        if arr.fov is not None:  # pixels outside the field of view count for nothing
+            inside = arr.fov[:, 0].numpy().astype(bool)
+            truth, pred["seg_prob"] = truth * inside, pred["seg_prob"] * inside
+            metrics["inside_fov"] = True
         stats = image_stats(truth, pred["seg_prob"], threshold=s.threshold, size_bins=s.size_bins)
         groups = parts[p]["patient_id"].to_numpy()
         clf_score = _mean(clf_preds[p])["cls_prob"] if clf_preds[p] else None
         summ = seg_summary(stats, arr.labels, groups=groups, cls_score=pred.get("cls_prob"),
                            baseline_score=clf_score, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
         summ["lesion_size"] = size_table(stats, summ, s.size_bins)
-        if "severity" in pred:
+        if "severity" in pred and np.isfinite(arr.severity).any():  # a user's data may have no severity grades
             summ["severity"] = severity_summary(arr.severity, pred["severity"], arr.labels, groups=groups,
                                                 n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
         metrics[p] = summ
