@@ -98,8 +98,10 @@ class DataConfig(_Strict):
 class SplitConfig(_Strict):
     """Patient-grouped, label-stratified splits."""
 
-    strategy: Literal["kfold", "predefined"] = Field(
-        "kfold", description="kfold: our patient-grouped split; predefined: the source's own split column."
+    strategy: Literal["kfold", "predefined", "temporal"] = Field(
+        "kfold", description="kfold: our patient-grouped split; predefined: the source's own split column; "
+        "temporal: the newest test_fraction of patients (by first acquisition date) are the test set, "
+        "the older ones are split into folds (TRIPOD+AI temporal validation; needs data.csv_columns.date)."
     )
     folds: int = Field(3, ge=2, le=20)
     test_fraction: float = Field(0.2, gt=0, lt=0.9)

@@ -104,3 +104,22 @@ def test_predefined_and_unlabeled_rows():
     assert set(s["folds"][0]["val"]) == set(m.loc[(m["split"] == "val") & m["label"].notna(), "sample_id"])
     with pytest.raises(DataError, match="every labelled image"):
         make_splits(m.assign(site="B"), folds=3, test_fraction=0.2, external_site="B", seed=0)
+
+
+def test_temporal_split_tests_on_the_newest_patients():
+    import pandas as pd
+
+    from medlens.data.splits import make_splits
+
+    n = 60
+    m = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                      "site": "A", "label": [(i // 2) % 2 for i in range(n)], "image": "x",
+                      "acquired": pd.to_datetime("2020-01-01") + pd.to_timedelta([(i // 2) * 10 for i in range(n)], "D")})
+    s = make_splits(m, folds=3, test_fraction=0.2, external_site=None, seed=0, strategy="temporal")
+    test = m[m["sample_id"].isin(s["test"])]
+    dev = m[~m["sample_id"].isin(s["test"])]
+    assert test["acquired"].min() > dev["acquired"].max()  # every test patient is newer than every training one
+    assert test["patient_id"].nunique() == 6 and s["test_from"] == str(test["acquired"].min().date())
+    with pytest.raises(DataError, match="needs acquisition dates"):
+        make_splits(m.drop(columns="acquired"), folds=3, test_fraction=0.2, external_site=None, seed=0,
+                    strategy="temporal")

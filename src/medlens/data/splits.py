@@ -107,7 +107,11 @@ def make_splits(
             check_classes(internal, out)
         return out
     y, pid = internal["label"].to_numpy(int), internal["patient_id"].to_numpy()
-    is_test = assign_groups(y, pid, [test_fraction, 1 - test_fraction], seed=seed) == 0
+    if strategy == "temporal":
+        is_test = _newest(internal, test_fraction)
+        out["test_from"] = str(pd.to_datetime(internal.loc[is_test, "acquired"]).min().date())
+    else:
+        is_test = assign_groups(y, pid, [test_fraction, 1 - test_fraction], seed=seed) == 0
     dev = internal[~is_test]
     fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * folds, seed=seed + 1)
     ids = dev["sample_id"].to_numpy()
@@ -121,6 +125,21 @@ def make_splits(
             raise DataError(f"{(empty or ['the test set'])[0]} is empty ({len(internal)} images); "
                             "lower split.folds or add images")
     return out
+
+
+def _newest(internal: pd.DataFrame, fraction: float) -> np.ndarray:
+    """Rows of the newest ``fraction`` of patients by their first acquisition date (whole patients)."""
+    if "acquired" not in internal.columns or pd.to_datetime(internal["acquired"], errors="coerce").isna().all():
+        raise DataError("split.strategy 'temporal' needs acquisition dates: map the date column in "
+                        "data.csv_columns.date (ISO 8601, e.g. 2021-03-15)")
+    when = pd.to_datetime(internal["acquired"], errors="coerce")
+    if when.isna().any():
+        raise DataError(f"split.strategy 'temporal': {int(when.isna().sum())} image(s) have no readable acquisition "
+                        f"date, e.g. {internal.loc[when.isna(), 'sample_id'].iloc[0]}")
+    first = when.groupby(internal["patient_id"]).min().sort_values(kind="stable")
+    n_test = max(1, round(fraction * len(first)))
+    newest = set(first.index[-n_test:])
+    return internal["patient_id"].isin(newest).to_numpy()
 
 
 def check_classes(manifest: pd.DataFrame, splits: dict, *, min_test: int = 2) -> None:
