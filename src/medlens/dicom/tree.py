@@ -41,6 +41,7 @@ from medlens.errors import DataError
 
 log = logging.getLogger(__name__)
 _DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_REFERENCED_FILE_ID = 0x00041500
 
 
 @contextmanager
@@ -321,9 +322,14 @@ def _one_file(path: Path) -> tuple[dict, bytes | None, str, dict]:
     except DataError as exc:
         return {**record, "status": "skipped", "reason": str(exc)}, None, "", {}
     meta = getattr(ds, "file_meta", None)
+    emptied = []
     if str(getattr(meta, "MediaStorageSOPClassUID", "") or "") == _DICOMDIR:
-        reason = "a DICOMDIR indexes the input's file names and folders (often patient IDs); not copied, rebuild one over the output"
-        return {**record, "status": "skipped", "reason": reason}, None, "", {}
+        # its records name the input's folders and files (often patient IDs), which the output no longer has
+        for elem in ds.iterall():
+            if elem.tag == _REFERENCED_FILE_ID and elem.value:
+                elem.value = ""
+                emptied.append({"path": "", "tag": "(0004,1500)", "keyword": "ReferencedFileID", "action": "Z",
+                                "rule": "DICOMDIR file reference (input folder names)"})
     pixel_in = _pixel_hash(ds)
     reason = burned_in_reason(ds, options)
     masked = False
@@ -345,7 +351,7 @@ def _one_file(path: Path) -> tuple[dict, bytes | None, str, dict]:
     status = "quarantined" if (reason and not masked) else ("masked" if masked else "ok")
     sop = str(ds.get("SOPInstanceUID", "") or "") or record["input_sha256"][:32]
     record.update(status=status, reason=reason, sop=sop, output_sha256=_sha256(data), pixel_sha256_in=pixel_in,
-                  pixel_sha256_out=_pixel_hash(ds), changes=rows,
+                  pixel_sha256_out=_pixel_hash(ds), changes=emptied + rows,
                   value_hashes=sorted({ctx.value_hash(v) for v in originals}))
     return record, data, str(ds.PatientID), dict(ctx.pseudonyms)
 
