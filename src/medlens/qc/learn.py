@@ -119,16 +119,20 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
         z = _forward(data, m.scale)
         med = float(np.median(z))
         spread = max(1.4826 * float(np.median(np.abs(z - med))), m.floor)
-        limit = _inverse(med - config.learn_k * spread if m.side == "low" else med + config.learn_k * spread, m.scale)
+        robust = _inverse(med - config.learn_k * spread if m.side == "low" else med + config.learn_k * spread, m.scale)
+        limit = robust
+        how = f"{config.learn_k:g} robust SD on the {m.scale} scale"
         if m.scale == "logit":  # a luminance quantile: never fail a shift of less than MIN_SHIFT of the range
             centre = _inverse(med, m.scale)
             limit = min(limit, centre - MIN_SHIFT) if m.side == "low" else max(limit, centre + MIN_SHIFT)
+            if limit != robust:
+                how = f"the smallest allowed distance, {MIN_SHIFT:g} of the luminance range"
         limit = float(np.clip(limit, 0.0, 1.0)) if m.scale != "log" else limit
         update[m.field] = limit
         report[m.field] = {
             "value": limit, "learned": True, "n_images": n, "median": _inverse(med, m.scale),
             "why": f"{m.describe}: {'below' if m.side == 'low' else 'above'} {limit:.4g} fails "
-                   f"(median {_inverse(med, m.scale):.4g}, {config.learn_k:g} robust SD on the {m.scale} scale)",
+                   f"(median {_inverse(med, m.scale):.4g}; {how})",
         }
     learned = config.model_copy(update=update)
     return learned, report
