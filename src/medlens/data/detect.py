@@ -111,7 +111,7 @@ def study_yaml(path: Path, name: str | None = None) -> tuple[str, dict]:
     lines = [f"# Written by `medlens init {path}`: {summary['images']} images, {summary['patients']} patients.",
              f"# Classes (label index order): {', '.join(f'{k} ({v})' for k, v in summary['classes'].items())}.",
              f"# Sites: {', '.join(f'{k} ({v})' for k, v in summary['sites'].items())}."
-             + (f" Hold one out as external validation with split.external_site: {sites[0]!r}." if len(sites) > 1 else ""),
+             + (f" Hold one out as external validation, e.g. split.external_site: {sites[-1]!r}." if len(sites) > 1 else ""),
              f"# Patient IDs: {summary['patient_ids']}."]
     if summary["patient_ids"].startswith("none"):
         lines.append("#   If patients have several images, give a CSV with a patient_id column instead, or splits leak.")
