@@ -95,7 +95,7 @@ def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig, run: Path) -> None:
     from rich.progress import track
 
     from medlens.qc import run_qc
-    from medlens.qc.learn import learn_thresholds
+    from medlens.qc.learn import learn_thresholds, save_thresholds
 
     ext = cfg.split.external_site
     internal = manifest if ext is None else manifest[manifest["site"] != ext]
@@ -105,8 +105,7 @@ def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig, run: Path) -> None:
     images = (load_image(ref) for ref in track(manifest["image"], description="quality gate", transient=True))
     qc = run_qc(images, manifest["sample_id"].tolist(), learned)
     qc.to_parquet(run / "qc.parquet", index=False)
-    (run / "qc_thresholds.json").write_text(json.dumps(
-        {"config": learned.model_dump(mode="json"), "thresholds": report, "learned_on": len(internal)}, indent=1))
+    save_thresholds(run / "qc_thresholds.json", learned, report, len(internal))
     if not qc["passed"].any():
         top = qc["reason"].str.split(";").explode().str.split(":").str[0].str.strip().value_counts().head(3)
         raise DataError(f"the quality gate rejected all {len(qc)} images ({', '.join(f'{k}: {v}' for k, v in top.items())}); "

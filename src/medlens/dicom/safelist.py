@@ -12,7 +12,9 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
+
+from medlens.dicom.table import parse_tag
 
 #: Value representations that carry free text (PS3.5 6.2); CS is coded, kept.
 FREE_TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
@@ -23,15 +25,11 @@ CODE_MEANING = BaseTag(0x00080104)
 _CODE_VALUES = ("CodeValue", "LongCodeValue", "URNCodeValue")
 
 
-def _parse(text: str) -> BaseTag:
-    return Tag(int(text[1:5] + text[6:10], 16))
-
-
 @lru_cache(maxsize=1)
 def safe_attributes() -> dict[BaseTag, dict]:
     """Tag -> entry (``keyword``, ``why``) of the packaged safe list."""
     data = json.loads(resources.files("medlens.dicom").joinpath("safe_attributes.json").read_text(encoding="utf-8"))
-    return {_parse(e["tag"]): e for e in data["attributes"]}
+    return {parse_tag(e["tag"]): e for e in data["attributes"]}
 
 
 def is_standard_uid(value: str) -> bool:

@@ -62,7 +62,7 @@ def load_table() -> dict:
     return json.loads(text)
 
 
-def _parse_tag(text: str) -> BaseTag | None:
+def parse_tag(text: str) -> BaseTag | None:
     """``"(0010,0020)"`` -> Tag; ranges such as ``(50XX,XXXX)`` -> None (handled by group)."""
     hexdigits = text.strip("()").replace(",", "")
     try:
@@ -93,7 +93,7 @@ def actions_for(enabled: frozenset[str]) -> dict[BaseTag, tuple[str, str]]:
     """
     out: dict[BaseTag, tuple[str, str]] = {}
     for row in load_table()["rows"]:
-        tag = _parse_tag(row["tag"])
+        tag = parse_tag(row["tag"])
         if tag is not None:
             out[tag] = (resolve_row(row, enabled), row["basic"])
     return out

@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2_contingency
 
+from medlens.evaluate.ci import bootstrap_distribution, percentile_interval
+from medlens.evaluate.metrics import sensitivity_score, specificity_score
+
 AGE_BINS = (0, 40, 60, 75, np.inf)
 
 
@@ -28,16 +31,24 @@ def _levels(values: pd.Series, name: str) -> pd.Series:
     return values.astype(str)
 
 
-def _rate(hit: np.ndarray, groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict | None:
-    """Proportion of ``hit`` with a patient-level bootstrap 95% CI (None when empty)."""
-    if hit.size == 0:
-        return None
-    patients, inverse = np.unique(groups, return_inverse=True)
-    sums, counts = np.bincount(inverse, hit.astype(float)), np.bincount(inverse)
-    draws = rng.integers(0, len(patients), size=(n_boot, len(patients)))
-    boot = sums[draws].sum(1) / np.maximum(counts[draws].sum(1), 1)
-    return {"value": float(hit.mean()), "low": float(np.quantile(boot, 0.025)), "high": float(np.quantile(boot, 0.975)),
-            "n": int(hit.size)}
+def _rates(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Sensitivity and specificity with patient-level bootstrap 95% CIs (the project's own bootstrap).
+
+    A metric whose class is absent is None.
+    """
+    metrics = {"sensitivity": sensitivity_score, "specificity": specificity_score}
+    present = {"sensitivity": bool((y == 1).any()), "specificity": bool((y == 0).any())}
+    boot = {k: (fn, pred) for k, fn in metrics.items() if present[k]}
+    reps = bootstrap_distribution(boot, y, groups=groups, n_resamples=n_boot, seed=seed) if boot else {}
+    out: dict = {}
+    for key, fn in metrics.items():
+        if not present[key]:
+            out[key] = None
+            continue
+        est = percentile_interval(reps[key], fn(y, pred), name=key)
+        out[key] = {"value": float(est.value), "low": float(est.low), "high": float(est.high),
+                    "n": int((y == (1 if key == "sensitivity" else 0)).sum())}
+    return out
 
 
 def _heterogeneity(table: list[list[int]]) -> float | None:
@@ -60,12 +71,10 @@ def subgroup_analysis(frame: pd.DataFrame, columns: list[str], threshold: float,
     """
     from sklearn.metrics import roc_auc_score
 
-    rng = np.random.default_rng(seed)
     y = frame["label"].to_numpy(int)
-    pred = frame["score"].to_numpy(float) >= threshold
+    pred = (frame["score"].to_numpy(float) >= threshold).astype(int)
     groups = frame["patient_id"].astype(str).to_numpy()
-    overall = {"sensitivity": _rate(pred[y == 1], groups[y == 1], n_boot, rng),
-               "specificity": _rate(~pred[y == 0], groups[y == 0], n_boot, rng)}
+    overall = _rates(y, pred, groups, n_boot, seed)
     out: dict = {"overall": overall, "n_images": int(len(frame)), "columns": {}}
     for col in columns:
         if col not in frame.columns:
@@ -76,16 +85,15 @@ def subgroup_analysis(frame: pd.DataFrame, columns: list[str], threshold: float,
             m = (levels == level).to_numpy()
             yl, pl, gl = y[m], pred[m], groups[m]
             row = {"level": str(level), "n_images": int(m.sum()), "n_patients": int(len(set(gl))),
-                   "sensitivity": _rate(pl[yl == 1], gl[yl == 1], n_boot, rng),
-                   "specificity": _rate(~pl[yl == 0], gl[yl == 0], n_boot, rng), "auc": None, "below_overall": []}
+                   **_rates(yl, pl, gl, n_boot, seed), "auc": None, "below_overall": []}
             if min((yl == 1).sum(), (yl == 0).sum()) >= 2:
                 row["auc"] = float(roc_auc_score(yl, frame["score"].to_numpy(float)[m]))
             for metric in ("sensitivity", "specificity"):
                 est, ref = row[metric], overall[metric]
                 if est is not None and ref is not None and est["high"] < ref["value"]:
                     row["below_overall"].append(metric)
-            sens_table.append([int((pl & (yl == 1)).sum()), int((~pl & (yl == 1)).sum())])
-            spec_table.append([int((~pl & (yl == 0)).sum()), int((pl & (yl == 0)).sum())])
+            sens_table.append([int(((pl == 1) & (yl == 1)).sum()), int(((pl == 0) & (yl == 1)).sum())])
+            spec_table.append([int(((pl == 0) & (yl == 0)).sum()), int(((pl == 1) & (yl == 0)).sum())])
             rows.append(row)
         if len(rows) >= 2:
             out["columns"][col] = {"levels": rows, "p_sensitivity": _heterogeneity(sens_table),

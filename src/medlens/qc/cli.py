@@ -69,11 +69,9 @@ def qc(
     Writes one row per image. Exit status: 0 the table was written (failing images are a
     result, listed in it); 2 bad input (missing or malformed manifest, unreadable image).
     """
-    import json
-
     from medlens.qc.config import QCConfig
     from medlens.qc.core import run_qc
-    from medlens.qc.learn import learn_thresholds, load_thresholds
+    from medlens.qc.learn import learn_thresholds, load_thresholds, save_thresholds
 
     table, base = _table(manifest_or_dir)
     if thresholds is not None:
@@ -85,8 +83,7 @@ def qc(
     else:
         config, report = learn_thresholds(_images(table, base), QCConfig())
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_name("qc_thresholds.json").write_text(json.dumps(
-            {"config": config.model_dump(mode="json"), "thresholds": report, "learned_on": len(table)}, indent=1))
+        save_thresholds(out.with_name("qc_thresholds.json"), config, report, len(table))
     result = run_qc(_images(table, base), table["sample_id"].astype(str).tolist(), config)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out, index=False)

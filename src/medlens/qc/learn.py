@@ -138,6 +138,12 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
     return learned, report
 
 
+def save_thresholds(path: Path, config: QCConfig, report: dict, n_images: int) -> None:
+    """Write ``qc_thresholds.json``: the applied config, the per-threshold report, the images learned from."""
+    Path(path).write_text(json.dumps({"config": config.model_dump(mode="json"), "thresholds": report,
+                                      "learned_on": n_images}, indent=1))
+
+
 def load_thresholds(path: Path) -> QCConfig:
     """The QC config stored in a ``qc_thresholds.json`` (every threshold fixed)."""
     return QCConfig(**json.loads(Path(path).read_text())["config"])
