@@ -250,4 +250,4 @@ def test_drive_from_a_csv_is_a_segmentation_study_scored_inside_the_fov(tmp_path
     fov = load_masks(manifest.loc[test_ids].reset_index(), size=96, column="fov_mask")[:, 0].numpy().astype(bool)
     outside = ~fov.any(axis=0)  # pixels outside every test image's field of view (the corners)
     assert outside.sum() > 0.1 * outside.size
-    assert float(np.abs(overlays["prob"][:, outside]).max()) == 0.0 and overlays["truth"][:, outside].max() == 0
+    assert overlays["pred"][:, outside].max() == 0 and overlays["truth"][:, outside].max() == 0

@@ -51,6 +51,8 @@ class CsvColumns(_Strict):
                                   "region box; explain scores heat maps against it.")
     mask: str | None = Field(None, description="Column of lesion / expert-region mask paths (same size as the image).")
     fov_mask: str | None = Field(None, description="Column of field-of-view mask paths (same size as the image).")
+    second_mask: str | None = Field(None, description="Column of a second observer's mask paths; segmentation scores "
+                                    "that observer against `mask` as the human benchmark.")
     severity: str | None = Field(None, description="Column of a severity grade or score.")
     date: str | None = Field(None, description="Column of the acquisition date (ISO 8601).")
     metadata: list[str] = Field([], description="Further columns copied as they are, e.g. sex, age, device; "

@@ -37,6 +37,9 @@ def test_outputs_and_metrics(tiny_run):
         assert (seg / name).is_file(), name
     assert (run / "report.html").is_file()
     m = json.loads((seg / "metrics.json").read_text())
+    # every fold by default, and the threshold from the out-of-fold validation images
+    assert m["folds_trained"] == 2 and (seg / "fold_1" / "model.safetensors").is_file()
+    assert m["threshold_rule"] == "validation" and 0 < m["threshold"] < 1 and m["validation"]["n_images"] > 0
     for part in ("test", "external"):
         t = m[part]
         for key in ("dice", "iou", "hd95", "asd", "lesion_sensitivity", "lesion_precision", "lesion_count_error",
@@ -129,6 +132,33 @@ def test_patch_training_with_sliding_window(tmp_path):
     assert len(hist) == 2 and "val_dice" in hist
     out = predict(net, data.images, patch_size=32)
     assert out["seg_prob"].shape == (8, 48, 48)
+
+
+def test_timm_encoder_unet_trains_on_patches(tmp_path):
+    """segmentation-models-pytorch's U-Net on a timm encoder, through the same patch loop and sliding window."""
+    from medlens.config import TrainConfig
+    from medlens.seg.config import SegConfig
+    from medlens.seg.fullres import FullResImage
+    from medlens.seg.models import create_segnet
+    from medlens.seg.train import fit_segnet, predict_fullres
+
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(3):
+        mask = np.zeros((70, 90), np.uint8)
+        mask[30:34, 5:85] = 1
+        img = (rng.random((1, 70, 90)) + 2 * mask).astype(np.float32)
+        fov = np.ones((70, 90), bool)
+        items.append(FullResImage(img, mask, fov, mask.astype(bool), fov, 1.0))
+    sc = SegConfig(task="segmentation", resample="native", patch_size=32, architecture="timm_unet",
+                   encoder="resnet10t", loss="bce", patches_per_image=4)
+    net = create_segnet("segmentation", in_chans=1, features=sc.features, architecture="timm_unet", encoder="resnet10t")
+    hist = fit_segnet(net, items, items, TrainConfig(epochs=1, batch_size=4), sc, seed=0, out_dir=tmp_path)
+    assert "val_f1" in hist and (tmp_path / "model.safetensors").is_file()
+    prob = predict_fullres(net, items, patch_size=32, flips=True)
+    assert prob[0].shape == (70, 90) and np.isfinite(prob[0]).all()
+    with pytest.raises(ValueError, match="segments only"):
+        SegConfig(task="multitask", architecture="timm_unet")
 
 
 def test_multitask_options_train(tmp_path):

@@ -10,7 +10,8 @@ label : integer class index, or <NA> for unlabeled rows
 image : str, a file path relative to the manifest's base folder or absolute, an array
     reference ``/path/file.npz::<key>/<index>``, or a DICOM frame ``/path/file.dcm::frame/<k>``
 
-Optional columns: ``label_name``, ``mask``, ``roi_x0 roi_y0 roi_x1 roi_y1`` (expert box),
+Optional columns: ``label_name``, ``mask``, ``fov_mask``, ``mask_2`` (a second observer),
+``roi_x0 roi_y0 roi_x1 roi_y1`` (expert box),
 ``label_<annotator>``, ``severity``, ``split`` (a source's predefined split),
 ``qc_defect``, ``is_ood``, ``label_true`` (phantom ground truth), ``patient_id_source``.
 """

@@ -131,8 +131,8 @@ def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: 
         raw = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError, OSError) as err:
         raise DataError(f"{path}: not a readable table ({err})") from None
-    extra = [*(columns.annotators or []), *(columns.roi or []), columns.mask, columns.fov_mask, columns.severity,
-             columns.date, *columns.metadata]
+    extra = [*(columns.annotators or []), *(columns.roi or []), columns.mask, columns.fov_mask, columns.second_mask,
+             columns.severity, columns.date, *columns.metadata]
     need = [c for c in (columns.image, columns.label, columns.patient_id, columns.site, *extra) if c]
     missing = [c for c in dict.fromkeys(need) if c not in raw.columns]
     if missing:
@@ -169,7 +169,7 @@ def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: 
     if columns.roi:
         for name, col in zip(("roi_x0", "roi_y0", "roi_x1", "roi_y1"), columns.roi):
             df[name] = pd.to_numeric(raw[col], errors="coerce").values
-    for key, col in (("mask", columns.mask), ("fov_mask", columns.fov_mask)):
+    for key, col in (("mask", columns.mask), ("fov_mask", columns.fov_mask), ("mask_2", columns.second_mask)):
         if col:
             df[key] = [_mask_path(raw[col].iloc[i], path, images[i], row(i, col), on_error) for i in range(len(raw))]
     if columns.severity:

@@ -76,8 +76,9 @@ def make_splits(
 
     Returns a JSON-ready dict with ``test``, ``external`` (sample ids) and ``folds``, a list
     of ``{"train": [...], "val": [...]}``. Unlabeled rows (e.g. OOD images) are left out.
-    With ``strategy="predefined"`` the manifest's ``split`` column (train/val/test) is used
-    as one fold. ``classify`` (classification studies) requires every class in every part
+    With ``strategy="predefined"`` the manifest's ``split`` column is used: train/val/test
+    as one fold, or, with no val rows, test as given and ``folds`` patient-grouped folds
+    drawn from train. ``classify`` (classification studies) requires every class in every part
     (:func:`check_classes`); otherwise only that no part is empty.
     """
     labeled = manifest[manifest["label"].notna()]
@@ -102,9 +103,16 @@ def make_splits(
         if "split" not in internal.columns:
             raise DataError("split.strategy 'predefined' needs a 'split' column in the manifest (e.g. MedMNIST)")
         by = {s: sorted(internal.loc[internal["split"] == s, "sample_id"]) for s in ("train", "val", "test")}
-        out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
-        if classify:
-            check_classes(internal, out)
+        if by["val"]:
+            out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
+        else:  # only train and test given: validation patients are drawn from train, k-fold
+            dev = internal[internal["split"] == "train"]
+            fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * folds,
+                                    seed=seed + 1)
+            ids = dev["sample_id"].to_numpy()
+            out.update(test=by["test"], folds=[{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])}
+                                               for k in range(folds)])
+        _check_parts(internal, out, classify)
         return out
     y, pid = internal["label"].to_numpy(int), internal["patient_id"].to_numpy()
     if strategy == "temporal":
@@ -117,14 +125,18 @@ def make_splits(
     ids = dev["sample_id"].to_numpy()
     out["test"] = sorted(internal.loc[is_test, "sample_id"])
     out["folds"] = [{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])} for k in range(folds)]
+    _check_parts(internal, out, classify)
+    return out
+
+
+def _check_parts(internal: pd.DataFrame, out: dict, classify: bool) -> None:
     if classify:  # a segmentation study may have one image class (every DRIVE image shows vessels)
         check_classes(internal, out)
-    else:
-        empty = [f"fold {k} {part}" for k, f in enumerate(out["folds"]) for part in ("train", "val") if not f[part]]
-        if empty or not out["test"]:
-            raise DataError(f"{(empty or ['the test set'])[0]} is empty ({len(internal)} images); "
-                            "lower split.folds or add images")
-    return out
+        return
+    empty = [f"fold {k} {part}" for k, f in enumerate(out["folds"]) for part in ("train", "val") if not f[part]]
+    if empty or not out["test"]:
+        raise DataError(f"{(empty or ['the test set'])[0]} is empty ({len(internal)} images); "
+                        "lower split.folds or add images")
 
 
 def _newest(internal: pd.DataFrame, fraction: float) -> np.ndarray:

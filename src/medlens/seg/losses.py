@@ -12,7 +12,10 @@ __all__ = ["MultiTaskLoss", "ordinal_targets", "segmentation_loss", "severity_fr
 
 
 def segmentation_loss(kind: str) -> nn.Module:
-    """Dice + BCE (``dice_bce``) or Dice + focal (``dice_focal``) on sigmoid logits.
+    """Dice + BCE (``dice_bce``), Dice + focal (``dice_focal``) or BCE alone (``bce``) on sigmoid logits.
+
+    BCE alone keeps probabilities graded (Dice pushes them to 0 or 1), which is what a
+    pixel AUC and a threshold chosen on validation need for thin structures such as vessels.
 
     Dice is computed over the whole batch (``batch=True``): with lesions covering well
     under 1% of an image and many lesion-free images, a per-image Dice is dominated by
@@ -20,6 +23,8 @@ def segmentation_loss(kind: str) -> nn.Module:
     """
     from monai.losses import DiceCELoss, DiceFocalLoss
 
+    if kind == "bce":
+        return nn.BCEWithLogitsLoss()
     if kind == "dice_bce":
         return DiceCELoss(sigmoid=True, batch=True)
     return DiceFocalLoss(sigmoid=True, batch=True, gamma=2.0)

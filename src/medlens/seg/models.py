@@ -12,7 +12,7 @@ import logging
 import torch
 from torch import nn
 
-__all__ = ["SegNet", "create_segnet"]
+__all__ = ["SegNet", "TimmUNet", "create_segnet"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class SegNet(nn.Module):
         ``regression``: one output (grade); ``ordinal``: 4 cumulative logits P(grade > k).
     seg_head : bool
         Keep the decoder (False for the classification-only baseline).
+    norm : {'instance', 'batch'}
+        Normalisation layers. Batch norm is faster on CPU and, unlike instance norm, does
+        not depend on the window size in sliding-window inference.
 
     Notes
     -----
@@ -51,13 +54,13 @@ class SegNet(nn.Module):
     """
 
     def __init__(self, in_chans: int, features: tuple[int, ...], *, cls_head: bool = False,
-                 severity: str = "none", seg_head: bool = True) -> None:
+                 severity: str = "none", seg_head: bool = True, norm: str = "instance") -> None:
         super().__init__()
         from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 
         f = tuple(features)
         act = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True})
-        norm = ("instance", {"affine": True})
+        norm = ("instance", {"affine": True}) if norm == "instance" else ("batch", {})
         self.conv_0 = TwoConv(2, in_chans, f[0], act, norm, True, 0.0)
         self.down_1 = Down(2, f[0], f[1], act, norm, True, 0.0)
         self.down_2 = Down(2, f[1], f[2], act, norm, True, 0.0)
@@ -108,7 +111,42 @@ class SegNet(nn.Module):
         return out
 
 
-def create_segnet(kind: str, *, in_chans: int, features: tuple[int, ...], severity: str = "none") -> SegNet:
+class TimmUNet(nn.Module):
+    """A U-Net decoder on a timm encoder (segmentation-models-pytorch ``Unet`` with ``tu-<name>``).
+
+    Segmentation only, with SegNet's interface (``forward`` returns ``{"seg": N×1×H×W logits}``);
+    H and W divisible by 32. Random initial weights: medlens never downloads weights, and
+    ``seg.encoder_weights`` is not offered until a local-path loader is.
+
+    Parameters
+    ----------
+    in_chans : int
+    encoder : str
+        A timm model name with ``features_only`` support, e.g. ``resnet18``, ``efficientnet_b0``.
+    """
+
+    seg_head = True
+    cls = None
+    severity = None
+
+    def __init__(self, in_chans: int, encoder: str) -> None:
+        super().__init__()
+        try:
+            import segmentation_models_pytorch as smp
+        except ImportError:
+            from medlens.errors import ConfigError
+
+            raise ConfigError("seg.architecture 'timm_unet' needs segmentation-models-pytorch: "
+                              "pip install 'medlens[seg]'") from None
+        self.net = smp.Unet(encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=in_chans, classes=1)
+        nn.init.constant_(self.net.segmentation_head[0].bias, -2.0)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"seg": self.net(x)}
+
+
+def create_segnet(kind: str, *, in_chans: int, features: tuple[int, ...], severity: str = "none",
+                  norm: str = "instance", architecture: str = "unet", encoder: str = "resnet18") -> nn.Module:
     """Build the network of a study task.
 
     Parameters
@@ -116,13 +154,17 @@ def create_segnet(kind: str, *, in_chans: int, features: tuple[int, ...], severi
     kind : {'segmentation', 'multitask', 'classifier'}
         ``classifier`` is the encoder with the classification head only (the baseline the
         multi-task model is compared with).
+    architecture : {'unet', 'timm_unet'}
+        ``timm_unet`` (segmentation only): :class:`TimmUNet` on the timm ``encoder``.
     """
+    if architecture == "timm_unet" and kind == "segmentation":
+        return TimmUNet(in_chans, encoder)
     if kind == "segmentation":
-        return SegNet(in_chans, features)
+        return SegNet(in_chans, features, norm=norm)
     if kind == "multitask":
-        return SegNet(in_chans, features, cls_head=True, severity=severity)
+        return SegNet(in_chans, features, cls_head=True, severity=severity, norm=norm)
     if kind == "classifier":
-        return SegNet(in_chans, features, cls_head=True, seg_head=False)
+        return SegNet(in_chans, features, cls_head=True, seg_head=False, norm=norm)
     from medlens.errors import ConfigError, did_you_mean
 
     raise ConfigError(f"unknown network kind '{kind}'.{did_you_mean(kind, ['segmentation', 'multitask', 'classifier'])}")

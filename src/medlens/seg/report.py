@@ -27,34 +27,40 @@ _LABELS = {
 }
 
 
-def overlay_figure(image: np.ndarray, truth: np.ndarray, prob: np.ndarray, titles: list[str], *,
-                   threshold: float = 0.5) -> Figure:
-    """Cases side by side: the image with expert (green) and predicted (magenta) outlines, and the probability map.
+def overlay_figure(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, fov: np.ndarray,
+                   titles: list[str]) -> Figure:
+    """Cases side by side: the photograph, and the errors coloured on it.
+
+    True positives are green, false positives red, false negatives blue; pixels outside
+    the field of view are dimmed.
 
     Parameters
     ----------
     image : ndarray of shape (N, 3, H, W), uint8
-    truth : ndarray of shape (N, H, W)
-    prob : ndarray of shape (N, H, W)
+    truth, pred, fov : ndarray of shape (N, H, W)
+        Reference, thresholded prediction and field of view (non-zero is on).
     titles : list of str
     """
     n = len(image)
-    fig = Figure(figsize=(2.4 * n, 4.9))
+    h, w = truth.shape[1:]
+    fig = Figure(figsize=(3.2 * n, 2 * 3.2 * h / w + 0.6))
     axes = fig.subplots(2, n, squeeze=False)
     for i in range(n):
-        ax = axes[0, i]
-        ax.imshow(image[i].transpose(1, 2, 0))
-        if truth[i].any():
-            ax.contour(truth[i], levels=[0.5], colors="lime", linewidths=0.9)
-        if (prob[i] > threshold).any():
-            ax.contour(prob[i].astype(np.float32), levels=[threshold], colors="magenta", linewidths=0.9)
-        ax.set_title(titles[i], fontsize=9)
-        axes[1, i].imshow(prob[i].astype(np.float32), vmin=0, vmax=1, cmap="magma")
-        axes[1, i].set_title("lesion probability", fontsize=8)
+        t, q, f = truth[i] > 0, pred[i] > 0, fov[i] > 0
+        rgb = image[i].transpose(1, 2, 0).astype(np.float32) / 255
+        err = rgb * 0.35
+        err[t & q] = (0.1, 0.85, 0.1)
+        err[~t & q] = (0.95, 0.15, 0.1)
+        err[t & ~q] = (0.2, 0.45, 1.0)
+        err[~f] *= 0.3
+        axes[0, i].imshow(rgb)
+        axes[0, i].set_title(titles[i], fontsize=9)
+        axes[1, i].imshow(err, interpolation="nearest")
         for a in axes[:, i]:
             a.set_xticks([])
             a.set_yticks([])
-    fig.suptitle("green: expert mask, magenta: prediction", fontsize=9)
+    fig.suptitle("green: true positive, red: false positive, blue: false negative", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -77,6 +83,15 @@ def report_section(run: Path) -> dict | None:
     if not path.is_file():
         return None
     m = json.loads(path.read_text())
+    figures = {}
+    ov = Path(run) / "seg" / "overlays.npz"
+    if ov.is_file():
+        z = np.load(ov)
+        word = "F1" if m.get("structure") == "vessels" else "Dice"
+        titles = [f"{c} ({word} {d:.3f})" for c, d in zip(z["case"], z["dice"])]
+        figures["overlays"] = figure_uri(overlay_figure(z["image"], z["truth"], z["pred"], z["fov"], titles))
+    if m.get("structure") == "vessels":
+        return _vessel_section(m, figures)
     parts = [p for p in ("test", "external") if p in m]
     rows = []
     for key, label in _LABELS.items():
@@ -92,13 +107,6 @@ def report_section(run: Path) -> dict | None:
             sv = m[p]["severity"]
             tables[f"severity ({p})"] = [{"metric": k, "value": _fmt(sv[k])} for k in ("mae", "rmse", "spearman",
                                                                                         "accuracy_rounded")]
-    figures = {}
-    ov = Path(run) / "seg" / "overlays.npz"
-    if ov.is_file():
-        z = np.load(ov)
-        titles = [f"{c} (Dice {d:.2f})" for c, d in zip(z["case"], z["dice"])]
-        fig = overlay_figure(z["image"], z["truth"], z["prob"], titles, threshold=m["threshold"])
-        figures["overlays"] = figure_uri(fig)
     t = m.get("test", {})
     summary = ""
     if t:
@@ -107,7 +115,7 @@ def report_section(run: Path) -> dict | None:
         net = f"multi-task U-Net ({heads})" if m["task"] == "multitask" else "U-Net"
         summary = (
             f"A {net} was trained on {m['folds_trained']} fold(s) at {m['image_size']} px"
-            f"{' with CLAHE' if m.get('clahe') else ''}. On the {t['n_images']} held-out test images "
+            f"{' with CLAHE' if m.get('clahe') else ''}; {_threshold_words(m)}. On the {t['n_images']} held-out test images "
             f"({t['n_lesions']} lesions) the mean Dice on images with lesions was {_fmt(t['dice'])} and "
             f"{_fmt(t['lesion_sensitivity'])} of lesions were found (smallest lesions, {small['lesion size']}: "
             f"{small['detected']} of {small['lesions']}). Intervals are 95% patient-level bootstrap intervals "
@@ -118,6 +126,53 @@ def report_section(run: Path) -> dict | None:
                         f"trained as a classifier only on the same split.")
     return {"title": "Lesion segmentation" + (" and multi-task learning" if m["task"] == "multitask" else ""),
             "summary": summary, "figures": figures, "tables": tables}
+
+
+_PIXEL_LABELS = {"f1": "F1 (Dice)", "auc": "Pixel AUC", "sensitivity": "Sensitivity", "specificity": "Specificity",
+                 "accuracy": "Accuracy", "mcc": "MCC", "cldice": "clDice (topology)"}
+
+
+def _threshold_words(m: dict) -> str:
+    if m.get("threshold_rule") == "validation":
+        return (f"pixels above {m['threshold']:.3f} are foreground, the threshold that maximised pooled F1 on the "
+                f"{m['validation']['n_images']} out-of-fold validation images (F1 {m['validation']['f1']:.3f} there), "
+                "never on test images")
+    return f"pixels above the fixed threshold {m['threshold']:.3f} are foreground"
+
+
+def _vessel_section(m: dict, figures: dict) -> dict:
+    """Vessel segmentation: pixel metrics inside the FOV, beside the second observer and published results."""
+    parts = [p for p in ("test", "external") if p in m]
+    tables = {"pixel metrics inside the field of view (pooled over images)": [
+        {"metric": label, **{p: _fmt(m[p]["pixels"][k]) for p in parts}} for k, label in _PIXEL_LABELS.items()]}
+    t = m.get("test")
+    summary = ""
+    if t:
+        px = t["pixels"]
+        rows = [{"who": "medlens U-Net (this study)", **{label: _fmt(px[k]) for k, label in _PIXEL_LABELS.items()}}]
+        obs = t.get("second_observer")
+        if obs:
+            rows.append({"who": "second human observer (same images)",
+                         **{label: _fmt(obs[k]) if k in obs else "—" for k, label in _PIXEL_LABELS.items()}})
+        for b in m.get("published", []):
+            rows.append({"who": f"{b['name']} (published{', ' + b['source'] if b.get('source') else ''})",
+                         **{label: f"{b[k]:.3f}" if b.get(k) is not None else "—" for k, label in _PIXEL_LABELS.items()}})
+        tables["ours, the second observer and published results (test images)"] = rows
+        scale = {"fov": "each image rescaled so that its field of view is about the same width",
+                 "native": "at each image's own resolution"}.get(m["resample"], f"resized to {m['image_size']} px")
+        summary = (f"A U-Net was trained on random {m['patch_size']} px patches ({m['channels']} channel"
+                   f"{', CLAHE' if m.get('clahe') else ''}; {scale}) in {m['folds_trained']} fold(s), and "
+                   f"predicts whole images by sliding window; {_threshold_words(m)}. On the {px['n_images']} test "
+                   f"images, pixels inside the field of view pooled, F1 was {_fmt(px['f1'])} and the pixel AUC "
+                   f"{_fmt(px['auc'])}.")
+        if obs:
+            verdict = "above" if px["f1"]["low"] > obs["f1"]["value"] else (
+                "below" if px["f1"]["high"] < obs["f1"]["value"] else "not distinguishable from")
+            summary += (f" The second human observer, scored the same way against the reference, has F1 "
+                        f"{_fmt(obs['f1'])}; the model's interval lies {verdict} that figure.")
+        summary += (f" Intervals are 95% bootstrap intervals over patients ({m['n_bootstrap']} resamples); "
+                    "metrics are computed on the original pixels.")
+    return {"title": "Vessel segmentation", "summary": summary, "figures": figures, "tables": tables}
 
 
 _TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>{{ s.title }}</title>

@@ -1,10 +1,14 @@
 """The segmentation stage of a study, and ``seg_stages`` (``medlens run`` with ``task: segmentation``).
 
 :func:`seg_stage` reads ``manifest.parquet`` and ``splits.json`` of a run directory
-(leaving out images that ``qc.parquet`` rejected, when there is one),
-trains the configured network (``seg.task``) on the first ``seg.folds`` folds, and, when
-``seg.compare_classifier`` is set, the same encoder as a classifier only on the same
-folds. It writes under ``run/seg/``::
+(leaving out images that ``qc.parquet`` rejected, when there is one), trains the
+configured network (``seg.task``) on every fold (or the first ``seg.folds``) and, for
+lesion studies with ``seg.compare_classifier``, the same encoder as a classifier only on
+the same folds. Images are either resized to ``train.image_size`` (``seg.resample:
+square``) or kept at full resolution (``native`` / ``fov``: patch training, sliding-window
+inference, :mod:`medlens.seg.fullres`). The threshold comes from the out-of-fold
+validation images; metrics are computed on the reference's pixels, inside the field of
+view. It writes under ``run/seg/``::
 
     fold_<k>/model.safetensors, history.csv                 the segmentation / multi-task model
     fold_<k>/classifier/model.safetensors, history.csv      the classification-only baseline
@@ -26,39 +30,84 @@ import torch
 from safetensors.torch import load_file
 
 from medlens.config import StudyConfig
-from medlens.data.manifest import load_manifest
+from medlens.data.arrays import resize, to_channels
+from medlens.data.manifest import load_image, load_manifest, load_mask
 from medlens.data.splits import check_leakage, load_splits
 from medlens.errors import StageInputMissing
 from medlens.seg.data import SegArrays, load_seg_arrays
+from medlens.seg.fullres import FullResImage, load_fullres, to_native
 from medlens.seg.models import create_segnet
+from medlens.seg.pixels import best_threshold, pixel_counts, pixel_summary, scores_from_counts
 from medlens.seg.summary import image_stats, seg_summary, severity_summary, size_table
-from medlens.seg.train import fit_segnet, predict
+from medlens.seg.train import fit_segnet, predict, predict_fullres
 
 __all__ = ["seg_stage", "seg_stages"]
 
 log = logging.getLogger(__name__)
 
 
-def _arrays(cfg: StudyConfig, rows: pd.DataFrame) -> SegArrays:
+def _arrays(cfg: StudyConfig, rows: pd.DataFrame, column: str = "mask") -> SegArrays | list[FullResImage]:
+    """The images of ``rows`` as the configured network sees them, with ``column`` as reference."""
     s = cfg.seg
+    if s.resample != "square":
+        return load_fullres(rows, s, column=column)
     return load_seg_arrays(rows, size=cfg.train.image_size, in_chans=cfg.model.in_chans, use_clahe=s.clahe,
                            clip_limit=s.clahe_clip_limit, tiles=s.clahe_tiles)
 
 
-def _train(cfg: StudyConfig, kind: str, train: SegArrays, val: SegArrays, out_dir: Path, seed: int, progress):
+def _in_chans(cfg: StudyConfig) -> int:
+    return 1 if cfg.seg.resample != "square" and cfg.seg.channels != "rgb" else cfg.model.in_chans
+
+
+def _train(cfg: StudyConfig, kind: str, train, val, out_dir: Path, seed: int, progress):
     torch.manual_seed(seed)  # the initial weights too, or a rerun is not reproducible
-    net = create_segnet(kind, in_chans=cfg.model.in_chans, features=cfg.seg.features, severity=cfg.seg.severity)
+    net = create_segnet(kind, in_chans=_in_chans(cfg), features=cfg.seg.features, severity=cfg.seg.severity,
+                        norm=cfg.seg.norm, architecture=cfg.seg.architecture, encoder=cfg.seg.encoder)
     fit_segnet(net, train, val, cfg.train, cfg.seg, seed=seed, out_dir=out_dir, progress=progress)
     net.load_state_dict(load_file(str(out_dir / "model.safetensors")))
     return net
 
 
+def _predict(cfg: StudyConfig, net, data) -> dict:
+    """``seg_prob``: a list of working-scale maps (full resolution) or an ``N×S×S`` array, plus any heads."""
+    if isinstance(data, list):
+        return {"seg_prob": predict_fullres(net, data, patch_size=cfg.seg.patch_size, flips=cfg.seg.tta_flips,
+                                            overlap=cfg.seg.sw_overlap)}
+    return predict(net, data.images, patch_size=cfg.seg.patch_size)
+
+
+def _references(data) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Reference masks and fields of view at the original scale (full resolution) or at train size."""
+    if isinstance(data, list):
+        return [it.truth for it in data], [it.fov_native for it in data]
+    truth = list(data.masks[:, 0].numpy().astype(bool))
+    fov = list(data.fov[:, 0].numpy().astype(bool)) if data.fov is not None else [np.ones_like(t) for t in truth]
+    return truth, fov
+
+
+def _native(data, prob) -> list[np.ndarray]:
+    """Probability maps on the pixels the references have (resampled back from working scale)."""
+    if isinstance(data, list):
+        return [to_native(p, it.truth.shape) for p, it in zip(prob, data)]
+    return list(prob)
+
+
 def _mean(preds: list[dict]) -> dict:
-    return {k: np.mean([p[k] for p in preds], axis=0) for k in preds[0]}
+    out = {}
+    for k in preds[0]:
+        if isinstance(preds[0][k], list):  # full-resolution maps differ in size: average image by image
+            out[k] = [np.mean([p[k][i] for p in preds], axis=0) for i in range(len(preds[0][k]))]
+        else:
+            out[k] = np.mean([p[k] for p in preds], axis=0)
+    return out
 
 
 def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     """Train and evaluate the segmentation (or multi-task) study of a run directory.
+
+    Every fold of ``splits.json`` is trained (or the first ``seg.folds``); test and
+    external predictions average the fold models. With ``seg.threshold: validation`` the
+    threshold maximises pooled Dice on the out-of-fold validation images.
 
     Parameters
     ----------
@@ -96,67 +145,113 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     data = {name: _arrays(cfg, r) for name, r in parts.items()}
     main_preds: dict[str, list] = {p: [] for p in parts}
     clf_preds: dict[str, list] = {p: [] for p in parts}
-    n_folds = min(s.folds, len(splits["folds"]))
+    val_truth: list[np.ndarray] = []
+    val_prob: list[np.ndarray] = []
+    val_fov: list[np.ndarray] = []
+    n_folds = min(s.folds or len(splits["folds"]), len(splits["folds"]))
     for k in range(n_folds):
+        log.info("seg: fold %d of %d", k + 1, n_folds)
         train, val = _arrays(cfg, rows(splits["folds"][k]["train"])), _arrays(cfg, rows(splits["folds"][k]["val"]))
         seed = cfg.seed * 1000 + k
         net = _train(cfg, s.task, train, val, out / f"fold_{k}", seed, progress)
         clf = _train(cfg, "classifier", train, val, out / f"fold_{k}" / "classifier", seed, progress) \
-            if s.compare_classifier else None
+            if s.compare_classifier and s.structure == "lesions" and not isinstance(train, list) else None
+        truth, fov = _references(val)
+        val_truth += truth
+        val_fov += fov
+        val_prob += _native(val, _predict(cfg, net, val)["seg_prob"])
         for p, arr in data.items():
-            main_preds[p].append(predict(net, arr.images, patch_size=s.patch_size))
+            main_preds[p].append(_predict(cfg, net, arr))
             if clf is not None:
                 clf_preds[p].append(predict(clf, arr.images))
-
-    metrics: dict = {"task": s.task, "folds_trained": n_folds, "threshold": s.threshold,
-                     "n_bootstrap": cfg.evaluate.n_bootstrap, "clahe": s.clahe, "image_size": cfg.train.image_size}
+    threshold = best_threshold(val_truth, val_prob, val_fov) if s.threshold == "validation" else float(s.threshold)
+    val_counts = pixel_counts(val_truth, val_prob, val_fov, threshold=threshold).sum(0)
+    metrics: dict = {"task": s.task, "structure": s.structure, "folds_trained": n_folds, "threshold": threshold,
+                     "threshold_rule": "validation" if s.threshold == "validation" else "fixed",
+                     "validation": {"f1": scores_from_counts(*val_counts)["f1"], "n_images": len(val_truth)},
+                     "n_bootstrap": cfg.evaluate.n_bootstrap, "clahe": s.clahe, "resample": s.resample,
+                     "image_size": cfg.train.image_size, "patch_size": s.patch_size, "channels": s.channels,
+                     "published": [b.model_dump() for b in s.published]}
     frames = []
     for p, arr in data.items():
         pred = _mean(main_preds[p])
-        truth = arr.masks[:, 0].numpy()
-        if arr.fov is not None:  # pixels outside the field of view count for nothing
-            inside = arr.fov[:, 0].numpy().astype(bool)
-            truth, pred["seg_prob"] = truth * inside, pred["seg_prob"] * inside
-            metrics["inside_fov"] = True
-        stats = image_stats(truth, pred["seg_prob"], threshold=s.threshold, size_bins=s.size_bins)
+        truth, fov = _references(arr)
+        prob = [np.where(f, q, 0.0).astype(np.float32) for q, f in zip(_native(arr, pred["seg_prob"]), fov)]
+        truth = [t & f for t, f in zip(truth, fov)]  # pixels outside the field of view count for nothing
+        metrics["inside_fov"] = "fov_mask" in parts[p].columns
         groups = parts[p]["patient_id"].to_numpy()
-        clf_score = _mean(clf_preds[p])["cls_prob"] if clf_preds[p] else None
-        summ = seg_summary(stats, arr.labels, groups=groups, cls_score=pred.get("cls_prob"),
-                           baseline_score=clf_score, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
-        summ["lesion_size"] = size_table(stats, summ, s.size_bins)
-        if "severity" in pred and np.isfinite(arr.severity).any():  # a user's data may have no severity grades
-            summ["severity"] = severity_summary(arr.severity, pred["severity"], arr.labels, groups=groups,
-                                                n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
-        metrics[p] = summ
-        frame = pd.concat([parts[p][["sample_id", "patient_id", "label"]].reset_index(drop=True), stats], axis=1)
+        counts = pixel_counts(truth, prob, fov, threshold=threshold)
+        frame = parts[p][["sample_id", "patient_id", "label"]].reset_index(drop=True)
         frame.insert(1, "part", p)
-        for key, col in (("cls_prob", "p_multitask"), ("severity", "severity_pred")):
-            if key in pred:
-                frame[col] = pred[key]
-        if clf_score is not None:
-            frame["p_classifier"] = clf_score
-        frame["severity"] = arr.severity
+        frame[["tp", "fp", "fn", "tn"]] = counts
+        frame["f1"] = [scores_from_counts(*c)["f1"] for c in counts]
+        if s.structure == "vessels":
+            summ = {"pixels": pixel_summary(truth, prob, fov, threshold=threshold, groups=groups,
+                                            n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)}
+            observer = _second_observer(parts[p], arr, fov, groups, cfg)
+            if observer is not None:
+                summ["second_observer"] = observer
+        else:
+            stats = image_stats(np.stack(truth), np.stack(prob), threshold=threshold, size_bins=s.size_bins)
+            clf_score = _mean(clf_preds[p])["cls_prob"] if clf_preds[p] else None
+            summ = seg_summary(stats, arr.labels, groups=groups, cls_score=pred.get("cls_prob"),
+                               baseline_score=clf_score, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
+            summ["lesion_size"] = size_table(stats, summ, s.size_bins)
+            if "severity" in pred and np.isfinite(arr.severity).any():  # a user's data may have no severity grades
+                summ["severity"] = severity_summary(arr.severity, pred["severity"], arr.labels, groups=groups,
+                                                    n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
+            frame = pd.concat([frame, stats.drop(columns=["tp", "fp", "fn"])], axis=1)
+            for key, col in (("cls_prob", "p_multitask"), ("severity", "severity_pred")):
+                if key in pred:
+                    frame[col] = pred[key]
+            if clf_score is not None:
+                frame["p_classifier"] = clf_score
+            frame["severity"] = arr.severity
+        metrics[p] = summ
         frames.append(frame)
         if p == "test":
-            _save_overlays(out / "overlays.npz", parts[p], stats, truth, pred["seg_prob"])
+            _save_overlays(out / "overlays.npz", parts[p], frame["f1"].to_numpy(), truth, prob, fov, threshold)
     pd.concat(frames, ignore_index=True).to_parquet(out / "predictions.parquet", index=False)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True, default=float))
     return metrics
 
 
-def _save_overlays(path: Path, rows: pd.DataFrame, stats: pd.DataFrame, truth: np.ndarray, prob: np.ndarray) -> None:
-    """Best, median and worst test images by Dice (among images with a true lesion), unprocessed."""
-    from medlens.data.arrays import load_tensor
+def _second_observer(rows: pd.DataFrame, data, fov: list[np.ndarray], groups, cfg: StudyConfig) -> dict | None:
+    """The second observer's mask scored against the reference like the model (None without one for every image)."""
+    if "mask_2" not in rows.columns or not rows["mask_2"].map(lambda v: isinstance(v, str) and bool(v)).all():
+        return None
+    truth, _ = _references(data)
+    other = [load_mask(ref).astype(bool) for ref in rows["mask_2"]]
+    if isinstance(data, SegArrays):  # the reference is at train size there: compare at that size
+        other = [resize(o.astype(np.float32)[None], t.shape[0])[0] > 0.5 for o, t in zip(other, truth)]
+    truth = [t & f for t, f in zip(truth, fov)]
+    out = pixel_summary(truth, [o.astype(np.float32) for o in other], fov, threshold=0.5, groups=groups,
+                        n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
+    out.pop("auc")  # a binary mask has no ranking: its "AUC" is only (sensitivity + specificity) / 2
+    return out
 
-    with_lesion = np.flatnonzero(stats["n_true"].to_numpy() > 0)
-    if with_lesion.size == 0:
+
+def _save_overlays(path: Path, rows: pd.DataFrame, f1: np.ndarray, truth: list[np.ndarray], prob: list[np.ndarray],
+                   fov: list[np.ndarray], threshold: float) -> None:
+    """Best, median and worst test images by F1 (among images with a true foreground), unprocessed, at the
+    resolution of the references."""
+    with_fg = np.flatnonzero([t.any() for t in truth])
+    if with_fg.size == 0:
         return
-    order = with_lesion[np.argsort(-stats["dice"].to_numpy()[with_lesion], kind="stable")]
+    order = with_fg[np.argsort(-np.nan_to_num(f1[with_fg], nan=-1.0), kind="stable")]
     pick = [order[0], order[len(order) // 2], order[-1]]
-    images = load_tensor(rows.iloc[pick], size=truth.shape[-1], in_chans=3).numpy()
-    np.savez_compressed(path, image=images, truth=truth[pick].astype(np.uint8), prob=prob[pick].astype(np.float16),
-                        dice=stats["dice"].to_numpy()[pick], case=np.array(["best", "median", "worst"]))
+    images = []
+    for i in pick:
+        img = load_image(rows["image"].iloc[i])
+        if img.shape[1:] != truth[i].shape:
+            img = resize(img, truth[i].shape[0])
+        images.append(np.clip(to_channels(img, 3) * 255 + 0.5, 0, 255).astype(np.uint8))
+    np.savez_compressed(path, image=np.stack(images), truth=np.stack([truth[i] for i in pick]).astype(np.uint8),
+                        pred=np.stack([prob[i] > threshold for i in pick]).astype(np.uint8),
+                        fov=np.stack([fov[i] for i in pick]).astype(np.uint8), dice=f1[pick],
+                        case=np.array(["best", "median", "worst"]),
+                        sample_id=np.array([rows["sample_id"].iloc[i] for i in pick]))
 
 
 def seg_stages(cfg: StudyConfig) -> Path:
@@ -172,10 +267,12 @@ def seg_stages(cfg: StudyConfig) -> Path:
     seg_key = {k: key[k] for k in ("seg", "train", "model", "evaluate", "seed")}
     seg_key["inputs"] = [file_digest(run / "manifest.parquet"), file_digest(run / "splits.json"),
                          file_digest(run / "qc.parquet")]
-    # These networks are small (64 px, 8-128 channels): one thread is as fast as two on an
-    # idle 2-core machine, and 20x faster than two when other jobs share the cores.
+    # Whole-image networks at 64 px are small: one thread is as fast as two on an idle 2-core
+    # machine, and 20x faster than two when other jobs share the cores. Full-resolution
+    # patches (resample native / fov) are big enough to use every core.
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if cfg.seg.resample == "square":
+        torch.set_num_threads(1)
     try:
         with progress_bar() as progress:
             run_stage(run, "seg", seg_key, [run / "seg" / "metrics.json"],

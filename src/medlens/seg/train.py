@@ -68,6 +68,67 @@ def _crop(x: torch.Tensor, m: torch.Tensor, size: int, gen: torch.Generator) -> 
     return torch.stack(xs), torch.stack(ms)
 
 
+class PatchSampler:
+    """Random training patches of full-resolution images (:class:`~medlens.seg.fullres.FullResImage`).
+
+    A share ``foreground_fraction`` of the patches is centred on a random foreground pixel
+    (vessel or lesion: the thin structures and their boundaries are what the loss must
+    see), the others on a random field-of-view pixel. Images smaller than the patch are
+    zero-padded. Coordinates are indexed once, so a draw costs no search.
+    """
+
+    def __init__(self, items: list, size: int, foreground_fraction: float) -> None:
+        self.items, self.size, self.fg = items, int(size), float(foreground_fraction)
+        self.fg_idx = [np.flatnonzero(it.mask) for it in items]
+        self.fov_idx = [np.flatnonzero(it.fov) for it in items]
+
+    def __call__(self, image_ids: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n, s = len(image_ids), self.size
+        u = torch.rand(n, 2, generator=gen).numpy()
+        x = np.zeros((n, self.items[0].image.shape[0], s, s), np.float32)
+        m = np.zeros((n, 1, s, s), np.float32)
+        for j, i in enumerate(image_ids):
+            it = self.items[i]
+            h, w = it.mask.shape
+            pool = self.fg_idx[i] if u[j, 0] < self.fg and self.fg_idx[i].size else self.fov_idx[i]
+            cy, cx = divmod(int(pool[min(int(u[j, 1] * pool.size), pool.size - 1)]), w) if pool.size else (h // 2, w // 2)
+            y0, x0 = min(max(cy - s // 2, 0), max(h - s, 0)), min(max(cx - s // 2, 0), max(w - s, 0))
+            ph, pw = min(s, h - y0), min(s, w - x0)
+            x[j, :, :ph, :pw] = it.image[:, y0:y0 + ph, x0:x0 + pw]
+            m[j, 0, :ph, :pw] = it.mask[y0:y0 + ph, x0:x0 + pw]
+        return torch.from_numpy(x), torch.from_numpy(m)
+
+
+def _windows(model: SegNet, x: torch.Tensor, patch_size: int, batch_size: int, overlap: float) -> torch.Tensor:
+    """Sigmoid probabilities of a float batch by MONAI's Gaussian-weighted sliding window."""
+    from monai.inferers import sliding_window_inference
+
+    roi = (2 * patch_size, 2 * patch_size)  # twice the training patch: fewer seams, same receptive field
+    return sliding_window_inference(x, roi, sw_batch_size=batch_size, predictor=lambda t: torch.sigmoid(model(t)["seg"]),
+                                    overlap=overlap, mode="gaussian")
+
+
+@torch.no_grad()
+def predict_fullres(model: SegNet, items: list, *, patch_size: int, flips: bool = False, overlap: float = 0.25,
+                    batch_size: int = 8) -> list[np.ndarray]:
+    """Foreground probability ``h×w`` (float32, working scale) of each full-resolution image.
+
+    Sliding-window inference over the whole image (windows of twice the patch size,
+    overlapping by ``overlap``, Gaussian-weighted); with ``flips`` the mean over the
+    image and its horizontal, vertical and double flips.
+    """
+    model.eval()
+    out = []
+    for it in items:
+        x = torch.from_numpy(it.image)[None]
+        views = [(3,), (2,), (2, 3)] if flips else []
+        p = _windows(model, x, patch_size, batch_size, overlap)
+        for dims in views:
+            p = p + _windows(model, x.flip(dims), patch_size, batch_size, overlap).flip(dims)
+        out.append((p / (1 + len(views)))[0, 0].numpy().astype(np.float32))
+    return out
+
+
 @torch.no_grad()
 def predict(model: SegNet, images: torch.Tensor, *, patch_size: int | None = None, batch_size: int = 64) -> dict:
     """Outputs for a uint8 image tensor ``N×C×H×W``.
@@ -100,13 +161,20 @@ def predict(model: SegNet, images: torch.Tensor, *, patch_size: int | None = Non
     return {k: torch.cat(v).numpy().astype(np.float32 if k == "seg_prob" else np.float64) for k, v in out.items()}
 
 
-def _val_score(model: SegNet, val: SegArrays, seg_cfg: SegConfig) -> dict[str, float]:
+def _val_score(model: SegNet, val, seg_cfg: SegConfig) -> dict[str, float]:
     from medlens.seg.metrics import dice_score
 
+    if isinstance(val, list):  # full resolution: pooled F1 at the best threshold, inside the FOV
+        from medlens.seg.pixels import best_threshold, pixel_counts, scores_from_counts
+
+        prob = predict_fullres(model, val, patch_size=seg_cfg.patch_size)
+        truth, fov = [it.mask for it in val], [it.fov for it in val]
+        t = best_threshold(truth, prob, fov)
+        return {"val_f1": scores_from_counts(*pixel_counts(truth, prob, fov, threshold=t).sum(0))["f1"]}
     p = predict(model, val.images, patch_size=seg_cfg.patch_size)
     res = {}
     if "seg_prob" in p:
-        res["val_dice"] = dice_score(val.masks[:, 0].numpy().ravel()[None], (p["seg_prob"] > seg_cfg.threshold).ravel()[None])
+        res["val_dice"] = dice_score(val.masks[:, 0].numpy().ravel()[None], (p["seg_prob"] > 0.5).ravel()[None])
     if "cls_prob" in p and len(np.unique(val.labels)) == 2:
         from medlens.evaluate import auc_score
 
@@ -114,8 +182,8 @@ def _val_score(model: SegNet, val: SegArrays, seg_cfg: SegConfig) -> dict[str, f
     return res
 
 
-def fit_segnet(model: SegNet, train: SegArrays, val: SegArrays, train_cfg: TrainConfig, seg_cfg: SegConfig, *,
-               seed: int, out_dir: Path, progress: Progress | None = None) -> pd.DataFrame:
+def fit_segnet(model: SegNet, train: SegArrays | list, val: SegArrays | list, train_cfg: TrainConfig,
+               seg_cfg: SegConfig, *, seed: int, out_dir: Path, progress: Progress | None = None) -> pd.DataFrame:
     """Train ``model``; write ``model.safetensors`` (best epoch) and ``history.csv`` into ``out_dir``.
 
     Parameters
@@ -123,7 +191,9 @@ def fit_segnet(model: SegNet, train: SegArrays, val: SegArrays, train_cfg: Train
     model : SegNet
         Its heads decide the losses: segmentation (Dice + BCE/focal), classification
         (class-weighted cross-entropy), severity (smooth-L1 or ordinal BCE).
-    train, val : SegArrays
+    train, val : SegArrays, or lists of :class:`~medlens.seg.fullres.FullResImage`
+        Full-resolution lists train on ``seg_cfg.patches_per_image`` patches per image
+        and epoch (:class:`PatchSampler`) and validate by sliding window.
     train_cfg : TrainConfig
         epochs, batch_size, lr, weight_decay, augment.
     seg_cfg : SegConfig
@@ -145,30 +215,37 @@ def fit_segnet(model: SegNet, train: SegArrays, val: SegArrays, train_cfg: Train
                "severity": seg_cfg.severity_weight if model.severity is not None else 0.0}
     combine = MultiTaskLoss(weights, uncertainty=seg_cfg.loss_weighting == "uncertainty" and len(
         [w for w in weights.values() if w > 0]) > 1)
-    counts = np.bincount(train.labels, minlength=2).astype(float)
+    fullres = isinstance(train, list)
+    sampler = PatchSampler(train, seg_cfg.patch_size, seg_cfg.foreground_fraction) if fullres else None
+    draws = len(train) * (seg_cfg.patches_per_image if fullres else 1)
+    labels = np.zeros(len(train), int) if fullres else train.labels
+    counts = np.bincount(labels, minlength=2).astype(float)
     cls_w = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
     params = list(model.parameters()) + list(combine.parameters())
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    steps = math.ceil(len(train) / train_cfg.batch_size)
+    steps = math.ceil(draws / train_cfg.batch_size)
     total, warmup = train_cfg.epochs * steps, max(1, steps // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
-    y = torch.from_numpy(train.labels.astype(np.int64))
-    sev = torch.from_numpy(np.nan_to_num(train.severity, nan=0.0))
+    y = torch.from_numpy(labels.astype(np.int64))
+    sev = torch.zeros(len(train)) if fullres else torch.from_numpy(np.nan_to_num(train.severity, nan=0.0))
     task = progress.add_task(f"seg {out_dir.name}", total=total) if progress else None
     rows, best = [], -math.inf
     for epoch in range(train_cfg.epochs):
         model.train()
-        perm = torch.randperm(len(train), generator=gen)
+        perm = torch.randperm(draws, generator=gen) % len(train)
         losses: list[float] = []
         part_losses: dict[str, list[float]] = {}
-        for i in range(0, len(train), train_cfg.batch_size):
+        for i in range(0, draws, train_cfg.batch_size):
             idx = perm[i:i + train_cfg.batch_size]
             if len(idx) < 2:
                 continue
-            xb, mb = normalise(train.images[idx]), train.masks[idx].float()
-            if seg_cfg.patch_size is not None:
-                xb, mb = _crop(xb, mb, seg_cfg.patch_size, gen)
+            if fullres:
+                xb, mb = sampler(idx.numpy(), gen)
+            else:
+                xb, mb = normalise(train.images[idx]), train.masks[idx].float()
+                if seg_cfg.patch_size is not None:
+                    xb, mb = _crop(xb, mb, seg_cfg.patch_size, gen)
             if train_cfg.augment:
                 xb, mb = _augment(xb, mb, gen)
             out = model(xb)
