@@ -98,10 +98,9 @@ def prepare(rgb: np.ndarray, fov: np.ndarray, cfg: SegConfig) -> tuple[np.ndarra
         img = img[1:2]
     elif img.shape[0] == 3 and cfg.channels == "luminance":
         img = cv2.cvtColor(np.ascontiguousarray(img.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY)[None]
-    hwc = _resize(np.ascontiguousarray(img.transpose(1, 2, 0)), scale, interp).reshape(
-        *_resize(fov.astype(np.uint8), scale, cv2.INTER_NEAREST).shape, img.shape[0])
-    img = hwc.transpose(2, 0, 1)
     f = _resize(fov.astype(np.uint8), scale, cv2.INTER_NEAREST).astype(bool)
+    hwc = _resize(np.ascontiguousarray(img.transpose(1, 2, 0)), scale, interp)
+    img = hwc.reshape(*f.shape, img.shape[0]).transpose(2, 0, 1)  # cv2 drops a single channel axis
     if cfg.clahe:
         img = clahe(np.ascontiguousarray(img), clip_limit=cfg.clahe_clip_limit, tiles=cfg.clahe_tiles)
     x = (img.astype(np.float32) / 255.0) ** cfg.gamma

@@ -158,9 +158,17 @@ def _vessel_section(m: dict, figures: dict) -> dict:
             rows.append({"who": f"{b['name']} (published{', ' + b['source'] if b.get('source') else ''})",
                          **{label: f"{b[k]:.3f}" if b.get(k) is not None else "—" for k, label in _PIXEL_LABELS.items()}})
         tables["ours, the second observer and published results (test images)"] = rows
-        scale = {"fov": "each image rescaled so that its field of view is about the same width",
-                 "native": "at each image's own resolution"}.get(m["resample"], f"resized to {m['image_size']} px")
-        summary = (f"A U-Net was trained on random {m['patch_size']} px patches ({m['channels']} channel"
+        sc = t.get("scale", {"min": 1.0, "max": 1.0})
+        if m["resample"] == "square":
+            scale = f"images resized to {m['image_size']} px"
+        elif sc["min"] == sc["max"] == 1.0:
+            scale = "at the photographs' own resolution"
+        else:
+            scale = (f"photographs rescaled by {sc['min']:.3f}–{sc['max']:.3f} so that the field of view has the "
+                     "width the recipe was designed at")
+        net = "U-Net on a timm encoder" if m.get("architecture") == "timm_unet" else "U-Net"
+        summary = (f"A {net} ({m.get('parameters', 0) / 1e6:.2f} M parameters) was trained on random "
+                   f"{m['patch_size']} px patches ({m['channels']} channel"
                    f"{', CLAHE' if m.get('clahe') else ''}; {scale}) in {m['folds_trained']} fold(s), and "
                    f"predicts whole images by sliding window; {_threshold_words(m)}. On the {px['n_images']} test "
                    f"images, pixels inside the field of view pooled, F1 was {_fmt(px['f1'])} and the pixel AUC "

@@ -171,7 +171,8 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
                      "validation": {"f1": scores_from_counts(*val_counts)["f1"], "n_images": len(val_truth)},
                      "n_bootstrap": cfg.evaluate.n_bootstrap, "clahe": s.clahe, "resample": s.resample,
                      "image_size": cfg.train.image_size, "patch_size": s.patch_size, "channels": s.channels,
-                     "published": [b.model_dump() for b in s.published]}
+                     "published": [b.model_dump() for b in s.published], "architecture": s.architecture,
+                     "parameters": int(sum(t.numel() for t in net.parameters()))}
     frames = []
     for p, arr in data.items():
         pred = _mean(main_preds[p])
@@ -207,6 +208,8 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
             if clf_score is not None:
                 frame["p_classifier"] = clf_score
             frame["severity"] = arr.severity
+        if isinstance(arr, list):  # working scale / original scale of each image (1.0: not resampled)
+            summ["scale"] = {"min": min(it.scale for it in arr), "max": max(it.scale for it in arr)}
         metrics[p] = summ
         frames.append(frame)
         if p == "test":
