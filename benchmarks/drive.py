@@ -1,6 +1,6 @@
 """DRIVE vessel segmentation through `medlens run`, beside the second human observer and published U-Nets.
 
-Run: python benchmarks/drive.py [ROOT] [--run-dir DIR] [--config configs/drive.yaml] [--ablation]
+Run: python benchmarks/drive.py [ROOT] [--run-dir DIR] [--config configs/drive.yaml]
 
 ROOT is any folder laid out like DRIVE (training/{images,1st_manual,mask}, testing/{images,
 1st_manual,mask}, optionally testing/2nd_manual and patients.csv; see medlens.data.drive);
@@ -8,10 +8,6 @@ it defaults to ../shared/data/drive. The script writes ROOT's table into DIR, ru
 of the config with only the data path changed, and prints one table: `ours` (F1, AUC, ...,
 wall-clock), the second observer, the published rows. A finished run is reused (delete DIR
 to retrain).
-
---ablation instead trains variants of the recipe on a short schedule (fold 0, 6 epochs, no
-flips): CLAHE off, RGB instead of the green channel, and a U-Net on a timm encoder; it prints
-validation F1 (what a choice between them may use) beside the test figures.
 """
 
 from __future__ import annotations
@@ -29,22 +25,14 @@ HERE = Path(__file__).resolve().parent
 KEYS = ("f1", "auc", "sensitivity", "specificity", "accuracy", "mcc", "cldice")
 
 
-ABLATION = [("recipe (configs/drive.yaml)", {}), ("CLAHE off", {"clahe": False}),
-            ("RGB instead of green", {"channels": "rgb"}),
-            ("timm-encoder U-Net (resnet18)", {"architecture": "timm_unet", "encoder": "resnet18"})]
-SHORT = {"folds": 1, "tta_flips": False, "sw_overlap": 0.25}
-
-
-def run(root: Path, run_dir: Path, config: Path, *, name: str | None = None, epochs: int | None = None,
-        **seg_overrides) -> tuple[dict, float]:
+def run(root: Path, run_dir: Path, config: Path, **seg_overrides) -> tuple[dict, float]:
     """Train and evaluate the config's study on ROOT; return ``(seg/metrics.json, seconds)``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     table = run_dir / "drive.csv"
     drive_table(root).to_csv(table, index=False)
     base = load_config(config)
     cfg = base.model_copy(update={"run_dir": run_dir, "data": base.data.model_copy(update={"path": table}),
-                                  "seg": base.seg.model_copy(update=seg_overrides), "name": name or base.name,
-                                  "train": base.train.model_copy(update={"epochs": epochs or base.train.epochs})})
+                                  "seg": base.seg.model_copy(update=seg_overrides)})
     t0 = time.perf_counter()
     out = run_study(cfg)
     return json.loads((out / "seg" / "metrics.json").read_text()), time.perf_counter() - t0
@@ -75,17 +63,7 @@ def main() -> None:
     ap.add_argument("root", nargs="?", type=Path, default=HERE.parent.parent / "shared" / "data" / "drive")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/bench-drive"))
     ap.add_argument("--config", type=Path, default=HERE.parent / "configs" / "drive.yaml")
-    ap.add_argument("--ablation", action="store_true", help="short-schedule variants: CLAHE, channel, encoder")
     args = ap.parse_args()
-    if args.ablation:
-        print(f"{'variant (fold 0, 6 epochs, no flips)':40s}{'val F1':>9s}{'test F1':>9s}{'test AUC':>10s}{'params':>9s}"
-              f"{'seconds':>9s}")
-        for i, (label, over) in enumerate(ABLATION):
-            m, sec = run(args.root, args.run_dir, args.config, name=f"ablation{i}", epochs=6, **SHORT, **over)
-            px = m["test"]["pixels"]
-            print(f"{label:40s}{m['validation']['f1']:9.4f}{px['f1']['value']:9.4f}{px['auc']['value']:10.4f}"
-                  f"{m['parameters'] / 1e6:8.2f}M{sec:9.0f}", flush=True)
-        return
     metrics, seconds = run(args.root, args.run_dir, args.config)
     print(table(metrics, seconds))
 

@@ -1,9 +1,11 @@
 """Training and inference of :class:`~medlens.seg.models.SegNet` on in-memory tensors.
 
 Whole-image or patch training (random crops, half of them centred on a lesion pixel),
+or full-resolution patch training on lists of images of any size (:class:`PatchSampler`);
 sliding-window inference (MONAI) for patch-trained models, flips/rot90 applied to image
 and mask together, and the best epoch kept by a validation score: pooled Dice
-(segmentation), AUC (classifier) or their mean (multi-task). Seeded: reproducible on CPU.
+(segmentation), AUC (classifier), their mean (multi-task), or pooled F1 at the best
+threshold (full resolution). Seeded: reproducible on CPU.
 """
 
 from __future__ import annotations
