@@ -46,11 +46,11 @@ __all__ = ["seg_stage", "seg_stages"]
 log = logging.getLogger(__name__)
 
 
-def _arrays(cfg: StudyConfig, rows: pd.DataFrame, column: str = "mask") -> SegArrays | list[FullResImage]:
-    """The images of ``rows`` as the configured network sees them, with ``column`` as reference."""
+def _arrays(cfg: StudyConfig, rows: pd.DataFrame) -> SegArrays | list[FullResImage]:
+    """The images of ``rows`` as the configured network sees them, with their reference masks."""
     s = cfg.seg
     if s.resample != "square":
-        return load_fullres(rows, s, column=column)
+        return load_fullres(rows, s)
     return load_seg_arrays(rows, size=cfg.train.image_size, in_chans=cfg.model.in_chans, use_clahe=s.clahe,
                            clip_limit=s.clahe_clip_limit, tiles=s.clahe_tiles)
 
