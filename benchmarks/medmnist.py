@@ -99,7 +99,8 @@ def table_rows(summary: dict) -> list[list[str]]:
     t = summary["test"]
     secs = summary["wall_s"] if summary["retrained"] else summary["compute_s"]
     clock = f"{secs / 60:.1f} min" + ("" if summary["retrained"] else " (recorded)")
-    rows = [[summary["dataset"], f"ours: {summary['model']} {summary['image_size']} px, {summary['epochs']} ep",
+    length = f"{summary['steps']} steps" if summary.get("steps") else f"{summary['epochs']} ep"
+    rows = [[summary["dataset"], f"ours: {summary['model']} {summary['image_size']} px, {length}",
              _fmt(t["auc"]), _fmt(t["acc"]), clock]]
     for b in summary["baselines"]:
         rows.append(["", b["name"], f"{b['auc']:.3f}" if b["auc"] is not None else "–",

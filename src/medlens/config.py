@@ -126,7 +126,10 @@ class TrainConfig(_Strict):
     """Optimisation settings shared by every fold."""
 
     image_size: int = Field(64, ge=16, le=1024)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, description="Passes over the training images (ignored when steps is set).")
+    steps: int | None = Field(None, ge=1, description="Training length in optimiser steps instead of epochs, so "
+                              "that a 500-image and a 5,000-image set both get the same amount of training "
+                              "(classification engine; segmentation uses epochs).")
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -212,6 +215,16 @@ class StudyConfig(_Strict):
         if isinstance(split, SplitConfig) and "external_site" not in split.model_fields_set:
             return {**data, "split": split.model_copy(update={"external_site": "B"})}
         return data
+
+    @model_validator(mode="after")
+    def _engine_options(self):
+        if self.task == "segmentation" and self.train.steps is not None:
+            raise ValueError("train.steps applies to the classification engine; segmentation trains train.epochs")
+        e = self.engine
+        if e.prior_correction and (e.task != "classification" or e.imbalance != "class_weight"):
+            raise ValueError("engine.prior_correction undoes class weighting: it needs engine.task classification "
+                             "and engine.imbalance class_weight")
+        return self
 
     @property
     def out(self) -> Path:

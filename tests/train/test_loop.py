@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from medlens.config import TrainConfig
 from medlens.errors import ConfigError, StageInputMissing
 from medlens.models import create_model
 from medlens.train.checkpoint import LAST, load_last
 from medlens.train.config import AugmentConfig, EngineConfig
-from medlens.train.loop import fit
+from medlens.train.loop import classifier_bias_key, fit, predict_proba
 
 
 class Killed(Exception):
@@ -32,12 +34,14 @@ ENGINE = EngineConfig(checkpoint_interval=0,
 
 
 @pytest.mark.slow
-def test_kill_and_resume_equals_uninterrupted(tiny_tensors, tmp_path):
+@pytest.mark.parametrize("ema", [None, 0.9], ids=["plain", "ema"])
+def test_kill_and_resume_equals_uninterrupted(tiny_tensors, tmp_path, ema):
     train, val = tiny_tensors
     cfg = TrainConfig(epochs=3, batch_size=8, image_size=32)
+    engine = ENGINE.model_copy(update={"ema": ema})
     full = _model()
     (tmp_path / "full").mkdir()
-    fit(full, train, val, cfg, num_classes=2, seed=7, out_dir=tmp_path / "full", engine=ENGINE)
+    fit(full, train, val, cfg, num_classes=2, seed=7, out_dir=tmp_path / "full", engine=engine)
 
     out = tmp_path / "killed"
     out.mkdir()
@@ -47,12 +51,14 @@ def test_kill_and_resume_equals_uninterrupted(tiny_tensors, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        fit(_model(), train, val, cfg, num_classes=2, seed=7, out_dir=out, engine=ENGINE, on_epoch_end=kill)
+        fit(_model(), train, val, cfg, num_classes=2, seed=7, out_dir=out, engine=engine, on_epoch_end=kill)
     assert load_last(out / LAST)["epoch"] == 1
     resumed = create_model("test_efficientnet", num_classes=2, in_chans=3)  # fresh, differently initialised
-    res = fit(resumed, train, val, cfg, num_classes=2, seed=7, out_dir=out, engine=ENGINE, resume=True)
+    res = fit(resumed, train, val, cfg, num_classes=2, seed=7, out_dir=out, engine=engine, resume=True)
     a, b = _weights(full), _weights(resumed)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+    kept_a, kept_b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert max(float((kept_a[k].float() - kept_b[k].float()).abs().max()) for k in kept_a) < 1e-6
     assert list(res.history["epoch"]) == [0, 1, 2]
     pd.testing.assert_frame_equal(res.history, pd.read_csv(tmp_path / "full" / "history.csv"), check_exact=False)
 
@@ -81,7 +87,7 @@ def test_options_train(tiny_tensors, tmp_path, engine):
     res = fit(_model(), train, val, TrainConfig(epochs=3, batch_size=8, image_size=32), num_classes=2, seed=0,
               out_dir=tmp_path, engine=engine)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "history.csv").is_file()
-    assert set(res.history.columns) == {"epoch", "train_loss", "val_loss", "val_auc", "lr"}
+    assert set(res.history.columns) == {"epoch", "step", "train_loss", "val_loss", "val_auc", "lr"}
     if engine.early_stopping:
         assert len(res.history) <= 3 and not (tmp_path / LAST).exists()
 
@@ -96,3 +102,60 @@ def test_multilabel_and_regression(tiny_tensors, tmp_path):
     res = fit(_model(1), (x, y * 3.0), (xv, yv * 3.0), cfg, num_classes=1, seed=0, out_dir=tmp_path,
               engine=EngineConfig(task="regression", monitor="loss"))
     assert res.history["val_loss"].notna().all()
+
+
+def test_step_budget_and_spaced_validation(tiny_tensors, tmp_path):
+    """train.steps fixes the optimiser steps (epochs follow from the set's size); validations are spaced."""
+    train, val = tiny_tensors  # 40 images, batch 8: 5 steps per epoch
+    engine = EngineConfig(max_validations=4, checkpoint=False)
+    res = fit(_model(), train, val, TrainConfig(steps=37, batch_size=8, image_size=32), num_classes=2, seed=0,
+              out_dir=tmp_path, engine=engine)
+    assert list(res.history["epoch"]) == [1, 3, 5, 7]  # 8 epochs (the last one 2 steps), every 2nd validated
+    assert int(res.history["step"].iloc[-1]) == 37
+    assert res.history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine schedule spans the budget
+
+
+def test_ema_keeps_the_averaged_weights(tiny_tensors, tmp_path):
+    train, val = tiny_tensors
+    model = _model()
+    fit(model, train, val, TrainConfig(epochs=2, batch_size=8, image_size=32), num_classes=2, seed=0,
+        out_dir=tmp_path, engine=EngineConfig(ema=0.99, precise_bn=False, checkpoint=False, monitor="loss"))
+    kept = load_file(str(tmp_path / "model.safetensors"))
+    live = model.state_dict()
+    key = classifier_bias_key(model).replace("bias", "weight")
+    assert not torch.allclose(kept[key], live[key])  # not the last weights of the optimiser
+
+
+def test_prior_correction_shifts_the_saved_biases(tiny_tensors, tmp_path):
+    """The kept model predicts p(c|x) at the training prevalence: the weighted model's p / w, renormalised."""
+    (x, y), val = tiny_tensors
+    x, y = x[:28], y[:28].copy()
+    y[:20] = 1  # 3:1 imbalance (24 positive, 4 negative)
+    cfg = TrainConfig(epochs=1, batch_size=8, image_size=32, augment=False)
+    for name, engine in (("weighted", EngineConfig(checkpoint=False)),
+                         ("corrected", EngineConfig(checkpoint=False, prior_correction=True))):
+        (tmp_path / name).mkdir()
+        fit(_model(), (x, y), val, cfg, num_classes=2, seed=0, out_dir=tmp_path / name, engine=engine)
+    w = np.array([28 / (2 * 4), 28 / (2 * 24)])
+    probs = {}
+    for name in ("weighted", "corrected"):
+        m = _model()
+        m.load_state_dict(load_file(str(tmp_path / name / "model.safetensors")))
+        probs[name] = predict_proba(m, val[0])
+    expected = probs["weighted"] / w
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(probs["corrected"], expected, atol=1e-5)
+    assert probs["corrected"][:, 1].mean() > probs["weighted"][:, 1].mean()
+
+
+def test_label_smoothing_changes_the_loss():
+    from medlens.train.loop import _Objective
+
+    y = np.array([0, 1, 1, 0])
+    logits = torch.tensor([[4.0, -4.0], [-4.0, 4.0], [-3.0, 3.0], [2.0, -2.0]])
+    hard = _Objective("classification", y, 2, "none").loss(logits, torch.from_numpy(y))
+    smooth = _Objective("classification", y, 2, "none", label_smoothing=0.2).loss(logits, torch.from_numpy(y))
+    soft = _Objective("classification", y, 2, "none", label_smoothing=0.2).loss(
+        logits, torch.nn.functional.one_hot(torch.from_numpy(y), 2).float())
+    assert float(smooth) > float(hard) + 0.1
+    assert float(soft) == pytest.approx(float(smooth), rel=1e-6)  # mixup's soft targets are smoothed alike

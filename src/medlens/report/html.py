@@ -68,6 +68,25 @@ def data_summary(manifest: pd.DataFrame, splits: dict) -> dict:
     }
 
 
+def _length(t) -> str:
+    return f"{t.steps} optimiser steps" if t.steps is not None else f"{t.epochs} epochs"
+
+
+def _engine(cfg: StudyConfig) -> str:
+    """Optimiser and loss in words, e.g. 'AdamW, class-weighted cross-entropy, weight EMA 0.999'."""
+    e = cfg.engine
+    loss = {"class_weight": "class-weighted cross-entropy", "sampler": "cross-entropy on class-balanced batches",
+            "none": "cross-entropy"}[e.imbalance]
+    parts = [{"adamw": "AdamW", "sgd": "SGD"}[e.optimizer], loss]
+    if e.label_smoothing:
+        parts.append(f"label smoothing {e.label_smoothing:g}")
+    if e.prior_correction:
+        parts.append("biases shifted back to the training prevalence after training")
+    if e.ema:
+        parts.append(f"weight EMA {e.ema:g}")
+    return ", ".join(parts)
+
+
 def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
     """A methods paragraph generated from the resolved config."""
     s, m, t = cfg.split, cfg.model, cfg.train
@@ -84,9 +103,10 @@ def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
               f"calibrated out-of-fold validation predictions and applied unchanged to test and external data.") if op else ""
     return (f"{split_txt}{ext} A {m.name} network (timm, {m.in_chans}-channel input, "
             f"{'weights from ' + str(m.pretrained) if m.pretrained else 'random initialisation'}) was trained per fold "
-            f"for {t.epochs} epochs at {t.image_size}×{t.image_size} px (AdamW, lr {t.lr:g}, batch {t.batch_size}, "
-            f"class-weighted cross-entropy{', flips and brightness/contrast augmentation' if t.augment else ''}); "
-            f"the epoch with the best validation {cfg.engine.monitor} was kept. Each fold model was calibrated "
+            f"for {_length(t)} at {t.image_size}×{t.image_size} px ({_engine(cfg)}, lr {t.lr:g}, batch {t.batch_size}"
+            f"{', flips and brightness/contrast augmentation' if t.augment else ''}); "
+            f"the {'weights' if cfg.engine.ema else 'epoch'} with the best validation {cfg.engine.monitor} "
+            f"{'were' if cfg.engine.ema else 'was'} kept. Each fold model was calibrated "
             f"({cfg.evaluate.calibration}) on its own validation patients; test and external predictions average the "
             f"{len(splits['folds'])} calibrated fold models.{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
             f"proportions, or a patient-level bootstrap ({metrics['n_bootstrap']} resamples) when patients have "

@@ -37,7 +37,7 @@ from medlens.errors import StageInputMissing
 from medlens.seg.data import SegArrays, load_seg_arrays
 from medlens.seg.fullres import FullResImage, load_fullres, to_native
 from medlens.seg.models import create_segnet
-from medlens.seg.pixels import best_threshold, pixel_counts, pixel_summary, scores_from_counts
+from medlens.seg.pixels import best_threshold, pixel_auc, pixel_counts, pixel_summary, scores_from_counts
 from medlens.seg.summary import image_stats, seg_summary, severity_summary, size_table
 from medlens.seg.train import fit_segnet, predict, predict_fullres
 
@@ -168,7 +168,8 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     val_counts = pixel_counts(val_truth, val_prob, val_fov, threshold=threshold).sum(0)
     metrics: dict = {"task": s.task, "structure": s.structure, "folds_trained": n_folds, "threshold": threshold,
                      "threshold_rule": "validation" if s.threshold == "validation" else "fixed",
-                     "validation": {"f1": scores_from_counts(*val_counts)["f1"], "n_images": len(val_truth)},
+                     "validation": {"f1": scores_from_counts(*val_counts)["f1"], "n_images": len(val_truth),
+                                    "auc": pixel_auc(val_truth, val_prob, val_fov)},
                      "n_bootstrap": cfg.evaluate.n_bootstrap, "clahe": s.clahe, "resample": s.resample,
                      "image_size": cfg.train.image_size, "patch_size": s.patch_size, "channels": s.channels,
                      "published": [b.model_dump() for b in s.published], "architecture": s.architecture,

@@ -59,7 +59,19 @@ class EngineConfig(_Strict):
                             "kept epoch is not one whose probabilities are badly off) or AUC.")
     precise_bn: bool = Field(True, description="Recompute BatchNorm statistics on the training images after every "
                                                "epoch, before validation (removes the epoch-to-epoch loss jumps).")
-    early_stopping: int | None = Field(None, ge=1, description="Stop after this many epochs without improvement.")
+    early_stopping: int | None = Field(None, ge=1, description="Stop after this many validations without "
+                                       "improvement.")
+    max_validations: int = Field(25, ge=1, description="Validate (and keep the best weights) at most this many "
+                                 "times, evenly spaced in epochs, always after the last; a long run on a small set "
+                                 "is not dominated by validation.")
+    ema: float | None = Field(None, gt=0, lt=1, description="Exponential moving average of the weights with this "
+                              "decay (e.g. 0.999; timm ModelEmaV3 with warm-up): the averaged weights are the ones "
+                              "validated and kept. null: off.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing (classification).")
+    prior_correction: bool = Field(False, description="After class-weighted training, shift the classifier's "
+                                   "biases by -log(class weight), so the kept model's probabilities refer to the "
+                                   "training prevalence again (arg-max accuracy), while the weighting still "
+                                   "shaped the features. Classification with imbalance class_weight only.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="Mixed precision where the device supports it (CUDA); CPU stays fp32.")
     checkpoint: bool = Field(True, description="Write last.pt (weights, optimiser, RNG) so a killed run resumes.")

@@ -135,8 +135,9 @@ def auc_score(y: np.ndarray, proba: np.ndarray) -> float:
 class _Objective:
     """Loss and validation metrics of one task, with the imbalance correction."""
 
-    def __init__(self, task: str, y: np.ndarray, num_classes: int, imbalance: str) -> None:
-        self.task, self.k = task, num_classes
+    def __init__(self, task: str, y: np.ndarray, num_classes: int, imbalance: str,
+                 label_smoothing: float = 0.0) -> None:
+        self.task, self.k, self.smoothing = task, num_classes, label_smoothing
         self.weight = self.pos_weight = None
         if task == "classification" and imbalance == "class_weight":
             counts = np.bincount(y, minlength=num_classes).astype(np.float64)
@@ -162,13 +163,19 @@ class _Objective:
         if self.task == "classification":
             w = None if self.weight is None else self.weight.to(dev)
             if target.ndim == 1:
-                return F.cross_entropy(logits, target, weight=w)
+                return F.cross_entropy(logits, target, weight=w, label_smoothing=self.smoothing)
+            target = target * (1 - self.smoothing) + self.smoothing / self.k
             per = -(target * F.log_softmax(logits, 1))  # soft targets from mixup / cutmix
             return (per * w).sum(1).mean() if w is not None else per.sum(1).mean()
         if self.task == "multilabel":
             pw = None if self.pos_weight is None else self.pos_weight.to(dev)
             return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
         return F.mse_loss(logits, target)
+
+    def prior_shift(self) -> np.ndarray:
+        """Logit shift ``-log(class weight)`` that turns a class-weighted model's scores back into
+        probabilities at the training prevalence (weighted cross-entropy learns p(c|x)·w_c)."""
+        return -np.log(self.weight.numpy().astype(np.float64))
 
     def validate(self, proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """``(val_loss, val_auc)``; AUC is nan for regression."""
@@ -231,6 +238,20 @@ def _mix(xb: torch.Tensor, target: torch.Tensor, gen: torch.Generator, aug: Augm
     return xb, soft
 
 
+def classifier_bias_key(model: torch.nn.Module) -> str:
+    """State-dict key of the bias of a timm classifier's output layer."""
+    head = model.get_classifier()
+    for name, param in model.named_parameters():
+        if param is head.bias:
+            return name
+    raise ValueError(f"{type(model).__name__}: the classifier has no bias to shift")
+
+
+def _shift_proba(proba: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    p = proba * np.exp(shift - shift.max())
+    return p / p.sum(1, keepdims=True)
+
+
 def array_digest(*arrays) -> str:
     """Content hash of arrays (shape, dtype, bytes), so a checkpoint never resumes on other data."""
     import hashlib
@@ -267,7 +288,8 @@ def fit(
         Targets: int class indices ``(N,)`` (classification), 0/1 array ``(N, K)``
         (multilabel) or float ``(N,)`` (regression).
     cfg : TrainConfig
-        Image size, epochs, batch size (per process), learning rate, weight decay, augment.
+        Image size, epochs or steps, batch size (per process), learning rate, weight decay,
+        augment.
     num_classes : int
         Classes (or label columns); 1 for regression.
     seed : int
@@ -276,7 +298,8 @@ def fit(
     progress : rich Progress, optional
         Adds one task advancing per batch.
     engine : EngineConfig
-        Task, optimiser, schedule, imbalance handling, early stopping, device, augmentation.
+        Task, optimiser, schedule, imbalance handling (and prior correction), label smoothing,
+        weight EMA, validations, early stopping, device, augmentation.
     resume : {False, True, 'auto'}
         True continues from ``out_dir/last.pt`` and fails if there is none or it was written
         with other settings; 'auto' continues only from a matching checkpoint.
@@ -298,7 +321,8 @@ def fit(
     x, y = train
     xv, yv = val
     gen = torch.Generator().manual_seed(seed)
-    obj = _Objective(engine.task, y, num_classes, engine.imbalance)
+    obj = _Objective(engine.task, y, num_classes, engine.imbalance, engine.label_smoothing)
+    shift = obj.prior_shift() if engine.prior_correction else None
     net = model.to(device)
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -307,7 +331,15 @@ def fit(
     weights = obj.sample_weights(y) if engine.imbalance == "sampler" else None
     per_rank = math.ceil(len(x) / world)
     steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    epochs = math.ceil(total / steps_per_epoch)
+    every = math.ceil(epochs / engine.max_validations)  # validate every `every` epochs and after the last
+    ema = None
+    if engine.ema is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=engine.ema, use_warmup=True)
+    kept = ema.module if ema is not None else model  # the weights that are validated and saved
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(engine, steps_per_epoch, total))
     use_amp = engine.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -317,6 +349,7 @@ def fit(
     settings = {"train": cfg.model_dump(mode="json"), "seed": seed,
                 "engine": engine.model_dump(mode="json", exclude={"checkpoint", "checkpoint_interval"}),
                 "classes": num_classes, "data": array_digest(x, y, xv, yv), "world": world, "model": type(model).__name__,
+                "total_steps": total,
                 "params": sum(p.numel() for p in model.parameters())}
     fp = fingerprint(settings)
     rows: list[dict] = []
@@ -328,6 +361,8 @@ def fit(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         rows, best = state["history"], (state["best_epoch"], state["best_score"])
@@ -337,13 +372,14 @@ def fit(
     task = progress.add_task(f"train {out_dir.name}", total=total, completed=start * steps_per_epoch) \
         if progress is not None and main else None
     try:
-        for epoch in range(start, cfg.epochs):
+        losses: list[float] = []
+        for epoch in range(start, epochs):
             if stopped:
                 break
             net.train()
             order = _epoch_order(len(x), epoch, gen, seed=seed, weights=weights)
-            losses = []
-            for i in range(0, len(order), cfg.batch_size):
+            n_steps = min(steps_per_epoch, total - epoch * steps_per_epoch)  # the last epoch of a step budget
+            for i in range(0, min(len(order), n_steps * cfg.batch_size), cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 if len(idx) < 2:
                     continue  # batch norm needs two samples
@@ -362,39 +398,51 @@ def fit(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                if ema is not None:
+                    ema.update(model, step=int(sched.last_epoch))
                 losses.append(loss.item())
                 if task is not None:
                     progress.advance(task)
+            if (epoch + 1) % every and epoch != epochs - 1:
+                continue  # no validation (and no checkpoint) after this epoch
             if engine.precise_bn:
-                precise_bn(model, x, device)
+                precise_bn(kept, x, device)
             if world > 1:  # every rank validates the same weights and buffers, so all decide alike
                 import torch.distributed as dist
 
-                for b in model.buffers():
+                for b in kept.buffers():
                     dist.broadcast(b, 0)
-            proba = predict_proba(model, xv, task=engine.task)
+            proba = predict_proba(kept, xv, task=engine.task)
+            if shift is not None:
+                proba = _shift_proba(proba, shift)
             val_loss, val_auc = obj.validate(proba, yv)
-            rows.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            rows.append({"epoch": epoch, "step": int(sched.last_epoch),
+                         "train_loss": float(np.mean(losses)) if losses else float("nan"),
                          "val_loss": val_loss, "val_auc": val_auc, "lr": opt.param_groups[0]["lr"]})
+            losses = []
             score = val_auc if engine.monitor == "auc" and not math.isnan(val_auc) else -val_loss
             if score > best[1]:
                 best, since_best = (epoch, score), 0
                 if main:
-                    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                              str(out_dir / "model.safetensors"))
+                    weights_ = {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}
+                    if shift is not None:  # the saved model itself predicts at the training prevalence
+                        key = classifier_bias_key(kept)
+                        weights_[key] = weights_[key] + torch.from_numpy(shift).to(weights_[key].dtype)
+                    save_file(weights_, str(out_dir / "model.safetensors"))
             else:
                 since_best += 1
             stopped = engine.early_stopping is not None and since_best >= engine.early_stopping
             if main:
                 pd.DataFrame(rows).to_csv(out_dir / "history.csv", index=False)
-                final = stopped or epoch == cfg.epochs - 1
+                final = stopped or epoch == epochs - 1
                 if engine.checkpoint and (final or time.monotonic() - saved_at >= engine.checkpoint_interval):
                     saved_at = time.monotonic()
                     state = {
                         "fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "gen": gen.get_state(),
                         "torch_rng": torch.get_rng_state(), "history": list(rows), "best_epoch": best[0],
-                        "best_score": best[1], "since_best": since_best, "stopped": stopped}
+                        "best_score": best[1], "since_best": since_best, "stopped": stopped,
+                        **({"ema": ema.module.state_dict()} if ema is not None else {})}
                     # training goes on after an intermediate checkpoint, so that one is written from a copy
                     saver.save(state if final else snapshot(state), ckpt)
             if on_epoch_end is not None:
@@ -409,4 +457,5 @@ def fit(
     history = pd.DataFrame(rows)
     if main:
         history.to_csv(out_dir / "history.csv", index=False)
-    return FitResult(best_epoch=best[0], best_val_auc=float(history["val_auc"].iloc[best[0]]), history=history)
+    return FitResult(best_epoch=best[0], best_val_auc=float(history.loc[history["epoch"] == best[0], "val_auc"].iloc[0]),
+                     history=history)

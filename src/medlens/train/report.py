@@ -33,7 +33,7 @@ def report_section(run: Path) -> dict | None:
         monitor = h["val_auc"] if h["val_auc"].notna().any() else -h["val_loss"]
         best = int(h.loc[monitor.idxmax(), "epoch"])
         auc = float(h.loc[h["epoch"] == best, "val_auc"].iloc[0])
-        rows.append({"fold": k, "epochs run": len(h), "best epoch": best,
+        rows.append({"fold": k, "epochs run": int(h["epoch"].max()) + 1, "best epoch": best,
                      "validation AUC": None if math.isnan(auc) else round(auc, 3),
                      "validation loss": round(float(h.loc[h["epoch"] == best, "val_loss"].iloc[0]), 4)})
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -42,8 +42,10 @@ def report_section(run: Path) -> dict | None:
     fig.tight_layout()
     uri = figure_uri(fig)
     gap = [r["epochs run"] - 1 - r["best epoch"] for r in rows]
+    when = "after every epoch" if all(len(h) == h["epoch"].max() + 1 for h in histories.values()) \
+        else "at evenly spaced epochs"
     summary = (f"Each of the {len(rows)} folds was trained on its own training patients and watched on its own "
-               "validation patients after every epoch; the weights of the epoch with the best validation score "
+               f"validation patients {when}; the weights of the epoch with the best validation score "
                f"were kept (on average {sum(gap) / len(gap):.1f} epochs before the last). A validation loss that "
                "rises while the training loss keeps falling means the network started to memorise the training "
                "images; the test and external sets played no part in these choices.")
