@@ -11,7 +11,7 @@ wall-clock.
 Usage (from the repository root)::
 
     python benchmarks/medmnist.py                      # PneumoniaMNIST + RetinaMNIST, full recipe
-    python benchmarks/medmnist.py --quick              # 1 epoch at 28 px: checks the pipeline end to end
+    python benchmarks/medmnist.py --quick              # 40 steps at 28 px: checks the pipeline end to end
     python benchmarks/medmnist.py path/to/bloodmnist.npz   # the same recipe on any MedMNIST 2D file
 
 A ``.npz`` argument is run with the PneumoniaMNIST recipe unchanged (only the name, the data
@@ -34,10 +34,10 @@ CONFIGS = [REPO / "configs" / "medmnist" / "pneumoniamnist.yaml", REPO / "config
 RECIPE = CONFIGS[0]
 log = logging.getLogger("medlens.benchmarks.medmnist")
 
-QUICK = {"train": {"epochs": 1, "image_size": 28}, "evaluate": {"n_bootstrap": 200},
+QUICK = {"train": {"steps": 40, "image_size": 28}, "evaluate": {"n_bootstrap": 200},
          "explain": {"max_images": 8, "faithfulness_images": 0, "sanity_images": 0},
          "trust": {"mc_samples": 2}}
-"""Overrides of ``--quick``: one short epoch and the lightest audits (pipeline check, not a result)."""
+"""Overrides of ``--quick``: 40 steps at 28 px and the lightest audits (pipeline check, not a result)."""
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -117,7 +117,7 @@ def markdown(summaries: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", type=Path, help="config YAMLs or MedMNIST .npz files (default: both configs)")
-    parser.add_argument("--quick", action="store_true", help="1 epoch at 28 px: an end-to-end check, not a result")
+    parser.add_argument("--quick", action="store_true", help="40 steps at 28 px: an end-to-end check, not a result")
     parser.add_argument("--run-dir", type=Path, default=None, help="where the runs go (default: the config's run_dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
