@@ -349,7 +349,6 @@ def fit(
     settings = {"train": cfg.model_dump(mode="json"), "seed": seed,
                 "engine": engine.model_dump(mode="json", exclude={"checkpoint", "checkpoint_interval"}),
                 "classes": num_classes, "data": array_digest(x, y, xv, yv), "world": world, "model": type(model).__name__,
-                "total_steps": total,
                 "params": sum(p.numel() for p in model.parameters())}
     fp = fingerprint(settings)
     rows: list[dict] = []
@@ -424,11 +423,11 @@ def fit(
             if score > best[1]:
                 best, since_best = (epoch, score), 0
                 if main:
-                    weights_ = {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}
+                    kept_state = {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}
                     if shift is not None:  # the saved model itself predicts at the training prevalence
                         key = classifier_bias_key(kept)
-                        weights_[key] = weights_[key] + torch.from_numpy(shift).to(weights_[key].dtype)
-                    save_file(weights_, str(out_dir / "model.safetensors"))
+                        kept_state[key] = kept_state[key] + torch.from_numpy(shift).to(kept_state[key].dtype)
+                    save_file(kept_state, str(out_dir / "model.safetensors"))
             else:
                 since_best += 1
             stopped = engine.early_stopping is not None and since_best >= engine.early_stopping
