@@ -4,10 +4,13 @@ With a MedMNIST 2D ``.npz`` it pretrains encoders on the file's training and val
 images (labels ignored; the test images are never seen); with a study YAML (e.g.
 ``configs/ssl.yaml``, the phantom) it runs that config's ``ssl`` section as is. Then it fits a
 linear probe on shares of the labeled training patients (several draws each, the same
-patients for every encoder) and prints test AUC per encoder and share, and the share of
-labels each pretrained encoder saves before it matches random initialisation with all
-labels. MedMNIST has no patient IDs, so MICLe would fall back to SimCLR; it is left out of
-the MedMNIST default.
+patients for every encoder) and fine-tunes every encoder end to end on the first draw of
+the larger shares. Fine-tuning random initialisation is the supervised baseline. It prints
+test AUC per encoder, mode and share; the share of labels each pretrained encoder saves
+before it matches random initialisation of the same mode, and before it matches the
+supervised baseline with all labels; and each fine-tuned encoder against that baseline with
+a paired DeLong p-value. MedMNIST has no patient IDs, so MICLe would fall back to SimCLR; it
+is left out of the MedMNIST default.
 
 Usage (from the repository root)::
 
@@ -28,13 +31,51 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
 
 
+def table(cfg, summary: dict) -> str:
+    """The printed result: one row per curve (linear probes, then fine-tuned), then the DeLong lines."""
+    fractions = sorted({p["fraction"] for points in summary["curves"].values() for p in points})
+    sup = summary["supervised"]
+    lines = [f"\n{cfg.name}: test AUC (mean ± SD over draws; fine-tuned: one draw), {summary['pool_patients']} "
+             f"labeled training images, {summary['test_images']} test images, "
+             f"{cfg.ssl.image_size or cfg.train.image_size} px, {cfg.ssl.epochs} pretraining epochs",
+             "| encoder | " + " | ".join(f"{f:.0%}" for f in fractions)
+             + " | labels saved vs random init, same mode | labels saved vs supervised, 100% |",
+             "|---|" + "---|" * (len(fractions) + 2)]
+
+    def saved(key: str, enc: str) -> str:
+        if enc not in summary[key]:
+            return "–"
+        v = summary[key][enc]
+        return f"{v:.0%}" if v is not None else "none"
+
+    for enc, points in summary["curves"].items():
+        at = {p["fraction"]: p for p in points}
+        cells = [("–" if f not in at else f"{at[f]['auc']:.3f}" + (f" ± {at[f]['sd']:.3f}" if at[f]["sd"] else ""))
+                 for f in fractions]
+        name = f"**{enc}** (supervised baseline)" if sup is not None and enc == sup["encoder"] else enc
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {saved('labels_saved', enc)} | "
+                     f"{saved('labels_saved_vs_supervised', enc)} |")
+    if sup is not None:
+        lines.append(f"\nagainst the supervised baseline ({sup['encoder']}, {sup['fraction']:.0%} of labels, "
+                     f"AUC {sup['auc']:.3f}), paired DeLong test on the same test images:")
+        for c in summary["versus_supervised"]:
+            p = f"p = {c['p_max']:.3g}" if c["p_max"] is not None else "multi-class: no DeLong"
+            verdict = "at least as good" if c["difference"] >= 0 else "worse"
+            lines.append(f"  {c['encoder']} at {c['fraction']:.0%}: AUC {c['auc']:.3f} ({c['difference']:+.3f}, {p}); "
+                         f"{verdict} than supervised at {sup['fraction']:.0%}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", type=Path, default=DEFAULT, help="a MedMNIST 2D .npz file or a study YAML")
     parser.add_argument("--methods", default="simclr,rotation", help=".npz: comma-separated simclr,micle,mae,rotation")
     parser.add_argument("--epochs", type=int, default=10, help=".npz: pretraining epochs")
     parser.add_argument("--size", type=int, default=32, help=".npz: pretraining and probing image size")
-    parser.add_argument("--seeds", type=int, default=3, help=".npz: draws per label fraction")
+    parser.add_argument("--seeds", type=int, default=3, help=".npz: linear-probe draws per label fraction")
+    parser.add_argument("--finetune", default="0.25,0.5,1.0",
+                        help=".npz: label shares also fine-tuned end to end (one draw each); '' for linear only")
+    parser.add_argument("--finetune-steps", type=int, default=300, help=".npz: optimiser steps of each fine-tune")
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "ssl-bench")
     args = parser.parse_args(argv)
     if not args.target.is_file():
@@ -49,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         base = load_config(REPO / "configs" / "medmnist" / "pneumoniamnist.yaml").model_dump(mode="json")
         base.update(name=f"{dataset_name(args.target)}-ssl")
         base["data"]["path"] = str(args.target.resolve())
+        tuned = [float(f) for f in args.finetune.split(",") if f]
         base["ssl"] = {"methods": args.methods.split(","), "unlabeled": "development", "epochs": args.epochs,
-                       "image_size": args.size, "batch_size": 256, "fractions": [0.01, 0.05, 0.1, 0.25, 1.0],
-                       "probe_seeds": args.seeds}
+                       "image_size": args.size, "batch_size": 256, "probe_seeds": args.seeds,
+                       "fractions": sorted({0.01, 0.05, 0.1, 0.25, 0.5, 1.0, *tuned}),
+                       "probe_mode": "both" if tuned else "linear", "finetune_fractions": tuned or None,
+                       "finetune_seeds": 1, "finetune_steps": args.finetune_steps}
     else:
         base = load_config(args.target).model_dump(mode="json")
     base["run_dir"] = str(args.run_dir)
@@ -64,16 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             pretrain(cfg, method, progress=progress)
             print(f"pretrained {method} in {(time.perf_counter() - t) / 60:.1f} min")
         summary = probe(cfg, progress=progress)
-    fractions = [p["fraction"] for p in next(iter(summary["curves"].values()))]
-    print(f"\n{cfg.name}: linear probe test AUC (mean ± SD over {summary['draws']} draws), "
-          f"{summary['pool_patients']} labeled training images, {summary['test_images']} test images, "
-          f"{cfg.ssl.image_size or cfg.train.image_size} px, {cfg.ssl.epochs} pretraining epochs")
-    print("| encoder | " + " | ".join(f"{f:.0%}" for f in fractions) + " | labels saved |")
-    print("|---|" + "---|" * (len(fractions) + 1))
-    for enc, points in summary["curves"].items():
-        saved = summary["labels_saved"].get(enc)
-        cells = [f"{p['auc']:.3f} ± {p['sd'] or 0:.3f}" for p in points]
-        print(f"| {enc} | " + " | ".join(cells) + f" | {'–' if enc.startswith('random') else (f'{saved:.0%}' if saved is not None else 'none')} |")
+    print(table(cfg, summary))
     load = os.getloadavg()
     print(f"\nwall-clock {(time.perf_counter() - t0) / 60:.1f} min on {os.cpu_count()} CPUs "
           f"(load average {load[0]:.1f} at the end)")

@@ -17,6 +17,8 @@ from medlens.seg import pixels
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVE = ROOT.parent / "shared" / "data" / "drive"
+# benchmarks/drive.py run() overrides of the seg section: a tiny net, a few patches, no flip TTA
+QUICK_SEG = {"features": (4, 8, 8, 16, 16, 4), "patches_per_image": 8, "tta_flips": False}
 needs_drive = pytest.mark.skipif(not DRIVE.is_dir(), reason=f"DRIVE not found at {DRIVE} (../shared is absent)")
 
 
@@ -196,8 +198,7 @@ def test_quick_drive_study_end_to_end(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        m, seconds = bench.run(sub, tmp_path / "runs", ROOT / "configs" / "drive.yaml", features=(4, 8, 8, 16, 16, 4),
-                               patches_per_image=8, tta_flips=False)
+        m, seconds = bench.run(sub, tmp_path / "runs", ROOT / "configs" / "drive.yaml", seg=QUICK_SEG)
     finally:
         torch.set_num_threads(threads)
     run = tmp_path / "runs" / "drive"
@@ -240,8 +241,7 @@ def test_resized_copy_with_two_images_per_patient_keeps_patients_together(tmp_pa
                     os.symlink(f, sub / part / d / f.name)
     big = resize_drive.resize_copy(sub, tmp_path / "big", (999, 960))
     assert Image.open(next((big / "testing" / "images").iterdir())).size == (999, 960)
-    m, _ = bench.run(big, tmp_path / "runs", ROOT / "configs" / "drive.yaml", features=(4, 8, 8, 16, 16, 4),
-                     patches_per_image=8, tta_flips=False)
+    m, _ = bench.run(big, tmp_path / "runs", ROOT / "configs" / "drive.yaml", seg=QUICK_SEG)
     run = tmp_path / "runs" / "drive"
     manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
     splits = json.loads((run / "splits.json").read_text())

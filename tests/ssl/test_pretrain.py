@@ -143,15 +143,36 @@ def test_probe_writes_curves_and_report_section(study):
     assert bad.exit_code != 0
 
 
-def test_finetune_probe_trains_from_the_encoder(study):
+def test_probe_both_modes_compares_with_the_supervised_baseline(study):
+    """--mode both: linear probes on every draw, fine-tunes on the first, and the DeLong comparison."""
     from medlens.pipeline import prepare_study
+    from medlens.ssl.probing import SUPERVISED
 
-    cfg, path = study("finetune", methods=["simclr"], fractions=[1.0], probe_seeds=1)
+    cfg, path = study("both", methods=["simclr"], finetune_seeds=1, finetune_steps=6)
     prepare_study(cfg)
     assert CliRunner().invoke(app, ["pretrain", str(path)]).exit_code == 0
-    res = CliRunner().invoke(app, ["probe", str(path), "--mode", "finetune"])
+    res = CliRunner().invoke(app, ["probe", str(path), "--mode", "both"])
     assert res.exit_code == 0, res.output
+    assert "labels saved vs the supervised baseline" in res.output
+    table = pd.read_csv(cfg.out / "ssl" / "probe.csv")
+    counts = table.groupby("mode").size().to_dict()
+    assert counts == {"linear": 2 * 2 * 2, "finetune": 2 * 2 * 1}  # encoders x fractions x draws
     summary = json.loads((cfg.out / "ssl" / "probe.json").read_text())
-    assert summary["mode"] == "finetune" and set(summary["curves"]) == {"random init", "simclr"}
+    assert summary["mode"] == "both"
+    assert set(summary["curves"]) == {"random init", "simclr", SUPERVISED, "simclr, fine-tuned"}
+    assert summary["supervised"]["encoder"] == SUPERVISED and summary["supervised"]["fraction"] == 1.0
+    sup_auc = table[(table["encoder"] == SUPERVISED) & (table["fraction"] == 1.0)]["auc"].mean()
+    assert summary["supervised"]["auc"] == pytest.approx(sup_auc)
+    assert set(summary["labels_saved_vs_supervised"]) == {"simclr", "simclr, fine-tuned"}
+    vs = summary["versus_supervised"]
+    assert [(c["encoder"], c["fraction"]) for c in vs] == [("simclr, fine-tuned", 0.5), ("simclr, fine-tuned", 1.0)]
+    for c in vs:
+        assert len(c["p"]) == 1 and 0.0 <= c["p_max"] <= 1.0
+        assert c["difference"] == pytest.approx(c["auc"] - sup_auc)
     runs = sorted(p.parent.parent.name for p in (cfg.out / "ssl" / "finetune").glob("*/*/model.safetensors"))
-    assert runs == ["random_init", "simclr"]  # one fine-tuned network per encoder and draw
+    assert runs == ["random_init", "random_init", "simclr", "simclr"]  # one network per encoder and fine-tuned draw
+
+
+def test_finetune_shares_must_be_probe_shares(tiny_config, tmp_path):
+    with pytest.raises(Exception, match="finetune_fractions"):
+        tiny_config(tmp_path, ssl={**SMALL, "finetune_fractions": [0.25]})

@@ -52,7 +52,7 @@ def pretrain(
 
 def probe(
     config: Annotated[Path, typer.Argument(help="Study YAML (run `medlens pretrain` or `medlens run` on it first).")],
-    mode: Annotated[Optional[str], typer.Option(help="linear | finetune (default: ssl.probe_mode).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="linear | finetune | both (default: ssl.probe_mode).")] = None,
     encoder: Annotated[Optional[list[str]], typer.Option(
         help="Extra curve NAME=WEIGHTS (a local .safetensors/.pth of the study's model), repeatable.")] = None,
 ) -> None:
@@ -60,7 +60,9 @@ def probe(
 
     Compares random initialisation, every run/ssl/<method>/ encoder and ssl.imagenet at
     ssl.fractions of fold 0's training patients (ssl.probe_seeds draws each), scored on the
-    held-out test set. Writes run/ssl/probe.csv and probe.json and refreshes report.html.
+    held-out test set. Fine-tuning random init is the supervised baseline; with --mode both
+    each pretrained encoder is also compared with it trained on all the labels (DeLong).
+    Writes run/ssl/probe.csv and probe.json and refreshes report.html.
     """
     from medlens.config import load_config
     from medlens.pipeline import progress_bar
@@ -69,8 +71,8 @@ def probe(
     from medlens.ssl.probing import probe as run_probe
 
     cfg = load_config(config)
-    if mode not in (None, "linear", "finetune"):
-        raise ConfigError(f"--mode {mode}: choose linear or finetune")
+    if mode not in (None, "linear", "finetune", "both"):
+        raise ConfigError(f"--mode {mode}: choose linear, finetune or both")
     encoders = find_encoders(cfg)
     for spec in encoder or []:
         name, sep, path = spec.partition("=")
@@ -82,8 +84,16 @@ def probe(
     for enc, points in summary["curves"].items():
         typer.echo(f"{enc:24s} " + "  ".join(f"{p['fraction']:.0%}: {p['auc']:.3f}" for p in points))
     for enc, saved in summary["labels_saved"].items():
-        typer.echo(f"{enc}: labels saved vs random init of its architecture at {summary['reference']['fraction']:.0%} = "
+        typer.echo(f"{enc}: labels saved vs random init of its architecture, same mode, all its shares = "
                    + (f"{saved:.0%}" if saved is not None else "none (never reaches it)"))
+    if summary["supervised"] is not None:
+        sup = summary["supervised"]
+        for enc, saved in summary["labels_saved_vs_supervised"].items():
+            typer.echo(f"{enc}: labels saved vs the supervised baseline at {sup['fraction']:.0%} (AUC {sup['auc']:.3f}) = "
+                       + (f"{saved:.0%}" if saved is not None else "none (never reaches it)"))
+        for c in summary["versus_supervised"]:
+            typer.echo(f"{c['encoder']} at {c['fraction']:.0%}: AUC {c['auc']:.3f} vs {c['supervised_auc']:.3f} "
+                       f"({c['difference']:+.3f}" + (f", DeLong p ≤ {c['p_max']:.3g})" if c["p_max"] is not None else ")"))
     if (cfg.out / "metrics.json").is_file():
         from medlens.report import write_report
 

@@ -61,8 +61,16 @@ class SSLConfig(_Strict):
     fractions: list[float] = Field([0.01, 0.05, 0.1, 0.25, 1.0], min_length=1,
                                    description="Shares of the labeled training patients the probe uses.")
     probe_seeds: int = Field(5, ge=1, description="Repeats per fraction (other patients drawn each time).")
-    probe_mode: Literal["linear", "finetune"] = Field(
-        "linear", description="linear: frozen features + logistic regression; finetune: train the whole net (train:).")
+    probe_mode: Literal["linear", "finetune", "both"] = Field(
+        "linear", description="linear: frozen features + logistic regression; finetune: train the whole net (train:); "
+        "both: the two, on the same draws. Fine-tuning random init is the supervised baseline.")
+    finetune_fractions: list[float] | None = Field(
+        None, description="Label shares that are fine-tuned (each must be in fractions); null: every fraction.")
+    finetune_seeds: int | None = Field(None, ge=1, description="Draws fine-tuned per share (the first ones); "
+                                       "null: probe_seeds.")
+    finetune_steps: int | None = Field(
+        None, ge=1, description="Optimiser steps of every fine-tune, whatever the share, so a small labeled subset "
+        "still trains properly and every encoder gets the same budget; null: train.steps or train.epochs.")
     imagenet: Path | None = Field(None, description="Local ImageNet checkpoint to put on the curve (never downloaded).")
 
     @field_validator("fractions")
@@ -76,4 +84,7 @@ class SSLConfig(_Strict):
     def _path_given(self) -> "SSLConfig":
         if self.unlabeled == "path" and self.unlabeled_path is None:
             raise ValueError("ssl.unlabeled_path is required when ssl.unlabeled is 'path'")
+        extra = sorted(set(self.finetune_fractions or ()) - set(self.fractions))
+        if extra:
+            raise ValueError(f"ssl.finetune_fractions {extra} are not in ssl.fractions {self.fractions}")
         return self

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RANDOM = "random init"
+FINETUNED = ", fine-tuned"
+SUPERVISED = RANDOM + FINETUNED  # the supervised baseline: the same architecture trained end to end on the labels
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,18 @@ def _finetune(cfg: StudyConfig, enc: Encoder, train: tuple[torch.Tensor, np.ndar
     model = create_model(enc.model, num_classes=classes, in_chans=cfg.model.in_chans, pretrained=enc.weights,
                          image_size=enc.image_size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = cfg.train.model_copy(update={"image_size": enc.image_size})
-    fit(model, train, val, train_cfg, num_classes=classes, seed=seed, out_dir=out_dir,
+    update: dict = {"image_size": enc.image_size}
+    if cfg.ssl.finetune_steps is not None:
+        update["steps"] = cfg.ssl.finetune_steps
+    fit(model, train, val, cfg.train.model_copy(update=update), num_classes=classes, seed=seed, out_dir=out_dir,
         engine=cfg.engine.model_copy(update={"checkpoint": False}))
     model.load_state_dict(load_file(str(out_dir / "model.safetensors")))
     return predict_proba(model, test_x)
+
+
+def curve_name(enc: Encoder, mode: str) -> str:
+    """The curve of an encoder in a mode: its label, plus ``", fine-tuned"`` when fine-tuned."""
+    return enc.label if mode == "linear" else f"{enc.label}{FINETUNED}"
 
 
 def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str | None = None,
@@ -151,14 +160,14 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
         A study whose ingest and split stages have run (``medlens run`` or ``medlens pretrain``).
     encoders : list of Encoder, optional
         Default: :func:`find_encoders`.
-    mode : {'linear', 'finetune'}, optional
-        Default ``ssl.probe_mode``.
+    mode : {'linear', 'finetune', 'both'}, optional
+        Default ``ssl.probe_mode``. Fine-tuning uses ``ssl.finetune_fractions``,
+        ``ssl.finetune_seeds`` (the first draws) and ``ssl.finetune_steps``.
 
     Returns
     -------
     dict
-        The ``probe.json`` summary: settings, per-encoder curves (mean AUC, its spread over
-        draws and the mean DeLong bounds per fraction) and ``labels_saved``.
+        The ``probe.json`` summary (:func:`summarise`).
     """
     from medlens.train.fold import target_columns, targets, task_classes
     from medlens.train.tune import load_inputs
@@ -166,6 +175,7 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
     if cfg.engine.task != "classification":
         raise ConfigError(f"ssl probe: engine.task {cfg.engine.task} is not supported (classification only)")
     mode = mode or cfg.ssl.probe_mode
+    modes = ["linear", "finetune"] if mode == "both" else [mode]
     manifest, splits = load_inputs(cfg)
     by_id = manifest.set_index("sample_id")
     pool = by_id.loc[splits["folds"][0]["train"]].reset_index()
@@ -176,8 +186,12 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
     label = target_columns(cfg)[0]
     draws = {(f, s): sample_patients(pool, f, seed=cfg.seed * 1000 + s, label=label)
              for f in cfg.ssl.fractions for s in range(cfg.ssl.probe_seeds)}
-    rows = []
-    task = progress.add_task(f"probe ({mode})", total=len(encoders) * len(draws)) if progress is not None else None
+    tuned = set(cfg.ssl.finetune_fractions or cfg.ssl.fractions)
+    n_tuned = min(cfg.ssl.finetune_seeds or cfg.ssl.probe_seeds, cfg.ssl.probe_seeds)
+    plan = {m: [k for k in draws if m == "linear" or (k[0] in tuned and k[1] < n_tuned)] for m in modes}
+    rows, scores = [], {}
+    task = (progress.add_task(f"probe ({mode})", total=len(encoders) * sum(map(len, plan.values())))
+            if progress is not None else None)
     pos = {sid: i for i, sid in enumerate(pool["sample_id"])}
     pool_y = targets(cfg, pool)
     patient_of = pool.set_index("sample_id")["patient_id"]
@@ -187,39 +201,80 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
                              preprocess=cfg.engine.preprocess)
 
     images: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for enc in encoders:
-        if enc.image_size not in images:
-            images[enc.image_size] = (load(pool["sample_id"].tolist(), enc.image_size), load(test_ids, enc.image_size))
-        pool_x, test_x = images[enc.image_size]
-        if mode == "linear":
-            seed_everything(cfg.seed)  # random init is a fixed draw
-            net = create_model(enc.model, num_classes=0, in_chans=cfg.model.in_chans, pretrained=enc.weights,
-                               image_size=enc.image_size)
-            pool_f, test_f = features(net, pool_x), features(net, test_x)
-        else:
-            val = (load(val_ids, enc.image_size), targets(cfg, by_id.loc[val_ids].reset_index()))
-        for (f, s), ids in draws.items():
-            idx = np.array([pos[i] for i in ids])
-            if mode == "linear":
-                proba = _linear(pool_f[idx], pool_y[idx], test_f, classes)
+    for m in modes:
+        for enc in encoders:
+            if enc.image_size not in images:
+                images[enc.image_size] = (load(pool["sample_id"].tolist(), enc.image_size),
+                                          load(test_ids, enc.image_size))
+            pool_x, test_x = images[enc.image_size]
+            if m == "linear":
+                seed_everything(cfg.seed)  # random init is a fixed draw
+                net = create_model(enc.model, num_classes=0, in_chans=cfg.model.in_chans, pretrained=enc.weights,
+                                   image_size=enc.image_size)
+                pool_f, test_f = features(net, pool_x), features(net, test_x)
             else:
-                proba = _finetune(cfg, enc, (pool_x[idx], pool_y[idx]), val, test_x, classes,
-                                  seed=cfg.seed * 1000 + s, out_dir=cfg.out / "ssl" / "finetune" / enc.label.replace(" ", "_") / f"{f:g}_{s}")
-            auc, low, high = auc_with_ci(y_test, proba, seed=cfg.seed)
-            rows.append({"encoder": enc.label, "model": enc.model, "fraction": f, "draw": s,
-                         "patients": int(patient_of.loc[ids].nunique()),
-                         "images": len(ids), "auc": auc, "low": low, "high": high})
-            if task is not None:
-                progress.advance(task)
+                val = (load(val_ids, enc.image_size), targets(cfg, by_id.loc[val_ids].reset_index()))
+            name = curve_name(enc, m)
+            for f, s in plan[m]:
+                idx = np.array([pos[i] for i in draws[f, s]])
+                if m == "linear":
+                    proba = _linear(pool_f[idx], pool_y[idx], test_f, classes)
+                else:
+                    proba = _finetune(cfg, enc, (pool_x[idx], pool_y[idx]), val, test_x, classes,
+                                      seed=cfg.seed * 1000 + s,
+                                      out_dir=cfg.out / "ssl" / "finetune" / enc.label.replace(" ", "_") / f"{f:g}_{s}")
+                auc, low, high = auc_with_ci(y_test, proba, seed=cfg.seed)
+                scores[name, f, s] = proba
+                rows.append({"encoder": name, "model": enc.model, "mode": m, "fraction": f, "draw": s,
+                             "patients": int(patient_of.loc[draws[f, s]].nunique()),
+                             "images": len(draws[f, s]), "auc": auc, "low": low, "high": high})
+                if task is not None:
+                    progress.advance(task)
     if task is not None:
         progress.remove_task(task)
     table = pd.DataFrame(rows)
     summary = summarise(table, mode=mode, n_test=len(test_ids), pool_patients=int(pool["patient_id"].nunique()))
+    summary["versus_supervised"] = versus_supervised(table, scores, y_test)
     out = cfg.out / "ssl"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "probe.csv", index=False)
     (out / "probe.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def versus_supervised(table: pd.DataFrame, scores: dict[tuple[str, float, int], np.ndarray],
+                      y_test: np.ndarray) -> list[dict]:
+    """Each fine-tuned pretrained curve, at each share, against the supervised baseline with all labels.
+
+    The baseline is :data:`SUPERVISED` at the largest fine-tuned share. For binary tasks
+    each draw is compared with the baseline's draw of the same index (modulo its draws) by
+    DeLong's paired test on the same test images; ``p_max`` is the largest p over draws.
+
+    Returns
+    -------
+    list of dict
+        ``encoder``, ``fraction``, ``auc`` (mean over draws), ``supervised_auc``, ``difference``,
+        ``p`` (per draw; empty for multi-class) and ``p_max``. Empty without a baseline.
+    """
+    from medlens.evaluate.delong import delong_test
+
+    tuned = table[table["mode"] == "finetune"]
+    base = tuned[tuned["encoder"] == SUPERVISED]
+    if base.empty:
+        return []
+    top = float(base["fraction"].max())
+    base = base[base["fraction"] == top].sort_values("draw")
+    ref_auc, ref_draws = float(base["auc"].mean()), base["draw"].tolist()
+    out = []
+    for (enc, f), g in tuned[tuned["encoder"] != SUPERVISED].groupby(["encoder", "fraction"], sort=False):
+        p = [] if scores[enc, f, int(g["draw"].iloc[0])].shape[1] != 2 else [
+            delong_test(y_test, scores[enc, f, d][:, 1],
+                        scores[SUPERVISED, top, ref_draws[d % len(ref_draws)]][:, 1]).p_value
+            for d in g["draw"]]
+        out.append({"encoder": enc, "fraction": float(f), "auc": float(g["auc"].mean()), "supervised_fraction": top,
+                    "supervised_auc": ref_auc, "difference": float(g["auc"].mean()) - ref_auc,
+                    "p": p, "p_max": max(p) if p else None})
+    return out
 
 
 def labels_saved(curve: dict[float, float], reference: float) -> float | None:
@@ -229,24 +284,41 @@ def labels_saved(curve: dict[float, float], reference: float) -> float | None:
 
 
 def summarise(table: pd.DataFrame, *, mode: str, n_test: int, pool_patients: int) -> dict:
-    """Per-encoder curves (mean over draws) and labels saved.
+    """Per-curve means over draws, and labels saved.
 
-    Each pretrained encoder is measured against random initialisation of the same
-    architecture with the largest label fraction.
+    ``labels_saved``: each pretrained curve against random initialisation of the same
+    architecture, in the same mode (linear or fine-tuned), with that mode's largest share.
+    ``labels_saved_vs_supervised``: each pretrained curve, linear or fine-tuned, against the
+    supervised baseline (:data:`SUPERVISED`) with its largest share; empty without one.
     """
-    curves, models = {}, {}
+    if "mode" not in table:
+        table = table.assign(mode=mode)
+    curves, models, modes = {}, {}, {}
     for enc, g in table.groupby("encoder", sort=False):
         agg = g.groupby("fraction").agg(auc=("auc", "mean"), sd=("auc", "std"), low=("low", "mean"),
                                         high=("high", "mean"), patients=("patients", "mean"))
         curves[enc] = [{"fraction": float(f), **{k: (None if isinstance(v, float) and math.isnan(v) else float(v))
                                                  for k, v in r.items()}} for f, r in agg.iterrows()]
-        models[enc] = g["model"].iloc[0]
-    top = float(table["fraction"].max())
-    references = {models[enc]: next(p["auc"] for p in points if p["fraction"] == top)
-                  for enc, points in curves.items() if enc.startswith(RANDOM)}
-    saved = {enc: labels_saved({p["fraction"]: p["auc"] for p in points}, references[models[enc]])
-             for enc, points in curves.items() if not enc.startswith(RANDOM) and models[enc] in references}
+        models[enc], modes[enc] = g["model"].iloc[0], g["mode"].iloc[0]
+
+    def top_auc(enc: str) -> tuple[float, float]:
+        last = curves[enc][-1]
+        return last["fraction"], last["auc"]
+
+    randoms = {(models[e], modes[e]): e for e in curves if e.startswith(RANDOM)}
+    saved = {e: labels_saved({p["fraction"]: p["auc"] for p in pts}, top_auc(randoms[models[e], modes[e]])[1])
+             for e, pts in curves.items() if not e.startswith(RANDOM) and (models[e], modes[e]) in randoms}
+    supervised = None
+    if SUPERVISED in curves:
+        f, auc = top_auc(SUPERVISED)
+        supervised = {"encoder": SUPERVISED, "fraction": f, "auc": auc}
+    vs_supervised = {e: labels_saved({p["fraction"]: p["auc"] for p in pts}, supervised["auc"])
+                     for e, pts in curves.items()
+                     if supervised is not None and not e.startswith(RANDOM) and models[e] == models[SUPERVISED]}
     first = next((e for e in curves if e.startswith(RANDOM)), None)
+    reference = {"encoder": first, "fraction": None, "auc": None}
+    if first is not None:
+        reference["fraction"], reference["auc"] = top_auc(first)
     return {"mode": mode, "test_images": n_test, "pool_patients": pool_patients, "draws": int(table["draw"].nunique()),
-            "reference": {"encoder": first, "fraction": top, "auc": references.get(models.get(first))},
-            "curves": curves, "labels_saved": saved}
+            "reference": reference, "supervised": supervised, "curves": curves, "labels_saved": saved,
+            "labels_saved_vs_supervised": vs_supervised}

@@ -18,7 +18,7 @@ def curve_figure(summary: dict):
         sd = [p["sd"] or 0.0 for p in points]
         ax.errorbar(f, auc, yerr=sd, marker="o", capsize=3, color=f"C{i}", ls="--" if enc.startswith("random") else "-",
                     label=enc)
-    ref = summary["reference"]
+    ref = summary.get("supervised") or summary["reference"]
     if ref["auc"] is not None:
         ax.axhline(ref["auc"], color="grey", lw=0.8, ls=":", label=f"{ref['encoder']}, {ref['fraction']:.0%} labels")
     ax.set(xscale="log", xlabel="share of labeled training patients", ylabel="test AUC",
@@ -45,14 +45,31 @@ def report_section(run: Path) -> dict | None:
     ref = s["reference"]
     saved = [f"{enc}: {v:.0%}" if v is not None else f"{enc}: never reaches it"
              for enc, v in s["labels_saved"].items()]
-    summary = (f"Encoders pretrained without labels were compared with a randomly initialised one by fitting a "
-               f"{'linear classifier on frozen features' if s['mode'] == 'linear' else 'fine-tuned network'} on a "
-               f"growing share of the {s['pool_patients']} labeled training patients ({s['draws']} random draws per "
-               f"share, the same patients for every encoder) and scoring it on the {s['test_images']} held-out test "
-               "images.")
+    how = {"linear": "fitting a linear classifier on frozen features",
+           "finetune": "fine-tuning the whole network",
+           "both": "fitting a linear classifier on frozen features and by fine-tuning the whole network"}[s["mode"]]
+    summary = (f"Encoders pretrained without labels were compared with a randomly initialised one by {how} on a "
+               f"growing share of the {s['pool_patients']} labeled training patients (up to {s['draws']} random draws "
+               "per share, the same patients for every encoder) and scoring it on the "
+               f"{s['test_images']} held-out test images.")
     if ref["auc"] is not None:
         summary += (f" Random initialisation with {ref['fraction']:.0%} of the labels reaches AUC {ref['auc']:.3f}; "
                     "share of the labels saved before an encoder matches random initialisation of its own "
-                    "architecture — " + ("; ".join(saved) or "no pretrained encoder") + ".")
+                    "architecture in the same mode — " + ("; ".join(saved) or "no pretrained encoder") + ".")
+    sup = s.get("supervised")
+    if sup is not None:
+        vs = [f"{enc}: {v:.0%}" if v is not None else f"{enc}: never reaches it"
+              for enc, v in s["labels_saved_vs_supervised"].items()]
+        summary += (f" The supervised baseline — the same network trained end to end from random initialisation "
+                    f"on {sup['fraction']:.0%} of the labels — reaches AUC {sup['auc']:.3f}; labels saved against it: "
+                    + ("; ".join(vs) or "no pretrained encoder") + ".")
+    tables = {"probe": rows}
+    if s.get("versus_supervised"):
+        tables["versus supervised"] = [
+            {"encoder": c["encoder"], "labeled share": f"{c['fraction']:.0%}", "test AUC (mean)": round(c["auc"], 3),
+             f"supervised, {c['supervised_fraction']:.0%} labels": round(c["supervised_auc"], 3),
+             "difference": round(c["difference"], 3),
+             "DeLong p (largest over draws)": None if c["p_max"] is None else float(f"{c['p_max']:.3g}")}
+            for c in s["versus_supervised"]]
     return {"title": "Self-supervised pretraining: label efficiency", "summary": summary,
-            "figures": {"label_efficiency": figure_uri(curve_figure(s))}, "tables": {"probe": rows}}
+            "figures": {"label_efficiency": figure_uri(curve_figure(s))}, "tables": tables}
