@@ -13,6 +13,8 @@ Usage (from the repository root)::
     python benchmarks/medmnist.py                      # PneumoniaMNIST + RetinaMNIST, full recipe
     python benchmarks/medmnist.py --quick              # 40 steps at 28 px: checks the pipeline end to end
     python benchmarks/medmnist.py path/to/bloodmnist.npz   # the same recipe on any MedMNIST 2D file
+    python benchmarks/medmnist.py --train-share 0.1 ../shared/data/medmnist/pneumoniamnist.npz
+                                                       # the recipe on 10% of the training images
 
 A ``.npz`` argument is run with the PneumoniaMNIST recipe unchanged (only the name, the data
 path and the paper's rows differ). A finished run is not retrained (stages are skipped when
@@ -47,15 +49,41 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def train_subset(npz: Path, share: float, out_dir: Path, *, seed: int = 0) -> Path:
+    """A copy of a MedMNIST file with a class-stratified ``share`` of its training images.
+
+    Validation and test images are kept whole, so the result is scored on the official test
+    set. Written as ``out_dir/<flag>_<pct>pct.npz`` (the flag still names the paper's rows).
+    """
+    import numpy as np
+
+    from medlens.data.medmnist import dataset_name
+
+    with np.load(npz) as f:
+        arrays = {k: f[k] for k in f.files}
+    y = arrays["train_labels"].reshape(len(arrays["train_labels"]), -1)[:, 0]
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), max(1, round(share * (y == c).sum())),
+                                              replace=False) for c in np.unique(y)]))
+    arrays["train_images"], arrays["train_labels"] = arrays["train_images"][keep], arrays["train_labels"][keep]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{dataset_name(npz)}_{share * 100:g}pct.npz"
+    np.savez_compressed(out, **arrays)
+    return out
+
+
 def study_config(target: Path, *, quick: bool = False, run_dir: Path | None = None):
-    """The StudyConfig of a config YAML, or of the recipe applied to a MedMNIST ``.npz``."""
+    """The StudyConfig of a config YAML, or of the recipe applied to a MedMNIST ``.npz``.
+
+    The run is named after the file's stem (``pneumoniamnist_10pct``), its rows after its flag.
+    """
     from medlens.config import load_config, parse_config
     from medlens.data.medmnist import dataset_name, paper_baselines
 
     if target.suffix == ".npz":
         data = load_config(RECIPE).model_dump(mode="json")
         name = dataset_name(target)
-        data = _merge(data, {"name": name, "data": {"path": str(target)}})
+        data = _merge(data, {"name": target.stem.lower(), "data": {"path": str(target)}})
         data["evaluate"]["baselines"] = [b.model_dump() for b in paper_baselines(name)]
     else:
         data = load_config(target).model_dump(mode="json")
@@ -119,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", type=Path, help="config YAMLs or MedMNIST .npz files (default: both configs)")
     parser.add_argument("--quick", action="store_true", help="40 steps at 28 px: an end-to-end check, not a result")
     parser.add_argument("--run-dir", type=Path, default=None, help="where the runs go (default: the config's run_dir)")
+    parser.add_argument("--train-share", type=float, default=None,
+                        help=".npz targets: train on this class-stratified share of the training images (e.g. 0.1); "
+                        "validation and test stay whole")
     args = parser.parse_args(argv)
+    if args.train_share is not None and not 0 < args.train_share < 1:
+        parser.error(f"--train-share {args.train_share}: give a share between 0 and 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.chdir(REPO)  # config paths are relative to the repository root
     targets = args.targets or CONFIGS
@@ -127,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summaries = []
     for target in targets:
+        if args.train_share is not None and target.suffix == ".npz" and target.is_file():
+            target = train_subset(target, args.train_share, (args.run_dir or REPO / "runs") / "medmnist-subsets")
         try:
             cfg = study_config(target.resolve() if target.suffix == ".npz" else target, quick=args.quick,
                                run_dir=args.run_dir)

@@ -60,9 +60,9 @@ def table(cfg, summary: dict) -> str:
                      f"AUC {sup['auc']:.3f}), paired DeLong test on the same test images:")
         for c in summary["versus_supervised"]:
             p = f"p = {c['p_max']:.3g}" if c["p_max"] is not None else "multi-class: no DeLong"
-            verdict = "at least as good" if c["difference"] >= 0 else "worse"
+            verdict = "at least as good as" if c["difference"] >= 0 else "worse than"
             lines.append(f"  {c['encoder']} at {c['fraction']:.0%}: AUC {c['auc']:.3f} ({c['difference']:+.3f}, {p}); "
-                         f"{verdict} than supervised at {sup['fraction']:.0%}")
+                         f"{verdict} supervised at {sup['fraction']:.0%}")
     return "\n".join(lines)
 
 

@@ -133,3 +133,27 @@ def test_quick_path_end_to_end(tmp_path_factory, shared_path, capsys):
     assert section["title"].startswith("Comparison with published results")
     rows = section["tables"]["published results"]
     assert rows[0]["method"].startswith("this study") and any(r["method"] == "ResNet-18 (28)" for r in rows)
+
+
+def test_train_subset_is_stratified_and_keeps_validation_and_test(tmp_path):
+    bench = _load_benchmark()
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], [300, 700])[:, None]
+    arrays = {"train_images": rng.integers(0, 255, (1000, 4, 4), dtype=np.uint8), "train_labels": y,
+              "val_images": np.zeros((50, 4, 4), np.uint8), "val_labels": np.zeros((50, 1), int),
+              "test_images": np.ones((60, 4, 4), np.uint8), "test_labels": np.ones((60, 1), int)}
+    np.savez(tmp_path / "pneumoniamnist.npz", **arrays)
+    out = bench.train_subset(tmp_path / "pneumoniamnist.npz", 0.1, tmp_path / "sub")
+    assert out.name == "pneumoniamnist_10pct.npz"
+    with np.load(out) as f:
+        assert np.bincount(f["train_labels"][:, 0]).tolist() == [30, 70]
+        rows = {r.tobytes() for r in arrays["train_images"]}
+        assert all(r.tobytes() in rows for r in f["train_images"])
+        assert f["val_images"].shape == (50, 4, 4) and f["test_images"].shape == (60, 4, 4)
+    assert bench.study_config(out, run_dir=tmp_path).name == "pneumoniamnist_10pct"  # its own run directory
+
+
+def test_a_subset_file_keeps_the_papers_rows(tmp_path, shared_path):
+    csv = shared_path("reference", "medmnist_v2.csv")
+    cfg = _load_benchmark().study_config(tmp_path / "pneumoniamnist_10pct.npz", run_dir=tmp_path)
+    assert list(cfg.evaluate.baselines) == paper_baselines("pneumoniamnist", csv) != []

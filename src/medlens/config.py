@@ -19,6 +19,7 @@ from medlens.train.config import EngineConfig
 from medlens.seg.config import SegConfig
 from medlens.explain.config import ExplainConfig
 from medlens.ssl.config import SSLConfig
+from medlens.lightweight.config import Requirement
 
 
 class _Strict(BaseModel):
@@ -198,6 +199,10 @@ class StudyConfig(_Strict):
     seg: SegConfig = SegConfig()
     explain: ExplainConfig = ExplainConfig()
     ssl: SSLConfig = SSLConfig()
+    requirement: Requirement | None = Field(
+        None, description="What the clinician asks for, e.g. {metric: auc, at_least: 0.94} or {metric: sensitivity, "
+        "at_least: 0.85, at_specificity: 0.80}; `medlens tune --objective requirement,latency` finds the lightest "
+        "model whose validation 95% CI lower bound meets it.")
 
     @model_validator(mode="before")
     @classmethod

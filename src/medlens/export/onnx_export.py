@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,30 @@ def parity_check(ensemble: Ensemble, onnx_path: Path, images: torch.Tensor, *,
     return out
 
 
+def time_calls(calls: dict[str, Callable[[], object]], *, rounds: int = 1, per_round: int = 50,
+               warmup: int = 5) -> dict[str, np.ndarray]:
+    """Seconds per call of each callable, timed side by side.
+
+    Every callable is warmed up ``warmup`` times, then the callables take turns: each round
+    times ``per_round`` calls of each, so drifting machine load affects all alike.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (rounds * per_round,)
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                out[name].append(time.perf_counter() - t0)
+    return {name: np.asarray(t) for name, t in out.items()}
+
+
 def latency_benchmark(ensemble: Ensemble, onnx_path: Path, image: torch.Tensor, *,
                       iterations: int = 50, threads: int = 1) -> dict:
     """Batch-1 latency (median ms) and throughput (images/s) of ONNX Runtime vs PyTorch eager.
@@ -154,18 +179,12 @@ def latency_benchmark(ensemble: Ensemble, onnx_path: Path, image: torch.Tensor, 
             with torch.no_grad():
                 ensemble(x)
 
-        timings = {}
-        for name, fn in (("onnxruntime", lambda: sess.run(["probabilities"], feed)), ("torch_eager", run_torch)):
-            for _ in range(5):
-                fn()
-            t = []
-            for _ in range(iterations):
-                t0 = time.perf_counter()
-                fn()
-                t.append(time.perf_counter() - t0)
-            timings[name] = {"p50_ms": float(np.median(t) * 1e3), "throughput_per_s": float(len(t) / sum(t))}
+        samples = time_calls({"onnxruntime": lambda: sess.run(["probabilities"], feed), "torch_eager": run_torch},
+                             per_round=iterations)
     finally:
         torch.set_num_threads(old)
+    timings: dict = {name: {"p50_ms": float(np.median(t) * 1e3), "throughput_per_s": float(len(t) / t.sum())}
+                     for name, t in samples.items()}
     timings["speedup"] = timings["onnxruntime"]["throughput_per_s"] / timings["torch_eager"]["throughput_per_s"]
     timings["threads"] = threads
     return timings

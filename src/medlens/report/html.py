@@ -139,18 +139,20 @@ def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, s
 
 
 def extra_sections(run: Path) -> list[dict]:
-    """Sections contributed by other stages (training curves, explain, trust, SSL probe, export) that have run.
+    """Sections contributed by other stages (lightweight choice, training curves, explain, trust, SSL probe, export).
 
     Each is a mapping with ``title``, ``summary``, optional ``flags`` (shown prominently),
     ``figures`` (name -> data URI) and ``tables`` (name -> list of row dicts).
     """
     from medlens.explain import report_section as explain_section
     from medlens.export import report_section as export_section
+    from medlens.lightweight import report_section as lightweight_section
     from medlens.ssl import report_section as ssl_section
     from medlens.train.report import report_section as train_section
     from medlens.trust import report_section as trust_section
 
-    sections = (train_section(run), explain_section(run), trust_section(run), ssl_section(run), export_section(run))
+    sections = (lightweight_section(run), train_section(run), explain_section(run), trust_section(run),
+                ssl_section(run), export_section(run))
     return [sec for sec in sections if sec]
 
 
