@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from medlens.cli import app
 from medlens.config import dump_config, parse_config
 from medlens.lightweight.config import Requirement
-from medlens.lightweight.decide import choose, pareto_front, requirement_estimate
+from medlens.lightweight.decide import choose, confirmation, pareto_front, requirement_estimate
 
 SPACE = ["--backbones", "mobilenetv3_small_050,test_resnet", "--sizes", "32"]
 
@@ -53,6 +53,21 @@ def test_pareto_front_by_hand_and_brute_force():
     brute = [not any(m[j] >= m[i] and c[j] <= c[i] and (m[j] > m[i] or c[j] < c[i]) for j in range(40))
              for i in range(40)]
     assert pareto_front(m, c).tolist() == brute
+
+
+def test_confirmation_judges_the_specificity_the_threshold_kept():
+    """Sensitivity met but specificity lost at the validation threshold (the demo's external site): not held."""
+    req = {"metric": "sensitivity", "at_least": 0.85, "at_specificity": 0.80}
+    est = lambda v, lo: {"value": v, "low": lo, "high": 1.0}  # noqa: E731
+    metrics = {"test": {"sensitivity": est(0.886, 0.774), "specificity": est(0.828, 0.7)},
+               "external": {"sensitivity": est(0.989, 0.963), "specificity": est(0.034, 0.007)}}
+    test, ext = confirmation(metrics, req, "test"), confirmation(metrics, req, "external")
+    assert test["holds"] and not test["ci_holds"] and test["why"] == ""
+    assert not ext["holds"] and not ext["ci_holds"]
+    assert ext["why"] == "specificity at the validation threshold is 0.034, below 0.80"
+    auc = confirmation({"test": {"auc": est(0.93, 0.9)}}, {"metric": "auc", "at_least": 0.944}, "test")
+    assert not auc["holds"] and auc["why"] == "AUC 0.930 is below 0.944"
+    assert confirmation(metrics, req, "temporal") is None
 
 
 def test_choose_is_the_fastest_that_meets_it():

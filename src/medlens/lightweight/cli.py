@@ -8,6 +8,7 @@ import shutil
 import typer
 
 from medlens.config import StudyConfig
+from medlens.lightweight.decide import confirmation
 from medlens.lightweight.search import RequirementNotMet, Space, chosen_config, search
 
 
@@ -56,12 +57,13 @@ def tune_lightweight(cfg: StudyConfig, *, space: Space, trials: int | None, stor
         export_run(out, fold="ensemble", quantize="int8")
         write_report(out, chosen)
     metrics = json.loads((out / "metrics.json").read_text())
+    label = "AUC" if req["metric"] == "auc" else req["metric"]
     for part in ("test", "external"):
-        if part in metrics:
-            e = metrics[part][req["metric"]]
-            verdict = "holds" if e["value"] >= req["at_least"] else "does NOT hold"
-            label = "AUC" if req["metric"] == "auc" else req["metric"]
-            typer.echo(f"{part}: {label} {e['value']:.3f} (95% CI {e['low']:.3f}-{e['high']:.3f}): "
+        r = confirmation(metrics, req, part)
+        if r is not None:
+            at = f", specificity {r['specificity']:.3f}" if "specificity" in r else ""
+            verdict = "holds" if r["holds"] else f"does NOT hold ({r['why']})"
+            typer.echo(f"{part}: {label} {r['value']:.3f} (95% CI {r['low']:.3f}-{r['high']:.3f}){at}: "
                        f"the requirement {verdict}")
     typer.echo(f"report: {out / 'report.html'}")
 

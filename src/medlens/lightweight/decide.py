@@ -1,6 +1,7 @@
 """Functional core of the lightweight search: the requirement's estimate, the Pareto front, the choice.
 
-All three take validation data or the candidates table only; nothing here sees a test set.
+The estimate, the front and the choice take validation data or the candidates table only;
+:func:`confirmation` reads the confirmatory study's ``metrics.json`` after the choice.
 """
 
 from __future__ import annotations
@@ -82,3 +83,39 @@ def choose(candidates: pd.DataFrame) -> pd.Series | None:
     if ok.empty:
         return None
     return ok.sort_values(["latency_ms", "params", "size_bytes"], kind="mergesort").iloc[0]
+
+
+def confirmation(metrics: dict, req: dict, part: str) -> dict | None:
+    """Whether the requirement holds on a held-out part of the confirmatory study.
+
+    Parameters
+    ----------
+    metrics : dict
+        The study's ``metrics.json`` (the threshold was chosen on validation).
+    req : dict
+        ``choice.json``'s ``requirement``.
+    part : str
+        ``test`` or ``external``.
+
+    Returns
+    -------
+    dict or None
+        None when the study has no such part. Else ``value``, ``low``, ``high``; ``holds``
+        (the point estimate reaches ``at_least`` and, for a sensitivity requirement, the
+        specificity at the validation threshold reaches ``at_specificity``), ``ci_holds`` (so
+        does the CI's lower bound), ``specificity`` for a sensitivity requirement, and
+        ``why``: the words that say what fails ("" when it holds).
+    """
+    if part not in metrics:
+        return None
+    e = metrics[part][req["metric"]]
+    out = {"part": part, "value": e["value"], "low": e["low"], "high": e["high"]}
+    label = "AUC" if req["metric"] == "auc" else req["metric"]
+    short = [f"{label} {e['value']:.3f} is below {req['at_least']:.3g}"] if e["value"] < req["at_least"] else []
+    if req["metric"] == "sensitivity":
+        spec = metrics[part]["specificity"]["value"]
+        out["specificity"] = spec
+        if spec < req["at_specificity"]:
+            short.append(f"specificity at the validation threshold is {spec:.3f}, below {req['at_specificity']:.2f}")
+    out.update(holds=not short, ci_holds=not short and e["low"] >= req["at_least"], why="; ".join(short))
+    return out

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from medlens.lightweight.decide import confirmation
+
 
 def front_figure(table: pd.DataFrame, choice: dict):
     """Validation CI lower bound against batch-1 latency; the front joined, the requirement dashed, the choice ringed."""
@@ -33,18 +35,6 @@ def front_figure(table: pd.DataFrame, choice: dict):
            ylabel=f"validation {choice['requirement']['metric']}: 95% CI lower bound")
     ax.legend(fontsize=7, loc="lower right")
     return fig
-
-
-def test_result(metrics: dict, requirement: dict, part: str) -> dict | None:
-    """The requirement's metric on a held-out part of the confirmatory run, from ``metrics.json``."""
-    if part not in metrics:
-        return None
-    e = metrics[part][requirement["metric"]]
-    out = {"part": part, "value": e["value"], "low": e["low"], "high": e["high"],
-           "holds": e["value"] >= requirement["at_least"], "ci_holds": e["low"] >= requirement["at_least"]}
-    if requirement["metric"] == "sensitivity":
-        out["specificity"] = metrics[part]["specificity"]["value"]
-    return out
 
 
 def _row(c: dict, metric: str) -> dict:
@@ -82,7 +72,7 @@ def report_section(run: Path) -> dict | None:
                 "parameters). This study then trained it on every fold, and the test set was scored once, after the "
                 "choice. ")
     for part in ("test", "external"):
-        r = test_result(metrics, req, part)
+        r = confirmation(metrics, req, part)
         if r is None:
             continue
         where = "the internal test set" if part == "test" else "the external site"
@@ -93,8 +83,8 @@ def report_section(run: Path) -> dict | None:
                                                 ", though the CI's lower bound is below it. "))
         else:
             summary += (f"On {where} {metric} is {r['value']:.3f}{at}, 95% CI {r['low']:.3f}–{r['high']:.3f}: the "
-                        "requirement does not hold. ")
-            flags.append(f"The requirement ({req['text']}) does not hold on {where}: {metric} {r['value']:.3f}.")
+                        f"requirement does not hold ({r['why']}). ")
+            flags.append(f"The requirement ({req['text']}) does not hold on {where}: {r['why']}.")
     from medlens.report.html import figure_uri
 
     front = table[table["front"].astype(bool)].sort_values("latency_ms")
