@@ -66,6 +66,35 @@ def table(cfg, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def pair_table(cfg, max_images: int = 600) -> str:
+    """How alike a patient's images are (fold 0's training images), in pixels and in each encoder's features."""
+    import numpy as np
+
+    from medlens.data.transforms import load_prepared
+    from medlens.models import create_model
+    from medlens.ssl.pairs import feature_similarity, pixel_similarity
+    from medlens.ssl.probing import features, find_encoders
+    from medlens.train.loop import seed_everything
+    from medlens.train.tune import load_inputs
+
+    manifest, splits = load_inputs(cfg)
+    rows = manifest.set_index("sample_id").loc[splits["folds"][0]["train"]].reset_index().head(max_images)
+    patients = rows["patient_id"].to_numpy()
+    lines = [f"\npairs of fold 0's training images ({len(rows)} images, {rows['patient_id'].nunique()} patients): "
+             "same patient vs other patients"]
+    encoders = find_encoders(cfg)
+    x = load_prepared(rows, size=encoders[0].image_size, in_chans=cfg.model.in_chans, preprocess=cfg.engine.preprocess)
+    px = pixel_similarity(x.numpy().astype(np.float32), patients, max_shift=max(2, x.shape[-1] // 12))
+    lines.append(f"  pixels (high-passed, best shift): {px['same_patient']:.3f} vs {px['other_patients']:.3f}")
+    for enc in encoders:
+        seed_everything(cfg.seed)
+        net = create_model(enc.model, num_classes=0, in_chans=cfg.model.in_chans, pretrained=enc.weights,
+                           image_size=enc.image_size)
+        fs = feature_similarity(features(net, x), patients)
+        lines.append(f"  {enc.label} features (cosine): {fs['same_patient']:.3f} vs {fs['other_patients']:.3f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", type=Path, default=DEFAULT, help="a MedMNIST 2D .npz file or a study YAML")
@@ -109,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pretrained {method} in {(time.perf_counter() - t) / 60:.1f} min")
         summary = probe(cfg, progress=progress)
     print(table(cfg, summary))
+    if args.target.suffix != ".npz":  # MedMNIST has no patient IDs
+        print(pair_table(cfg))
     load = os.getloadavg()
     print(f"\nwall-clock {(time.perf_counter() - t0) / 60:.1f} min on {os.cpu_count()} CPUs "
           f"(load average {load[0]:.1f} at the end)")

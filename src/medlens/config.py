@@ -37,6 +37,8 @@ class SyntheticConfig(_Strict):
     qc_defect_rate: float = Field(0.0, ge=0, le=1)
     ood_images: int = Field(0, ge=0)
     shortcut: bool = False
+    shared_anatomy: bool = Field(False, description="One eye per patient (vessels, disc, persistent lesions); "
+                                 "pose, illumination, focus and new lesions vary per image.")
 
 
 class CsvColumns(_Strict):

@@ -71,3 +71,31 @@ def test_qc_defects_are_planted_and_recorded(tmp_path):
     clean = m[m["qc_defect"] == ""]["image"].iloc[0]
     assert load_image(dark, tmp_path).mean() < 0.5 * load_image(clean, tmp_path).mean()
     assert isinstance(pd.read_csv(tmp_path / "manifest.csv"), pd.DataFrame)
+
+
+def test_shared_anatomy_makes_a_patients_images_alike(tmp_path):
+    """One eye per patient: same-patient pairs far more alike than other-patient pairs; not so by default."""
+    from medlens.ssl.pairs import pixel_similarity
+
+    def stats(folder, shared):
+        m = generate(folder, n_patients=30, seed=0, image_size=64, site_b_fraction=0.0, shared_anatomy=shared)
+        x = np.stack([load_image(str(folder / p)) for p in m["image"]])
+        return m, pixel_similarity(x, m["patient_id"].to_numpy())
+
+    m, shared = stats(tmp_path / "shared", True)
+    _, default = stats(tmp_path / "default", False)
+    assert shared["same_patient"] > shared["other_patients"] + 0.2
+    assert abs(default["same_patient"] - default["other_patients"]) < 0.05
+    # labels stay what the masks show: an image without lesions (also of a diseased eye) has an empty mask
+    for row in m.itertuples():
+        lesion = load_mask(str(tmp_path / "shared" / row.mask)).any()
+        assert lesion == bool(row.label_true) and (row.severity > 0) == lesion
+
+
+def test_feature_similarity_by_hand():
+    from medlens.ssl.pairs import feature_similarity
+
+    f = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    s = feature_similarity(f, np.array(["a", "a", "b", "b"]), max_pairs=100)
+    assert s["same_patient"] == 1.0 and s["pairs"][0] == 2
+    assert s["other_patients"] == 0.0

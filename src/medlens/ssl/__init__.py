@@ -16,7 +16,7 @@ _WHERE = {
     "SSLConfig": "config", "MAE": "methods", "micle_partners": "methods", "nt_xent": "methods",
     "random_views": "methods", "build_pool": "pretraining", "pretrain": "pretraining", "Encoder": "probing",
     "find_encoders": "probing", "labels_saved": "probing", "probe": "probing", "sample_patients": "probing",
-    "report_section": "report",
+    "report_section": "report", "pixel_similarity": "pairs", "feature_similarity": "pairs",
 }
 __all__ = sorted(_WHERE)
 

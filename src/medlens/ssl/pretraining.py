@@ -80,7 +80,7 @@ def build_pool(cfg: StudyConfig) -> Path:
                 s = cfg.data.synthetic
                 generate(out / "phantom", seed=cfg.seed + ssl.phantom.seed_offset, n_patients=ssl.phantom.n_patients,
                          image_size=s.image_size, images_per_patient=ssl.phantom.images_per_patient,
-                         prevalence=s.prevalence, site_b_fraction=s.site_b_fraction)
+                         prevalence=s.prevalence, site_b_fraction=s.site_b_fraction, shared_anatomy=s.shared_anatomy)
                 rows = sources.read_synthetic(out / "phantom")
                 for col in ("sample_id", "patient_id"):  # other patients than the study's
                     rows[col] = "U" + rows[col].astype(str)
