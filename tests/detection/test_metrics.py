@@ -92,3 +92,15 @@ def test_coco_map_by_hand():
     assert out["map_50"] == pytest.approx(ap_low, abs=1e-9)
     assert out["map"] == pytest.approx((4 * ap_low + 6 * ap_high) / 10, abs=1e-9)
     assert coco_map(gt, [(np.zeros((0, 4)), np.zeros(0))])["map"] == 0.0
+
+
+def test_boxes_from_probability_scores_each_component_by_its_maximum():
+    from medlens.detection.boxes import boxes_from_probability
+
+    p = np.zeros((10, 12))
+    p[1:3, 1:3] = [[0.6, 0.7], [0.9, 0.55]]
+    p[6, 8:11] = [0.5, 0.8, 0.51]
+    p[8, 0] = 0.49  # below the threshold
+    boxes, scores = boxes_from_probability(p, 0.5)
+    assert boxes.tolist() == [[1, 1, 3, 3], [8, 6, 11, 7]] and scores.tolist() == [0.9, 0.8]
+    assert boxes_from_probability(p, 0.95)[0].shape == (0, 4)

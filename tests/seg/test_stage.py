@@ -49,6 +49,10 @@ def test_outputs_and_metrics(tiny_run):
             if np.isfinite(e["low"]):
                 assert e["low"] <= e["value"] + 1e-9 and e["value"] <= e["high"] + 1e-9, key
         assert sum(r["lesions"] for r in t["lesion_size"]) == t["n_lesions"]
+        d = t["detection"]  # the segmentation scored as a detector, one box per 8-connected lesion
+        assert d["n_lesions"] == t["n_lesions"] and d["n_images"] == t["n_images"]
+        assert 0 <= d["cpm"]["low"] <= d["cpm"]["value"] <= d["cpm"]["high"] <= 1
+        assert 0 <= d["map"] <= d["map_50"] <= 1
         assert {"mae", "rmse", "spearman"} <= set(t["severity"])
 
 

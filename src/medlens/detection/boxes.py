@@ -49,3 +49,33 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
     union = area(a)[:, None] + area(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def boxes_from_probability(prob: np.ndarray, threshold: float, *, connectivity: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Detections from a segmentation map: one box per component of ``prob >= threshold``.
+
+    Parameters
+    ----------
+    prob : ndarray of shape (H, W)
+        Lesion probability per pixel.
+    threshold : float
+        The segmentation threshold.
+    connectivity : {4, 8}
+
+    Returns
+    -------
+    boxes : ndarray of shape (K, 4)
+        As :func:`boxes_from_mask`.
+    scores : ndarray of shape (K,)
+        The highest probability inside each component.
+    """
+    if prob.ndim != 2:
+        raise ValueError(f"prob must be 2-D (H, W), got shape {prob.shape}")
+    structure = np.ones((3, 3), bool) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
+    labels, n = ndimage.label(prob >= threshold, structure=structure)
+    if n == 0:
+        return np.zeros((0, 4)), np.zeros(0)
+    slices = ndimage.find_objects(labels)
+    boxes = np.asarray([(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop) for sl in slices], np.float64)
+    scores = np.asarray(ndimage.maximum(prob, labels, index=np.arange(1, n + 1)), np.float64)
+    return boxes, scores

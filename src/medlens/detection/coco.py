@@ -1,4 +1,4 @@
-"""COCO mAP of predicted lesion boxes, computed by pycocotools (the ``detection`` extra).
+"""COCO mAP of predicted lesion boxes, computed by pycocotools.
 
 Boxes follow :mod:`medlens.detection.boxes` (``x0, y0, x1, y1``, exclusive ends), which
 map to COCO's ``[x, y, width, height]`` exactly; one category (lesion).
@@ -11,8 +11,6 @@ import io
 from typing import Sequence
 
 import numpy as np
-
-from medlens.errors import ConfigError
 
 
 def _xywh(b: np.ndarray) -> list[float]:
@@ -37,11 +35,9 @@ def coco_map(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray, np.ndarr
         ``map`` (AP averaged over IoU 0.50:0.05:0.95), ``map_50``, ``n_images``, ``n_lesions``.
         With no prediction at all both are 0.
     """
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as e:  # pragma: no cover - the extra is part of dev
-        raise ConfigError("COCO mAP needs pycocotools: pip install 'medlens[detection]'") from e
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     if len(gt) != len(pred):
         raise ValueError(f"{len(gt)} images of lesions but {len(pred)} of predictions")
     anns, dets = [], []

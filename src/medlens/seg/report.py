@@ -103,6 +103,13 @@ def report_section(run: Path) -> dict | None:
             {"lesion size": r["lesion size"], "lesions": r["lesions"], "detected": r["detected"],
              "sensitivity (95% CI)": _fmt({"value": r["sensitivity"], "low": r["low"], "high": r["high"]})}
             for r in m[p]["lesion_size"]]
+        det = m[p].get("detection", {})
+        if det.get("n_lesions"):
+            tables[f"scored as a detector ({p})"] = (
+                [{"metric": "CPM (mean sensitivity at 1/8-8 FP per image)", "value": _fmt(det["cpm"])}]
+                + [{"metric": f"lesion sensitivity at {r} FP per image", "value": _fmt(e)}
+                   for r, e in det["sensitivity_at"].items()]
+                + [{"metric": "COCO mAP@0.5 / mAP@[.5:.95]", "value": f"{det['map_50']:.3f} / {det['map']:.3f}"}])
         if "severity" in m[p]:
             sv = m[p]["severity"]
             tables[f"severity ({p})"] = [{"metric": k, "value": _fmt(sv[k])} for k in ("mae", "rmse", "spearman",
@@ -120,6 +127,10 @@ def report_section(run: Path) -> dict | None:
             f"{_fmt(t['lesion_sensitivity'])} of lesions were found (smallest lesions, {small['lesion size']}: "
             f"{small['detected']} of {small['lesions']}). Intervals are 95% patient-level bootstrap intervals "
             f"({m['n_bootstrap']} resamples).")
+        if t.get("detection", {}).get("n_lesions"):
+            summary += (f" Scored as a detector (each component of the thresholded map a box, scored by its highest "
+                        f"probability; a hit when the box centre lies in a lesion's box, as in LUNA16): CPM "
+                        f"{_fmt(t['detection']['cpm'])}, COCO mAP@0.5 {t['detection']['map_50']:.3f}.")
         if "auc_classifier" in t:
             ours = t.get("auc_cls", t.get("auc_mask"))
             summary += (f" Image-level AUC {_fmt(ours)} versus {_fmt(t['auc_classifier'])} for the same encoder "

@@ -199,6 +199,7 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
             summ = seg_summary(stats, arr.labels, groups=groups, cls_score=pred.get("cls_prob"),
                                baseline_score=clf_score, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
             summ["lesion_size"] = size_table(stats, summ, s.size_bins)
+            summ["detection"] = detection_summary(truth, prob, groups, threshold, cfg)
             if "severity" in pred and np.isfinite(arr.severity).any():  # a user's data may have no severity grades
                 summ["severity"] = severity_summary(arr.severity, pred["severity"], arr.labels, groups=groups,
                                                     n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.seed)
@@ -219,6 +220,23 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True, default=float))
     return metrics
+
+
+def detection_summary(truth: list[np.ndarray], prob: list[np.ndarray], groups: np.ndarray, threshold: float,
+                      cfg: StudyConfig) -> dict:
+    """The segmentation scored as a detector: components of ``prob >= threshold`` (score: their maximum)
+    against one box per reference lesion; FROC/CPM with patient-bootstrap CIs and COCO mAP."""
+    from medlens.detection.boxes import boxes_from_mask, boxes_from_probability
+    from medlens.detection.coco import coco_map
+    from medlens.detection.froc import froc_with_ci
+
+    gt = [boxes_from_mask(t) for t in truth]
+    pred = [boxes_from_probability(p, threshold) for p in prob]
+    if not sum(len(g) for g in gt):
+        return {"n_lesions": 0}
+    out = froc_with_ci(gt, pred, groups, n_boot=cfg.evaluate.n_bootstrap, seed=cfg.seed)
+    return {**out, **{k: v for k, v in coco_map(gt, pred).items() if k.startswith("map")},
+            "candidates": "components of the thresholded map, scored by their maximum probability"}
 
 
 def _second_observer(rows: pd.DataFrame, data, fov: list[np.ndarray], groups, cfg: StudyConfig) -> dict | None:
