@@ -30,14 +30,19 @@ def boxes_from_mask(mask: np.ndarray, *, connectivity: int = 8, min_pixels: int 
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    labels, n, boxes = _components(mask != 0, connectivity)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    return boxes[sizes >= min_pixels]
+
+
+def _components(binary: np.ndarray, connectivity: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Label image, component count and one box per component (label order) of a 2-D boolean array."""
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     structure = np.ones((3, 3), bool) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
-    labels, n = ndimage.label(mask != 0, structure=structure)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    out = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-           for k, sl in enumerate(ndimage.find_objects(labels), start=1) if sizes[k] >= min_pixels]
-    return np.asarray(out, np.float64).reshape(-1, 4)
+    labels, n = ndimage.label(binary, structure=structure)
+    boxes = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop) for sl in ndimage.find_objects(labels)]
+    return labels, n, np.asarray(boxes, np.float64).reshape(-1, 4)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -71,11 +76,6 @@ def boxes_from_probability(prob: np.ndarray, threshold: float, *, connectivity: 
     """
     if prob.ndim != 2:
         raise ValueError(f"prob must be 2-D (H, W), got shape {prob.shape}")
-    structure = np.ones((3, 3), bool) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
-    labels, n = ndimage.label(prob >= threshold, structure=structure)
-    if n == 0:
-        return np.zeros((0, 4)), np.zeros(0)
-    slices = ndimage.find_objects(labels)
-    boxes = np.asarray([(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop) for sl in slices], np.float64)
-    scores = np.asarray(ndimage.maximum(prob, labels, index=np.arange(1, n + 1)), np.float64)
+    labels, n, boxes = _components(prob >= threshold, connectivity)
+    scores = np.asarray(ndimage.maximum(prob, labels, index=np.arange(1, n + 1)), np.float64).reshape(-1)
     return boxes, scores

@@ -84,7 +84,7 @@ def _curve(lesions: np.ndarray, fps: np.ndarray, n_images: int) -> Froc:
         raise ValueError("no lesions: sensitivity is undefined")
     t = np.unique(np.concatenate([lesions[lesions > 0], fps]))[::-1]
     t = np.concatenate([[np.inf], t])
-    sens = (np.sort(lesions)[::-1][None, :] >= t[:, None]).sum(1) / lesions.size
+    sens = (lesions[None, :] >= t[:, None]).sum(1) / lesions.size
     fp = (fps[None, :] >= t[:, None]).sum(1) / n_images
     return Froc(t, sens, fp, int(lesions.size), int(n_images))
 

@@ -151,8 +151,12 @@ def search(cfg: StudyConfig, *, trials: int | None = None, storage: str | None =
     work.mkdir(parents=True, exist_ok=True)
     data = _FoldImages(manifest, fold)
 
+    scored: dict[tuple[str, int, str], dict] = {}  # this call's estimates; trials of earlier calls are re-scored
+
     def score(b: str, s: int, q: str) -> dict:
-        return _score(cfg, work, b, s, q, data, y_val, groups, progress)
+        if (b, s, q) not in scored:
+            scored[b, s, q] = _score(cfg, work, b, s, q, data, y_val, groups, progress)
+        return scored[b, s, q]
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         b = trial.suggest_categorical("backbone", list(space.backbones))
@@ -160,7 +164,7 @@ def search(cfg: StudyConfig, *, trials: int | None = None, storage: str | None =
         q = trial.suggest_categorical("precision", list(space.precisions))
         r = score(b, s, q)
         trial.set_user_attr("params", r["params"])
-        return r["margin"], _trial_latency(work, b, s, q, data)
+        return r["margin"], _trial_latency(work, b, s, q)
 
     grid = {"backbone": list(space.backbones), "image_size": list(space.image_sizes),
             "precision": list(space.precisions)}
@@ -239,13 +243,20 @@ def _score(cfg: StudyConfig, work: Path, backbone: str, size: int, precision: st
             "size_bytes": path.stat().st_size, **est}
 
 
-def _trial_latency(work: Path, backbone: str, size: int, precision: str, data) -> float:
-    """Batch-1 p50 latency (ms, one thread) of one candidate, as the trial's second objective."""
-    from medlens.export.onnx_export import session, time_calls
+def _batch1_call(work: Path, backbone: str, size: int, precision: str):
+    """A callable running one candidate's ONNX graph on one random image, on one thread."""
+    from medlens.export.onnx_export import session
 
     sess = session(_onnx_path(work, backbone, size, precision), threads=1)
     feed = {"image": np.random.default_rng(0).random((1, sess.get_inputs()[0].shape[1], size, size), dtype=np.float32)}
-    return float(np.median(time_calls({"x": lambda: sess.run(["probabilities"], feed)}, per_round=30)["x"]) * 1e3)
+    return lambda: sess.run(["probabilities"], feed)
+
+
+def _trial_latency(work: Path, backbone: str, size: int, precision: str) -> float:
+    """Batch-1 p50 latency (ms, one thread) of one candidate, as the trial's second objective."""
+    from medlens.export.onnx_export import time_calls
+
+    return float(np.median(time_calls({"x": _batch1_call(work, backbone, size, precision)}, per_round=30)["x"]) * 1e3)
 
 
 def _train_and_export(tcfg: StudyConfig, d: Path, data, progress) -> None:
@@ -276,14 +287,9 @@ def _train_and_export(tcfg: StudyConfig, d: Path, data, progress) -> None:
 
 def _side_by_side(work: Path, table: pd.DataFrame, rounds: int = 5, per_round: int = 20) -> np.ndarray:
     """Batch-1 p50 latency (ms, one thread) of every candidate, timed in interleaved rounds."""
-    from medlens.export.onnx_export import session, time_calls
+    from medlens.export.onnx_export import time_calls
 
-    calls = {}
-    for i, r in table.iterrows():
-        sess = session(_onnx_path(work, r["backbone"], int(r["image_size"]), r["precision"]), threads=1)
-        size = int(r["image_size"])
-        x = np.random.default_rng(0).random((1, sess.get_inputs()[0].shape[1], size, size), dtype=np.float32)
-        calls[i] = (lambda s=sess, f={"image": x}: s.run(["probabilities"], f))
+    calls = {i: _batch1_call(work, r["backbone"], int(r["image_size"]), r["precision"]) for i, r in table.iterrows()}
     t = time_calls(calls, rounds=rounds, per_round=per_round)
     return np.array([np.median(t[i]) * 1e3 for i in table.index])
 
@@ -291,6 +297,7 @@ def _side_by_side(work: Path, table: pd.DataFrame, rounds: int = 5, per_round: i
 def decide(cfg: StudyConfig, work: Path, table: pd.DataFrame, *, n_val: int, n_patients: int) -> dict:
     """Choose from the candidates table and write ``choice.json`` (and ``chosen.yaml`` when one meets it)."""
     row = choose(table)
+    chosen = None if row is None else chosen_config(cfg, row)
     fp32 = table[table["precision"] == "fp32"]
     largest = (fp32 if len(fp32) else table).sort_values(["params", "image_size"]).iloc[-1]
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -299,11 +306,11 @@ def decide(cfg: StudyConfig, work: Path, table: pd.DataFrame, *, n_val: int, n_p
             "validation": {"fold": 0, "n_images": n_val, "n_patients": n_patients,
                            "rule": "95% CI lower bound on fold 0's validation patients (patient bootstrap)"},
             "candidates": int(len(table)), "latency": "ONNX Runtime, batch 1, 1 thread, p50 of 5 interleaved rounds",
-            "chosen_run": None if row is None else chosen_config(cfg, row).name}
+            "chosen_run": None if chosen is None else chosen.name}
     (work / "chosen.yaml").unlink(missing_ok=True)
-    if row is not None:
+    if chosen is not None:
         (work / "chosen.yaml").write_text(f"# lightest candidate meeting {info['requirement']['text']} on validation\n"
-                                          + dump_config(chosen_config(cfg, row)))
+                                          + dump_config(chosen))
     (work / "choice.json").write_text(json.dumps(info, indent=1))
     return info
 
