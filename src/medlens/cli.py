@@ -201,6 +201,13 @@ def _run(cfg) -> None:
         from medlens.seg.cli import print_summary
 
         print_summary(out)
+    elif cfg.task == "detection":
+        m = json.loads((out / "det" / "metrics.json").read_text())
+        for name in ("test", "external"):
+            for method, s in m.get(name, {}).items():
+                c, op = s["cpm"], s["operating_point"]
+                typer.echo(f"{name:9s} {method:12s} CPM {c['value']:.3f} (95% CI {c['low']:.3f}-{c['high']:.3f}), "
+                           f"sensitivity {op['sensitivity']['value']:.3f} at {op['fp_per_image']['value']:.2f} FP/image")
     elif cfg.engine.task != "classification":
         typer.echo(f"engine.task {cfg.engine.task}: folds trained, predictions in {out}/fold_*/predictions.parquet "
                    "(evaluation, explain, trust and the report cover classification studies)")

@@ -17,6 +17,7 @@ from medlens.errors import ConfigError, did_you_mean
 from medlens.qc.config import QCConfig
 from medlens.train.config import EngineConfig
 from medlens.seg.config import SegConfig
+from medlens.detection.config import DetectionConfig
 from medlens.explain.config import ExplainConfig
 from medlens.ssl.config import SSLConfig
 from medlens.lightweight.config import Requirement
@@ -185,8 +186,9 @@ class StudyConfig(_Strict):
     """A whole study: data, splits, model, training, evaluation. ``run_dir/name`` holds the outputs."""
 
     name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Literal["classification", "segmentation"] = Field(
-        "classification", description="classification: timm classifiers per fold; segmentation: the seg section's U-Net study."
+    task: Literal["classification", "segmentation", "detection"] = Field(
+        "classification", description="classification: timm classifiers per fold; segmentation: the seg section's U-Net "
+        "study; detection: the detection section's lesion detector (boxes, FROC), with detection by segmentation beside it."
     )
     seed: int = 0
     run_dir: Path = Path("runs")
@@ -199,6 +201,7 @@ class StudyConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     trust: TrustConfig = TrustConfig()
     seg: SegConfig = SegConfig()
+    detection: DetectionConfig = DetectionConfig()
     explain: ExplainConfig = ExplainConfig()
     ssl: SSLConfig = SSLConfig()
     requirement: Requirement | None = Field(
@@ -225,8 +228,8 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _engine_options(self):
-        if self.task == "segmentation" and self.train.steps is not None:
-            raise ValueError("train.steps applies to the classification engine; segmentation trains train.epochs")
+        if self.task != "classification" and self.train.steps is not None:
+            raise ValueError(f"train.steps applies to the classification engine; {self.task} trains train.epochs")
         e = self.engine
         if e.prior_correction and (e.task != "classification" or e.imbalance != "class_weight"):
             raise ValueError("engine.prior_correction undoes class weighting: it needs engine.task classification "

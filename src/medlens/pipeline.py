@@ -196,7 +196,8 @@ def run_study(cfg: StudyConfig) -> Path:
     After :func:`prepare_study`: for ``task: classification``, train each fold → evaluate
     (per-fold calibration, ``predictions.parquet``, ``metrics.json``) → explain (heat maps
     scored against the expert ROI) → trust (uncertainty, OOD gate, label and annotator
-    audit) → export (ONNX, parity from the raw files, Triton repository) → report; for ``task: segmentation``, the seg stage and its report.
+    audit) → export (ONNX, parity from the raw files, Triton repository) → report; for ``task: segmentation``, the seg stage and its report;
+    for ``task: detection``, the fold detectors, their evaluation, export and report (:mod:`medlens.detection.stage`).
     With ``engine.task`` regression or multilabel only the folds are trained (their
     predictions are written); the later stages score classification and are skipped.
     """
@@ -206,6 +207,10 @@ def run_study(cfg: StudyConfig) -> Path:
         from medlens.seg.stage import seg_stages
 
         return seg_stages(cfg)
+    if cfg.task == "detection":
+        from medlens.detection.stage import det_stages
+
+        return det_stages(cfg)
     run, cfg_key = cfg.out, cfg.model_dump(mode="json")
     manifest_path, splits_path = run / "manifest.parquet", run / "splits.json"
 

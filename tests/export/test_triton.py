@@ -40,7 +40,7 @@ def test_repository_layout_and_schema(exported):
 def test_triton_protobuf_schema_is_used():
     pytest.importorskip("tritonclient")
     assert tr.triton_schema() is not None
-    text = tr.config_text("m", in_chans=3, image_size=32, n_classes=2, n_members=1, n_features=8)
+    text = tr.config_text("m", in_chans=3, image_size=32, outputs=tr.classifier_outputs(2, 1, 8))
     assert validate_config(text)["schema"].startswith("tritonclient")
 
 
@@ -50,7 +50,7 @@ def test_invalid_configs_rejected(monkeypatch, use_proto):
         monkeypatch.setattr(tr, "triton_schema", lambda: None)
     elif tr.triton_schema() is None:
         pytest.skip("tritonclient not installed")
-    good = tr.config_text("m", in_chans=3, image_size=32, n_classes=2, n_members=1, n_features=8)
+    good = tr.config_text("m", in_chans=3, image_size=32, outputs=tr.classifier_outputs(2, 1, 8))
     assert validate_config(good)["inputs"] == {"image": [3, 32, 32]}
     for bad in (good.replace("max_batch_size", "max_batchsize"), good.replace("KIND_GPU", "KIND_TPU"),
                 good.replace("TYPE_FP32", "TYPE_FLOAT"), good.replace("onnxruntime_onnx", "tensorflow_savedmodel")):

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import io
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -19,3 +27,68 @@ def phantom_png(size: int = 64, seed: int = 0, **spec) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(run: Path, tmp: Path, *extra: str):
+    """``medlens serve RUN`` on a real uvicorn at 127.0.0.1 in a subprocess; yields ``(base_url, audit_log_path)``."""
+    import httpx
+
+    (tmp / "tokens").write_text(f"# test tokens\nclinic-a:{TOKEN}\n")
+    audit = tmp / "audit.jsonl"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "medlens.cli", "serve", str(run), "--host", "127.0.0.1",
+                             "--port", str(port), "--token-file", str(tmp / "tokens"), "--audit-log", str(audit),
+                             "--rate", "1000", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # up to 30 s
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode()[-2000:])
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start in 30 s")
+        yield url, audit
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width×height`` but carries a tiny IDAT (a decompression-bomb probe)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def _jpeg_1x1() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+BAD_INPUTS = {
+    "truncated_png": (lambda: phantom_png()[:300], "image/png"),
+    "text_file": (lambda: b"patient notes, not an image\n" * 10, "text/plain"),
+    "text_as_png": (lambda: b"patient notes, not an image\n" * 10, "image/png"),
+    "zero_bytes": (lambda: b"", "image/png"),
+    "one_pixel": (_jpeg_1x1, "image/jpeg"),
+    "20000x20000_header": (lambda: _png_header_only(20000, 20000), "image/png"),
+    "png_declared_jpeg": (lambda: phantom_png(), "image/jpeg"),
+}
+"""Uploads every endpoint must refuse with a 4xx and a message: (make bytes, content type)."""

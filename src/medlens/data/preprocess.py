@@ -124,13 +124,26 @@ class Preprocess:
             out[i] = self(load_image(ref))
         return torch.from_numpy(out)
 
-    def box_to_output(self, box: tuple[float, float, float, float], img_shape: tuple[int, int],
-                      crop: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
-        """Map a box in original pixels to output pixels, given the image's ``(H, W)`` and its :meth:`crop`."""
+    def _placement(self, crop: tuple[int, int, int, int]) -> tuple[float, int, int]:
+        """Scale and the (x, y) padding offsets of a crop in the output square."""
         cx0, cy0, cx1, cy1 = crop
         h, w = cy1 - cy0, cx1 - cx0
         scale = self.size / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        oy, ox = (self.size - nh) // 2, (self.size - nw) // 2
+        return scale, (self.size - nw) // 2, (self.size - nh) // 2
+
+    def box_to_output(self, box: tuple[float, float, float, float], img_shape: tuple[int, int],
+                      crop: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+        """Map a box in original pixels to output pixels, given the image's ``(H, W)`` and its :meth:`crop`."""
+        scale, ox, oy = self._placement(crop)
         x0, y0, x1, y1 = box
-        return ((x0 - cx0) * scale + ox, (y0 - cy0) * scale + oy, (x1 - cx0) * scale + ox, (y1 - cy0) * scale + oy)
+        return ((x0 - crop[0]) * scale + ox, (y0 - crop[1]) * scale + oy, (x1 - crop[0]) * scale + ox,
+                (y1 - crop[1]) * scale + oy)
+
+    def box_to_input(self, box: tuple[float, float, float, float],
+                     crop: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+        """Inverse of :meth:`box_to_output`: a box in output pixels -> original pixels of the cropped image."""
+        scale, ox, oy = self._placement(crop)
+        x0, y0, x1, y1 = box
+        return ((x0 - ox) / scale + crop[0], (y0 - oy) / scale + crop[1], (x1 - ox) / scale + crop[0],
+                (y1 - oy) / scale + crop[1])

@@ -31,7 +31,7 @@ from medlens.data.splits import load_splits
 from medlens.errors import ConfigError, StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.ood import fit_gate
-from medlens.export.triton import write_repository
+from medlens.export.triton import README, classifier_outputs, write_repository
 from medlens.inference import load_ensemble
 from medlens.qc.learn import applied_config
 
@@ -170,11 +170,12 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         info["latency_batch1"] = ox.latency_benchmark(ensemble, onnx_path, tensor(held_ids[:1]))
     if quantize != "none":
         info["quantization"] = _quantized(onnx_path, out, quantize, tensor, splits, by_id)
+    readme = README.format(name=info["triton_name"], in_chans=chans, size=size, k=k_classes, members=len(folds),
+                           feats=info["n_features"], version=medlens.__version__, mean=0.5, std=0.25, classes=names,
+                           threshold="n/a" if threshold is None else f"{threshold:.4f}")
     write_repository(out / "model_repository", onnx_path, info["triton_name"], in_chans=chans, image_size=size,
-                     n_classes=k_classes, n_members=len(folds), n_features=info["n_features"],
-                     max_batch_size=max_batch_size,
-                     readme={"version": medlens.__version__, "mean": 0.5, "std": 0.25, "classes": names,
-                             "threshold": "n/a" if threshold is None else f"{threshold:.4f}"})
+                     outputs=classifier_outputs(k_classes, len(folds), info["n_features"]), readme=readme,
+                     max_batch_size=max_batch_size)
     (out / "export.json").write_text(json.dumps(info, indent=1, sort_keys=True))
     return info
 

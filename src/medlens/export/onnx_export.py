@@ -43,28 +43,32 @@ class ParityError(MedlensError):
     """ONNX Runtime and PyTorch disagree on the probabilities by more than the tolerance."""
 
 
-def export_onnx(ensemble: Ensemble, path: Path, *, image_size: int, in_chans: int, metadata: dict[str, str]) -> Path:
+def export_onnx(ensemble: torch.nn.Module, path: Path, *, image_size: int, in_chans: int, metadata: dict[str, str],
+                outputs: tuple[str, ...] = OUTPUTS) -> Path:
     """Write ``ensemble`` as ONNX (dynamic batch axis, opset :data:`OPSET`) with ``metadata``.
 
     Parameters
     ----------
-    ensemble : Ensemble
+    ensemble : Ensemble, or any module of one ``image`` input
+        (the detector: :class:`medlens.detection.model.Detector`)
     path : path
         Output ``.onnx`` file (parent folders are created).
     image_size, in_chans : int
         Declared input shape ``N×in_chans×image_size×image_size``.
     metadata : dict of str to str
         Stored as ONNX ``metadata_props`` (preprocessing constants, class names …).
+    outputs : tuple of str
+        Names of the module's outputs, in order.
     """
     import onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.rand(2, in_chans, image_size, image_size)
-    axes = {INPUT: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUTS}}
+    axes = {INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(ensemble.eval(), (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT], output_names=list(OUTPUTS), dynamic_axes=axes, do_constant_folding=True)
+                          input_names=[INPUT], output_names=list(outputs), dynamic_axes=axes, do_constant_folding=True)
     model = onnx.load(str(path))
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):

@@ -30,10 +30,24 @@ class TritonConfigError(MedlensError):
     """A ``config.pbtxt`` does not follow Triton's model configuration schema."""
 
 
-def config_text(name: str, *, in_chans: int, image_size: int, n_classes: int, n_members: int, n_features: int,
+def classifier_outputs(n_classes: int, n_members: int, n_features: int) -> list[tuple[str, list[int]]]:
+    """The outputs of an exported classifier ensemble: names and dims (without the batch axis)."""
+    return [("probabilities", [n_classes]), ("member_probabilities", [n_members, n_classes]),
+            ("features", [n_features])]
+
+
+def config_text(name: str, *, in_chans: int, image_size: int, outputs: list[tuple[str, list[int]]],
                 max_batch_size: int = 32, kind: str = "KIND_GPU", count: int = 1) -> str:
-    """The ``config.pbtxt`` of one model (dims exclude the batch axis, as Triton expects with max_batch_size > 0)."""
+    """The ``config.pbtxt`` of one model (dims exclude the batch axis, as Triton expects with max_batch_size > 0).
+
+    ``outputs``: ``(name, dims)`` of each FP32 output, e.g. :func:`classifier_outputs`.
+    """
     preferred = [b for b in (4, 8, 16) if b <= max_batch_size]
+    out = ",\n".join(f"""  {{
+    name: "{o}"
+    data_type: TYPE_FP32
+    dims: [ {", ".join(map(str, dims))} ]
+  }}""" for o, dims in outputs)
     return f"""name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {max_batch_size}
@@ -45,21 +59,7 @@ input [
   }}
 ]
 output [
-  {{
-    name: "probabilities"
-    data_type: TYPE_FP32
-    dims: [ {n_classes} ]
-  }},
-  {{
-    name: "member_probabilities"
-    data_type: TYPE_FP32
-    dims: [ {n_members}, {n_classes} ]
-  }},
-  {{
-    name: "features"
-    data_type: TYPE_FP32
-    dims: [ {n_features} ]
-  }}
+{out}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {", ".join(map(str, preferred))} ]
@@ -103,9 +103,9 @@ KServe v2 request: `POST /v2/models/{name}/infer` with
 """
 
 
-def write_repository(root: Path, onnx_path: Path, name: str, *, in_chans: int, image_size: int, n_classes: int,
-                     n_members: int, n_features: int, readme: dict, max_batch_size: int = 32) -> list[Path]:
-    """Write the GPU and CPU model folders and the README; validate each config. Returns the config paths."""
+def write_repository(root: Path, onnx_path: Path, name: str, *, in_chans: int, image_size: int,
+                     outputs: list[tuple[str, list[int]]], readme: str, max_batch_size: int = 32) -> list[Path]:
+    """Write the GPU and CPU model folders and ``readme`` (README.md); validate each config. Returns the config paths."""
     if root.exists():
         shutil.rmtree(root)
     configs = []
@@ -113,13 +113,12 @@ def write_repository(root: Path, onnx_path: Path, name: str, *, in_chans: int, i
         folder = root / model_name
         (folder / "1").mkdir(parents=True)
         shutil.copyfile(onnx_path, folder / "1" / "model.onnx")
-        text = config_text(model_name, in_chans=in_chans, image_size=image_size, n_classes=n_classes,
-                           n_members=n_members, n_features=n_features, max_batch_size=max_batch_size, kind=kind)
+        text = config_text(model_name, in_chans=in_chans, image_size=image_size, outputs=outputs,
+                           max_batch_size=max_batch_size, kind=kind)
         validate_config(text)
         (folder / "config.pbtxt").write_text(text)
         configs.append(folder / "config.pbtxt")
-    (root / "README.md").write_text(README.format(name=name, in_chans=in_chans, size=image_size, k=n_classes,
-                                                  members=n_members, feats=n_features, **readme))
+    (root / "README.md").write_text(readme)
     return configs
 
 

@@ -37,13 +37,16 @@ class SegNet(nn.Module):
     norm : {'instance', 'batch'}
         Normalisation layers. Batch norm is faster on CPU and, unlike instance norm, does
         not depend on the window size in sliding-window inference.
+    out_channels : int
+        Channels of the full-resolution output map (1: the lesion logit; the detector's
+        CenterNet head uses 5).
 
     Notes
     -----
     The heads read average- and max-pooled features of the two deepest encoder levels
     and, in a multi-task model, of the last decoder level. Input ``(N, in_chans, H, W)``
     with H and W divisible by 16. Output: dict with ``seg``
-    (``N×1×H×W`` logits, if ``seg_head``), ``cls`` and ``severity`` where configured.
+    (``N×out_channels×H×W`` logits, if ``seg_head``), ``cls`` and ``severity`` where configured.
 
     Examples
     --------
@@ -54,7 +57,8 @@ class SegNet(nn.Module):
     """
 
     def __init__(self, in_chans: int, features: tuple[int, ...], *, cls_head: bool = False,
-                 severity: str = "none", seg_head: bool = True, norm: str = "instance") -> None:
+                 severity: str = "none", seg_head: bool = True, norm: str = "instance",
+                 out_channels: int = 1) -> None:
         super().__init__()
         from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 
@@ -72,7 +76,7 @@ class SegNet(nn.Module):
             self.upcat_3 = UpCat(2, f[3], f[2], f[2], act, norm, True, 0.0, "deconv")
             self.upcat_2 = UpCat(2, f[2], f[1], f[1], act, norm, True, 0.0, "deconv")
             self.upcat_1 = UpCat(2, f[1], f[0], f[5], act, norm, True, 0.0, "deconv", halves=False)
-            self.final_conv = nn.Conv2d(f[5], 1, kernel_size=1)
+            self.final_conv = nn.Conv2d(f[5], out_channels, kernel_size=1)
             # start from the lesion prior (~1% of pixels), not 50%: with tiny foregrounds the
             # loss otherwise spends the first epochs only pushing the bias down
             nn.init.constant_(self.final_conv.bias, -4.6)
@@ -88,18 +92,24 @@ class SegNet(nn.Module):
     def _pool(*maps: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.cat([m.mean((2, 3)), m.amax((2, 3))], 1) for m in maps], 1)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The two deepest encoder levels and the last decoder level (None without ``seg_head``)."""
         x0 = self.conv_0(x)
         x1 = self.down_1(x0)
         x2 = self.down_2(x1)
         x3 = self.down_3(x2)
         x4 = self.down_4(x3)
+        if not self.seg_head:
+            return x3, x4, None
+        u4 = self.upcat_4(x4, x3)
+        u3 = self.upcat_3(u4, x2)
+        u2 = self.upcat_2(u3, x1)
+        return x3, x4, self.upcat_1(u2, x0)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x3, x4, u1 = self.levels(x)
         out: dict[str, torch.Tensor] = {}
         if self.seg_head:
-            u4 = self.upcat_4(x4, x3)
-            u3 = self.upcat_3(u4, x2)
-            u2 = self.upcat_2(u3, x1)
-            u1 = self.upcat_1(u2, x0)
             out["seg"] = self.final_conv(u1)
         if self.cls is not None or self.severity is not None:
             z = self._pool(x3, x4, u1) if self.seg_head else self._pool(x3, x4)

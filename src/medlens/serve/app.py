@@ -157,32 +157,31 @@ class Guard:
                 return
 
 
-def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = None,
-               settings: ServeSettings = ServeSettings()) -> "Guard":
-    """Build the service for an exported run: the FastAPI app wrapped in its :class:`Guard` (an ASGI app).
+async def read_upload(request: Request) -> tuple[bytes, str | None]:
+    """The uploaded image bytes and content type (multipart field ``file``, or the raw body)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        try:
+            async with request.form(max_files=1, max_fields=4) as form:
+                part = form.get("file")
+                if part is None or isinstance(part, str):
+                    raise UploadError(422, "multipart upload needs a file field named 'file'")
+                return await part.read(), part.content_type
+        except UploadError:
+            raise
+        except Exception as err:  # malformed multipart bodies
+            raise UploadError(400, f"malformed multipart body ({type(err).__name__})") from None
+    if not ctype:
+        raise UploadError(415, "missing content type; send multipart/form-data with a 'file' field, or the "
+                               "image as image/png, image/jpeg or application/dicom")
+    return await request.body(), ctype
 
-    Parameters
-    ----------
-    run : path
-        Run directory with ``export/`` (``medlens export RUN``).
-    tokens : dict
-        token id -> bearer token (see :func:`medlens.serve.security.load_tokens`).
-    audit_path : path, optional
-        JSONL audit log; default ``run/export/audit.jsonl``.
-    settings : ServeSettings
+
+def base_app(engine, lifespan) -> FastAPI:
+    """The FastAPI app every service shares: JSON errors, ``/health``, ``/v2/health/*`` and ``/v1/model``.
+
+    ``engine`` offers ``name`` and ``card`` (the model card).
     """
-    engine = Engine(run, threads=settings.threads)
-    batcher = MicroBatcher(engine, max_batch=settings.max_batch, inline=settings.inline_inference)
-    cam = GradCamOverlay(run, engine.info["folds"], len(engine.class_names))
-    audit = AuditLog(audit_path or Path(run) / "export" / "audit.jsonl")
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        await batcher.start()
-        yield
-        await batcher.stop()
-        audit.close()
-
     app = FastAPI(title="medlens inference", version=engine.card["version"], lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
@@ -217,10 +216,50 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
     async def model_card() -> dict:
         return engine.card
 
+    return app
+
+
+def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = None,
+               settings: ServeSettings = ServeSettings()) -> "Guard":
+    """Build the service for an exported run: the FastAPI app wrapped in its :class:`Guard` (an ASGI app).
+
+    Parameters
+    ----------
+    run : path
+        Run directory with ``export/`` (``medlens export RUN``).
+    tokens : dict
+        token id -> bearer token (see :func:`medlens.serve.security.load_tokens`).
+    audit_path : path, optional
+        JSONL audit log; default ``run/export/audit.jsonl``.
+    settings : ServeSettings
+
+    A detection run (``run/det/export/export.json``, ``task: detection``) gets the detection
+    service instead (:func:`medlens.serve.detect.detection_app`: ``POST /v1/detect``).
+    """
+    if (Path(run) / "det" / "export" / "export.json").is_file():
+        from medlens.serve.detect import detection_app
+
+        audit = AuditLog(audit_path or Path(run) / "det" / "export" / "audit.jsonl")
+        return Guard(detection_app(run, audit, settings), auth=TokenAuth(tokens),
+                     limiter=RateLimiter(settings.rate_per_s, settings.burst), audit=audit, max_body=settings.max_body_bytes)
+    engine = Engine(run, threads=settings.threads)
+    batcher = MicroBatcher(engine, max_batch=settings.max_batch, inline=settings.inline_inference)
+    cam = GradCamOverlay(run, engine.info["folds"], len(engine.class_names))
+    audit = AuditLog(audit_path or Path(run) / "export" / "audit.jsonl")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+        audit.close()
+
+    app = base_app(engine, lifespan)
+
     @app.post("/v1/predict")
     async def predict(request: Request, cam: bool = False):
         audit = request.scope["state"]["audit"]
-        data, ctype = await _upload(request)
+        data, ctype = await read_upload(request)
         if len(data) <= INLINE_BYTES:  # small uploads: decoding inline is cheaper than a thread hand-off
             decoded, qc = _decode_and_check(data, ctype)
         else:
@@ -303,24 +342,6 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
     def _check_name(name: str) -> None:
         if name != engine.name:
             raise HTTPException(404, f"unknown model {name!r}; this server has {engine.name!r}")
-
-    async def _upload(request: Request) -> tuple[bytes, str | None]:
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
-            try:
-                async with request.form(max_files=1, max_fields=4) as form:
-                    part = form.get("file")
-                    if part is None or isinstance(part, str):
-                        raise UploadError(422, "multipart upload needs a file field named 'file'")
-                    return await part.read(), part.content_type
-            except UploadError:
-                raise
-            except Exception as err:  # malformed multipart bodies
-                raise UploadError(400, f"malformed multipart body ({type(err).__name__})") from None
-        if not ctype:
-            raise UploadError(415, "missing content type; send multipart/form-data with a 'file' field, or the "
-                                   "image as image/png, image/jpeg or application/dicom")
-        return await request.body(), ctype
 
     return Guard(app, auth=TokenAuth(tokens), limiter=RateLimiter(settings.rate_per_s, settings.burst), audit=audit,
                  max_body=settings.max_body_bytes)

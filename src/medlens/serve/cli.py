@@ -9,7 +9,8 @@ import typer
 
 
 def serve(
-    run: Annotated[Path, typer.Argument(help="Run directory exported with `medlens export RUN`.")],
+    run: Annotated[Path, typer.Argument(help="Run directory exported with `medlens export RUN` (or a detection run, "
+                                             "exported by `medlens run`).")],
     host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 behind a TLS reverse proxy.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     token_file: Annotated[Optional[Path], typer.Option(help="Bearer tokens, one `id:token` per line.")] = None,
@@ -21,7 +22,11 @@ def serve(
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads.")] = 1,
     max_batch: Annotated[int, typer.Option(help="Largest batch formed from concurrent requests.")] = 16,
 ) -> None:
-    """Serve the exported model: /v1/predict (PNG/JPEG/DICOM), /v2/models/NAME/infer, /v1/model, /health."""
+    """Serve the exported model: /v1/predict (PNG/JPEG/DICOM), /v2/models/NAME/infer, /v1/model, /health.
+
+    A detection run (task: detection) serves /v1/detect instead of /v1/predict and /v2: boxes
+    with scores, under the same QC and OOD gates, token auth, limits and audit log.
+    """
     import uvicorn
 
     from medlens.serve.app import ServeSettings, create_app

@@ -39,10 +39,22 @@ def train(
         if fold is not None and not 0 <= fold < n:
             raise ConfigError(f"--fold {fold}: the study has folds 0..{n - 1}")
         folds = [fold] if fold is not None else list(range(n))
-        has = {k: (cfg.out / f"fold_{k}" / LAST).is_file() for k in folds}
+        fold_dir = cfg.out / "det" if cfg.task == "detection" else cfg.out
+        has = {k: (fold_dir / f"fold_{k}" / LAST).is_file() for k in folds}
         if resume and not any(has.values()):
-            raise StageInputMissing(f"--resume: no {LAST} in {cfg.out}/fold_{{{','.join(map(str, folds))}}}; "
+            raise StageInputMissing(f"--resume: no {LAST} in {fold_dir}/fold_{{{','.join(map(str, folds))}}}; "
                                     "train without --resume")
+        if cfg.task == "detection":
+            from medlens.detection.stage import train_fold as train_detector
+
+            with progress_bar() as progress:
+                for k in folds:
+                    train_detector(cfg, cfg.out, k, progress=progress if rank == 0 else None,
+                                   resume=bool(resume and has[k]) or "auto")
+                    if rank == 0:
+                        typer.echo(f"fold {k}: detector trained ({world} process{'es' if world > 1 else ''}) -> "
+                                   f"{cfg.out / 'det' / f'fold_{k}'}")
+            return
         with progress_bar() as progress:
             for k in folds:
                 res = train_fold(cfg, manifest, splits, k, progress if rank == 0 else None,

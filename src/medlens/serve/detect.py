@@ -1,0 +1,142 @@
+"""The detection service: ``POST /v1/detect`` over an exported detection run (``task: detection``).
+
+The same gates as ``/v1/predict``: the upload is decoded and validated
+(:func:`medlens.serve.decode.decode_upload`), judged by the run's single-image QC, prepared
+by the run's preprocessing contract, run through the exported ONNX graph (decoding
+included), and refused when the OOD gate flags it. Auth, body limits, rate limits and the
+audit line come from :class:`medlens.serve.app.Guard`, which wraps this app.
+
+Each returned box is given twice: ``box`` in the uploaded image's pixels (the contract's
+crop and scale undone) and ``box_model`` in the model input's pixels (what the study
+evaluated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from medlens.data.preprocess import Preprocess
+from medlens.errors import StageInputMissing
+from medlens.export import onnx_export as ox
+from medlens.export.ood import MahalanobisGate
+from medlens.qc import QCConfig
+from medlens.serve.decode import decode_upload
+from medlens.serve.engine import SINGLE_IMAGE_CHECKS, qc_verdict
+
+__all__ = ["DetectionEngine", "detection_app"]
+
+INTENDED_USE = ("Research and engineering evaluation of a lesion detector trained with medlens. Not a medical "
+                "device: boxes are candidates for a qualified reader to review, for images like the training data "
+                "only. Images failing quality control or flagged out-of-distribution receive no boxes.")
+
+
+class DetectionEngine:
+    """The exported detector of a run: ONNX session, OOD gate, preprocessing, QC and operating point.
+
+    Parameters
+    ----------
+    run : path
+        A detection run with ``det/export/`` (written by ``medlens run``).
+    threads : int
+        ONNX Runtime intra-op threads.
+    """
+
+    def __init__(self, run: Path, *, threads: int = 1) -> None:
+        self.run = Path(run)
+        export = self.run / "det" / "export"
+        if not (export / "export.json").is_file():
+            raise StageInputMissing(f"{export / 'export.json'} not found; run `medlens run CONFIG` on the study first")
+        self.info = json.loads((export / "export.json").read_text())
+        self.session = ox.session(export / "model.onnx", threads=threads)
+        self.gate = MahalanobisGate.load(export / "ood.npz")
+        self.preprocess = Preprocess.from_dict(self.info["preprocess"])
+        self.threshold, self.min_score = float(self.info["operating_threshold"]), float(self.info["min_score"])
+        self.name = self.info["triton_name"]
+        qc = dict(self.info.get("qc") or {})
+        qc["checks"] = [c for c in qc.get("checks", SINGLE_IMAGE_CHECKS) if c in SINGLE_IMAGE_CHECKS]
+        self.qc_config = QCConfig(**qc)
+        metrics_path = self.run / "det" / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        self.card = {"name": self.name, "task": "detection",
+                     "version": f"{self.info['medlens_version']}+{self.info['onnx_sha256'][:12]}",
+                     "folds": self.info["folds"], "created": self.info["created"],
+                     "input": {"image_size": self.preprocess.size, "in_chans": self.preprocess.in_chans,
+                               "formats": ["PNG", "JPEG", "DICOM"]},
+                     "operating_point": {"threshold": self.threshold, "rule": metrics.get("threshold_rule")},
+                     "metrics_95ci": {p: {"cpm": metrics[p]["detector"].get("cpm")} for p in ("test", "external")
+                                      if p in metrics},
+                     "parity": self.info["parity"], "ood_gate": self.info["ood"], "intended_use": INTENDED_USE}
+
+    def detect(self, image: np.ndarray, *, all_candidates: bool = False) -> dict:
+        """Boxes of one decoded image (float ``C×H×W`` in [0, 1]) and the OOD verdict.
+
+        Boxes scoring below the operating threshold are left out unless ``all_candidates``
+        (then every candidate scoring ≥ ``min_score``, as the FROC evaluation sees them).
+        """
+        crop = self.preprocess.crop(np.asarray(image, np.float32))
+        x = self.preprocess(image).astype(np.float32)[None] / 255.0
+        boxes, scores, feats = self.session.run(["boxes", "scores", "features"], {ox.INPUT: x})
+        score = float(self.gate.score(feats.astype(np.float64))[0])
+        cut = self.min_score if all_candidates else self.threshold
+        keep = scores[0] >= max(cut, 1e-12)
+        found = [{"box": [round(v, 3) for v in self.preprocess.box_to_input(tuple(map(float, b)), crop)],
+                  "box_model": [round(float(v), 4) for v in b], "score": round(float(s), 6)}
+                 for b, s in zip(boxes[0][keep], scores[0][keep])]
+        return {"boxes": found, "n_boxes": len(found),
+                "ood": {"flagged": bool(score > self.gate.threshold), "score": round(score, 3),
+                        "threshold": round(float(self.gate.threshold), 3)}}
+
+
+def detection_app(run: Path, audit, settings) -> FastAPI:
+    """The FastAPI app of a detection run: the shared routes of :func:`medlens.serve.app.base_app` and ``/v1/detect``.
+
+    Parameters
+    ----------
+    run : path
+    audit : medlens.serve.security.AuditLog
+        Closed when the app stops.
+    settings : medlens.serve.app.ServeSettings
+    """
+    from medlens.serve.app import _error, base_app, read_upload
+
+    engine = DetectionEngine(run, threads=settings.threads)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        audit.close()
+
+    app = base_app(engine, lifespan)
+
+    @app.post("/v1/detect")
+    async def detect(request: Request, all: bool = False):
+        entry = request.scope["state"]["audit"]
+        data, ctype = await read_upload(request)
+        decoded = await asyncio.to_thread(decode_upload, data, ctype, max_pixels=settings.max_pixels)
+        qc = qc_verdict(decoded.image, engine.qc_config)
+        entry["input_sha256"], entry["input_kind"] = decoded.input_sha256, decoded.kind
+        entry["qc"] = {"passed": qc["passed"], "reasons": qc["reasons"]}
+        if not qc["passed"]:
+            entry["error"] = "QC rejected"
+            return _error(422, "image failed quality control: " + "; ".join(qc["reasons"]), qc=qc,
+                          request_id=entry["request_id"])
+        out = await asyncio.to_thread(engine.detect, decoded.image, all_candidates=all)
+        entry["ood"] = {"flagged": out["ood"]["flagged"], "score": out["ood"]["score"]}
+        body = {"request_id": entry["request_id"], "model": {"name": engine.name, "version": engine.card["version"]},
+                "qc": qc, "operating_point": {"threshold": engine.threshold}, **out}
+        if out["ood"]["flagged"]:
+            body.update(decision="refused: the image is unlike the training data (out of distribution); no boxes "
+                                 "are given", boxes=None, n_boxes=None)
+        else:
+            body["decision"] = "accepted"
+        entry["output"] = {"n_boxes": body["n_boxes"], "scores": [b["score"] for b in body["boxes"] or []]}
+        return JSONResponse(body)
+
+    return app
