@@ -5,22 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+
+from helpers.threads import one_thread  # noqa: F401 - an autouse fixture for this folder
 
 DET = {"task": "detection", "name": "tinydet", "data": {"synthetic": {"n_patients": 36, "image_size": 32}},
        "train": {"epochs": 3, "image_size": 32, "batch_size": 16, "lr": 0.003},
        "detection": {"features": [4, 8, 16, 32, 64, 8], "max_detections": 10},
        "seg": {"features": [4, 8, 16, 32, 64, 4]}, "evaluate": {"n_bootstrap": 100}}
 """Overrides of :func:`helpers.study.make_tiny_config` for a seconds-long detection study."""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine is shared: one torch thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

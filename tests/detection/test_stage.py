@@ -147,3 +147,50 @@ def test_torchrun_two_gloo_processes_train_a_fold(tmp_path):
     net = DetNet(3, tuple(DET["detection"]["features"]))
     net.load_state_dict(load_file(str(cfg.out / "det" / "fold_0" / "model.safetensors")))
     assert not list((cfg.out / "det" / "fold_0").glob("*.tmp"))
+
+
+def _user_table(tmp_path: Path):
+    """A hospital's image table (the phantom's images, its own column names) and a box table beside it."""
+    from medlens.data.synthetic import generate
+    from medlens.detection.boxes import boxes_from_mask
+    from medlens.data.manifest import load_mask
+
+    m = generate(tmp_path / "images", n_patients=36, seed=2, image_size=32)
+    pd.DataFrame({"file": [str(Path("images") / p) for p in m["image"]], "subject": m["patient_id"],
+                  "hospital": m["site"], "finding": m["label_expert"]}).to_csv(tmp_path / "study.csv", index=False)
+    rows = [{"image": str(Path("images") / img), "x0": b[0], "y0": b[1], "x1": b[2], "y1": b[3], "class": "lesion"}
+            for img, mask in zip(m["image"], m["mask"])
+            for b in boxes_from_mask(load_mask(str(tmp_path / "images" / mask)))]
+    pd.DataFrame(rows).to_csv(tmp_path / "boxes.csv", index=False)
+    return {"data": {"source": "csv", "path": str(tmp_path / "study.csv"),
+                     "csv_columns": {"image": "file", "label": "finding", "patient_id": "subject", "site": "hospital"}},
+            "split": {"external_site": "B"}}, len(rows)
+
+
+def test_a_users_table_with_a_box_table(tmp_path):
+    from helpers.study import make_tiny_config
+
+    from medlens.pipeline import run_study
+
+    data, n_boxes = _user_table(tmp_path)
+    run = run_study(make_tiny_config(tmp_path / "runs", **{**DET, **data, "detection": {
+        **DET["detection"], "boxes": str(tmp_path / "boxes.csv")}}))
+    m = json.loads((run / "det" / "metrics.json").read_text())
+    assert "segmentation" not in m["test"]  # no masks in the user's table: no detection by segmentation
+    assert 0 < m["test"]["detector"]["n_lesions"] + m["external"]["detector"]["n_lesions"] < n_boxes
+    assert "was not run" in (run / "report.html").read_text()
+
+
+def test_a_bad_box_table_stops_the_run_with_one_line(tmp_path):
+    data, _ = _user_table(tmp_path)
+    boxes = pd.read_csv(tmp_path / "boxes.csv")
+    boxes.loc[3, "x1"] = boxes.loc[3, "x0"] - 1
+    boxes.to_csv(tmp_path / "boxes.csv", index=False)
+    study = {**data, "task": "detection", "name": "bad", "run_dir": str(tmp_path / "runs"),
+             "detection": {"boxes": str(tmp_path / "boxes.csv")}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study))
+    res = subprocess.run([sys.executable, "-m", "medlens.cli", "run", "s.yaml"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "boxes.csv row 5: x0, y0, x1, y1 must be numbers with x1 > x0" in " ".join(res.stderr.split())
+    assert not (tmp_path / "runs" / "bad" / "det").exists()  # nothing trained or half-written

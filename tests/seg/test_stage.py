@@ -52,7 +52,7 @@ def test_outputs_and_metrics(tiny_run):
         d = t["detection"]  # the segmentation scored as a detector, one box per 8-connected lesion
         assert d["n_lesions"] == t["n_lesions"] and d["n_images"] == t["n_images"]
         assert 0 <= d["cpm"]["low"] <= d["cpm"]["value"] <= d["cpm"]["high"] <= 1
-        assert 0 <= d["map"] <= d["map_50"] <= 1
+        assert 0 <= d["map"]["value"] <= d["map_50"]["value"] <= 1
         assert {"mae", "rmse", "spearman"} <= set(t["severity"])
 
 

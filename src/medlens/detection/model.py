@@ -26,7 +26,7 @@ __all__ = ["DetNet", "Detector", "decode"]
 
 N_MAPS = 5
 """Heat, dx, dy, log w, log h."""
-TIE_BREAK = 1e-5
+TIE_BREAK = 1e-3
 """Heat differences below ~this between neighbours are settled by pixel position when peaks are found
 (ONNX Runtime and PyTorch differ by < 1e-6); scores stay the heat values themselves."""
 

@@ -159,22 +159,22 @@ def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _comparison(det: dict, seg: dict | None) -> str:
-    """Which method has the higher test CPM, by how much, and which is more sensitive per size bin."""
+def _comparison(det: dict, seg: dict | None, where: str = "test") -> str:
+    """Which method has the higher CPM on ``where`` (test, external), by how much, and which is more sensitive per size bin."""
     if seg is None:
         return " The comparison with detection by segmentation was not run."
     if not seg.get("n_lesions"):
         return " Detection by segmentation could not be scored (no lesions)."
     a, b = _num(det["cpm"]["value"]), _num(seg["cpm"]["value"])
     if "n/a" in (a, b):
-        text = " The test CPMs of the two methods cannot be compared (undefined)."
+        text = f" The {where} CPMs of the two methods cannot be compared (undefined)."
     elif a == b:
-        text = f" The detector and detection by segmentation have the same test CPM ({a})."
+        text = f" The detector and detection by segmentation have the same {where} CPM ({a})."
     else:
         pair = [("the detector", a, det["cpm"]), ("detection by segmentation", b, seg["cpm"])]
         (w, wv, we), (lo, lv, le) = sorted(pair, key=lambda t: -float(t[1]))
         overlap = we["low"] <= le["high"] and le["low"] <= we["high"]
-        text = (f" {w[0].upper() + w[1:]} wins on test CPM: {wv} versus {lv} for {lo}, higher by "
+        text = (f" {w[0].upper() + w[1:]} wins on {where} CPM: {wv} versus {lv} for {lo}, higher by "
                 f"{float(wv) - float(lv):.3f}{' (the two intervals overlap)' if overlap else ''}.")
     d_bins = {r["bin"]: _num(r["sensitivity"]["value"]) for r in det["operating_point"]["by_size"]}
     s_bins = {r["bin"]: _num(r["sensitivity"]["value"]) for r in seg["operating_point"]["by_size"]}
@@ -185,7 +185,7 @@ def _comparison(det: dict, seg: dict | None) -> str:
         key = ("no lesions of that size" if "n/a" in (x, y) else "tie" if x == y else
                "detector higher" if float(x) > float(y) else "detection by segmentation higher")
         groups[key].append(name)
-    text += (" Test sensitivity at each method's operating point by lesion box area (px²): "
+    text += (f" {where[0].upper() + where[1:]} sensitivity at each method's operating point by lesion box area (px²): "
              + "; ".join(f"{k} for {_join(v)}" for k, v in groups.items() if v) + ".")
     return text
 
@@ -204,11 +204,16 @@ def _summary(m: dict) -> str:
             f"{_ci(det['cpm'])}. At its operating point (score ≥ {_num(op['threshold'])}, chosen on validation "
             f"images) its lesion sensitivity was {_ci(op['sensitivity'])} with {_ci(op['fp_per_image'])} false "
             "positives per image.")
-    ext = (m.get("external") or {}).get("detector")
-    if ext:
-        text += (f" On the external site ({ext.get('n_images', 0)} images) the CPM was {_ci(ext['cpm'])}."
-                 if ext.get("n_lesions") else " The external site's images have no lesions.")
-    return text + _comparison(det, t.get("segmentation")) + " Intervals are 95% patient-level bootstrap intervals."
+    text += _comparison(det, t.get("segmentation"))
+    e = m.get("external") or {}
+    ext = e.get("detector")
+    if ext and ext.get("n_lesions"):
+        text += f" On the external site ({ext.get('n_images', 0)} images) the detector's CPM was {_ci(ext['cpm'])}."
+        if e.get("segmentation"):
+            text += _comparison(ext, e["segmentation"], "external")
+    elif ext:
+        text += " The external site's images have no lesions."
+    return text + " Intervals are 95% patient-level bootstrap intervals."
 
 
 def _deployment(path: Path) -> list[dict]:

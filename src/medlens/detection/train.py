@@ -5,7 +5,7 @@ the box side, at least 0.5 px) at the pixel holding its centre; the loss is the
 penalty-reduced focal loss on the heat map plus L1 on ``dx, dy, log w, log h`` at the
 centre pixels, both normalised by the number of lesions. Augmentation flips and transposes
 image and boxes together (then brightness/contrast jitter), and the targets are built from
-the moved boxes. The best epoch by validation CPM is kept.
+the moved boxes. The best epoch by validation CPM (ties: by validation loss) is kept.
 
 Like :func:`medlens.train.loop.fit`, ``out_dir/last.pt`` holds the whole training state
 after every epoch (weights, optimiser, schedule, random states, history), so a killed run
@@ -117,11 +117,20 @@ def predict_boxes(detector: Detector, images: torch.Tensor, *, min_score: float 
     return out, np.concatenate(feats) if feats else np.zeros((0, 0))
 
 
-def _val_cpm(net: DetNet, val: DetArrays, det: DetectionConfig) -> float:
+@torch.no_grad()
+def _validate(net: DetNet, val: DetArrays, det: DetectionConfig, batch_size: int = 64) -> tuple[float, float]:
+    """Validation CPM and loss (the loss breaks CPM ties: on easy data CPM saturates at 1 within an epoch
+    or two, while the heat map is still far from its targets and its scores far from calibrated)."""
     from medlens.detection.froc import cpm, froc
 
+    net.eval()
     pred, _ = predict_boxes(Detector([net], det.max_detections), val.images, min_score=det.min_score)
-    return cpm(froc(val.boxes, pred, criterion=det.hit, iou=det.hit_iou))
+    losses = []
+    for i in range(0, len(val), batch_size):
+        heat, reg, mask = targets(val.boxes[i:i + batch_size], val.images.shape[-1], det.sigma_scale)
+        maps = net(normalise(val.images[i:i + batch_size]))["maps"]
+        losses.append(float(centernet_loss(maps, heat, reg, mask, det.size_weight)) * len(heat))
+    return cpm(froc(val.boxes, pred, criterion=det.hit, iou=det.hit_iou)), sum(losses) / len(val)
 
 
 def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: TrainConfig, det: DetectionConfig, *,
@@ -134,6 +143,7 @@ def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: Train
     net : DetNet
         Freshly initialised (seeded by the caller).
     train, val : DetArrays
+        The epoch kept has the best validation CPM, and among equal CPMs the lowest validation loss.
     train_cfg : TrainConfig
         epochs, batch_size (per process), lr, weight_decay, augment.
     det : DetectionConfig
@@ -172,7 +182,7 @@ def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: Train
                 "world": world, "data": array_digest(train.images, val.images, *train.boxes, *val.boxes)}
     fp = fingerprint(settings)
     ckpt = out_dir / LAST
-    rows, best, start = [], -math.inf, 0
+    rows, best, start = [], (-math.inf, -math.inf), 0
     state = resumable_state(ckpt, fp, resume, command="run")
     if state is not None:
         net.load_state_dict(state["model"])
@@ -180,7 +190,7 @@ def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: Train
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
-        rows, best, start = state["history"], state["best_score"], state["epoch"] + 1
+        rows, best, start = state["history"], tuple(state["best_score"]), state["epoch"] + 1
     task = progress.add_task(f"detect {out_dir.name}", total=total, completed=start * steps) \
         if progress is not None and main else None
     saver = AsyncSaver()
@@ -212,9 +222,10 @@ def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: Train
 
                 for b in net.buffers():
                     dist.broadcast(b, 0)
-            score = _val_cpm(net, val, det)
+            val_cpm, val_loss = _validate(net, val, det)
+            score = (round(val_cpm, 6), -val_loss)  # CPM first, the loss among equal CPMs
             rows.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                         "val_cpm": score, "lr": opt.param_groups[0]["lr"]})
+                         "val_cpm": val_cpm, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"]})
             if score > best:
                 best = score
                 if main:
@@ -225,7 +236,7 @@ def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: Train
                 saver.save(snapshot({"fingerprint": fp, "epoch": epoch, "model": net.state_dict(),
                                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                      "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": rows,
-                                     "best_score": best}), ckpt)
+                                     "best_score": list(best)}), ckpt)
             if on_epoch_end is not None:
                 saver.wait()
                 on_epoch_end(epoch)

@@ -15,8 +15,23 @@ def export(
     max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 32,
     tolerance: Annotated[float, typer.Option(help="Largest allowed |p_onnx - p_torch|.")] = 1e-4,
 ) -> None:
-    """Export for deployment: run/export/model.onnx (parity-checked), ood.npz, model_repository/ for Triton."""
-    from medlens.export.core import export_run
+    """Export for deployment: run/export/model.onnx (parity-checked), ood.npz, model_repository/ for Triton.
+
+    A detection run (task: detection) is exported to run/det/export/ instead: ONNX with the box
+    decoding in the graph, parity against the evaluated boxes, the OOD gate and the Triton repository
+    (`medlens run` already does this; --fold and --quantize do not apply).
+    """
+    from medlens.export.core import export_run, run_config
+
+    cfg = run_config(run)
+    if cfg.task == "detection":
+        from medlens.detection.export import export_detector
+
+        p = export_detector(run, cfg, max_batch_size=max_batch_size)["parity"]
+        typer.echo(f"wrote {run / 'det' / 'export' / 'model.onnx'}; parity on {p['n_images']} held-out images: "
+                   f"min box IoU {p['min_iou']:.4f}, max score difference {p['max_score_diff']:.1e} -> ok")
+        typer.echo(f"Triton repository: {run / 'det' / 'export' / 'model_repository'} (see its README.md)")
+        return
 
     info = export_run(run, fold=fold, quantize=quantize, max_batch_size=max_batch_size, tolerance=tolerance)
     p = info["parity"]

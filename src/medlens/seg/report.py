@@ -109,7 +109,8 @@ def report_section(run: Path) -> dict | None:
                 [{"metric": "CPM (mean sensitivity at 1/8-8 FP per image)", "value": _fmt(det["cpm"])}]
                 + [{"metric": f"lesion sensitivity at {r} FP per image", "value": _fmt(e)}
                    for r, e in det["sensitivity_at"].items()]
-                + [{"metric": "COCO mAP@0.5 / mAP@[.5:.95]", "value": f"{det['map_50']:.3f} / {det['map']:.3f}"}])
+                + [{"metric": "COCO mAP@0.5", "value": _fmt(det["map_50"])},
+                   {"metric": "COCO mAP@[.5:.95]", "value": _fmt(det["map"])}])
         if "severity" in m[p]:
             sv = m[p]["severity"]
             tables[f"severity ({p})"] = [{"metric": k, "value": _fmt(sv[k])} for k in ("mae", "rmse", "spearman",
@@ -130,7 +131,7 @@ def report_section(run: Path) -> dict | None:
         if t.get("detection", {}).get("n_lesions"):
             summary += (f" Scored as a detector (each component of the thresholded map a box, scored by its highest "
                         f"probability; a hit when the box centre lies in a lesion's box, as in LUNA16): CPM "
-                        f"{_fmt(t['detection']['cpm'])}, COCO mAP@0.5 {t['detection']['map_50']:.3f}.")
+                        f"{_fmt(t['detection']['cpm'])}, COCO mAP@0.5 {_fmt(t['detection']['map_50'])}.")
         if "auc_classifier" in t:
             ours = t.get("auc_cls", t.get("auc_mask"))
             summary += (f" Image-level AUC {_fmt(ours)} versus {_fmt(t['auc_classifier'])} for the same encoder "

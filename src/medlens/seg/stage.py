@@ -225,18 +225,16 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
 def detection_summary(truth: list[np.ndarray], prob: list[np.ndarray], groups: np.ndarray, threshold: float,
                       cfg: StudyConfig) -> dict:
     """The segmentation scored as a detector: components of ``prob >= threshold`` (score: their maximum)
-    against one box per reference lesion; FROC/CPM with patient-bootstrap CIs and COCO mAP."""
+    against one box per reference lesion, by :func:`medlens.detection.summary.detection_summary` (the code
+    the detector of ``task: detection`` is scored with); every component is shown, so the operating point
+    is the segmentation threshold."""
     from medlens.detection.boxes import boxes_from_mask, boxes_from_probability
-    from medlens.detection.coco import coco_map
-    from medlens.detection.froc import froc_with_ci
+    from medlens.detection.summary import detection_summary as summarise
 
     gt = [boxes_from_mask(t) for t in truth]
     pred = [boxes_from_probability(p, threshold) for p in prob]
-    if not sum(len(g) for g in gt):
-        return {"n_lesions": 0}
-    out = froc_with_ci(gt, pred, groups, n_boot=cfg.evaluate.n_bootstrap, seed=cfg.seed)
-    return {**out, **{k: v for k, v in coco_map(gt, pred).items() if k.startswith("map")},
-            "candidates": "components of the thresholded map, scored by their maximum probability"}
+    out = summarise(gt, pred, groups, threshold=threshold, n_boot=cfg.evaluate.n_bootstrap, seed=cfg.seed)
+    return {**out, "candidates": "components of the thresholded map, scored by their maximum probability"}
 
 
 def _second_observer(rows: pd.DataFrame, data, fov: list[np.ndarray], groups, cfg: StudyConfig) -> dict | None:
