@@ -127,7 +127,8 @@ def table_rows(summary: dict) -> list[list[str]]:
     t = summary["test"]
     secs = summary["wall_s"] if summary["retrained"] else summary["compute_s"]
     clock = f"{secs / 60:.1f} min" + ("" if summary["retrained"] else " (recorded)")
-    length = f"{summary['steps']} steps" if summary.get("steps") else f"{summary['epochs']} ep"
+    length = f"{summary['steps']} steps" if summary.get("steps") else f"{summary['epochs']} ep" + (
+        f", >= {summary['min_steps']} steps" if summary.get("min_steps") else "")
     rows = [[summary["dataset"], f"ours: {summary['model']} {summary['image_size']} px, {length}",
              _fmt(t["auc"]), _fmt(t["acc"]), clock]]
     for b in summary["baselines"]:

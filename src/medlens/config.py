@@ -134,6 +134,9 @@ class TrainConfig(_Strict):
     steps: int | None = Field(None, ge=1, description="Training length in optimiser steps instead of epochs, so "
                               "that a 500-image and a 5,000-image set both get the same amount of training "
                               "(classification engine; segmentation uses epochs).")
+    min_steps: int | None = Field(None, ge=1, description="With epochs: train at least this many optimiser steps, so "
+                                  "a small set gets more passes (epochs = max(epochs, min_steps / steps per epoch); "
+                                  "ignored when steps is set; classification engine).")
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -228,8 +231,9 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _engine_options(self):
-        if self.task != "classification" and self.train.steps is not None:
-            raise ValueError(f"train.steps applies to the classification engine; {self.task} trains train.epochs")
+        if self.task != "classification" and (self.train.steps is not None or self.train.min_steps is not None):
+            raise ValueError(f"train.steps and train.min_steps apply to the classification engine; {self.task} "
+                             "trains train.epochs")
         e = self.engine
         if e.prior_correction and (e.task != "classification" or e.imbalance != "class_weight"):
             raise ValueError("engine.prior_correction undoes class weighting: it needs engine.task classification "

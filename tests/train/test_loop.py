@@ -115,6 +115,19 @@ def test_step_budget_and_spaced_validation(tiny_tensors, tmp_path):
     assert res.history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine schedule spans the budget
 
 
+def test_min_steps_gives_a_small_set_more_epochs(tiny_tensors, tmp_path):
+    """train.min_steps raises the epochs of a small set to reach it; a set that already has enough keeps its epochs."""
+    train, val = tiny_tensors  # 40 images, batch 8: 5 steps per epoch
+    engine = EngineConfig(checkpoint=False)
+    res = fit(_model(), train, val, TrainConfig(epochs=2, min_steps=23, batch_size=8, image_size=32), num_classes=2,
+              seed=0, out_dir=tmp_path, engine=engine)
+    assert int(res.history["step"].iloc[-1]) == 23 and res.history["epoch"].iloc[-1] == 4  # 5 epochs, the last 3 steps
+    (tmp_path / "b").mkdir()
+    res = fit(_model(), train, val, TrainConfig(epochs=3, min_steps=10, batch_size=8, image_size=32), num_classes=2,
+              seed=0, out_dir=tmp_path / "b", engine=engine)
+    assert int(res.history["step"].iloc[-1]) == 15
+
+
 def test_ema_keeps_the_averaged_weights(tiny_tensors, tmp_path):
     train, val = tiny_tensors
     model = _model()

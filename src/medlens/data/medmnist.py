@@ -156,7 +156,7 @@ def medmnist_stage(run: Path, cfg: StudyConfig) -> dict:
     pred = pd.read_parquet(pred_path)
     out: dict = {"dataset": dataset_name(cfg.data.path) if cfg.data.path else cfg.name, "name": cfg.name,
                  "model": cfg.model.name, "image_size": cfg.train.image_size, "epochs": cfg.train.epochs,
-                 "steps": cfg.train.steps,
+                 "steps": cfg.train.steps, "min_steps": cfg.train.min_steps,
                  "patient_ids": "none: MedMNIST has no patient IDs, every image is its own patient",
                  "definitions": "binary: AUC of p1, ACC of p1 > 0.5; multi-class: macro one-vs-rest AUC, "
                                 "ACC of the arg-max (MedMNIST v2 evaluator)",

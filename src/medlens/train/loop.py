@@ -331,7 +331,7 @@ def fit(
     weights = obj.sample_weights(y) if engine.imbalance == "sampler" else None
     per_rank = math.ceil(len(x) / world)
     steps_per_epoch = math.ceil(per_rank / cfg.batch_size)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    total = cfg.steps if cfg.steps is not None else max(cfg.epochs * steps_per_epoch, cfg.min_steps or 0)
     epochs = math.ceil(total / steps_per_epoch)
     every = math.ceil(epochs / engine.max_validations)  # validate every `every` epochs and after the last
     ema = None
