@@ -2,7 +2,8 @@
 
 Endpoints: ``POST /v1/predict`` (PNG/JPEG/DICOM upload, multipart field ``file`` or a raw
 body), ``POST /v2/models/{name}/infer`` (KServe v2 tensors), ``GET /v2/models/{name}``,
-``GET /v2/health/ready``, ``GET /health``, ``GET /v1/model`` (model card).
+``GET /v2/health/ready``, ``GET /health``, ``GET /v1/model`` (model card). A detection run
+serves ``POST /v1/detect`` instead of ``/v1/predict`` and ``/v2`` (:mod:`medlens.serve.detect`).
 
 One ASGI guard in front of the app does what must hold for every request: the body size
 limit (413), bearer-token auth (401), the per-token rate limit (429), a JSON error instead

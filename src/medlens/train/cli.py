@@ -50,7 +50,7 @@ def train(
             with progress_bar() as progress:
                 for k in folds:
                     train_detector(cfg, cfg.out, k, progress=progress if rank == 0 else None,
-                                   resume=bool(resume and has[k]) or "auto")
+                                   resume=bool(resume and has[k]))
                     if rank == 0:
                         typer.echo(f"fold {k}: detector trained ({world} process{'es' if world > 1 else ''}) -> "
                                    f"{cfg.out / 'det' / f'fold_{k}'}")
