@@ -66,16 +66,18 @@ def _net(cfg: StudyConfig) -> DetNet:
 
 
 def load_detector(run: Path, cfg: StudyConfig) -> Detector:
-    """The trained fold detectors of a run directory as one :class:`Detector` (eval mode)."""
+    """The study's trained fold detectors (``det/fold_k``, k < the folds ``cfg`` trains) as one :class:`Detector`.
+
+    Folds left in the run directory by a config with more folds are not loaded.
+    """
     members = []
-    k = 0
-    while (run / "det" / f"fold_{k}" / "model.safetensors").is_file():
+    for k in range(_n_folds(cfg, load_splits(run / "splits.json"))):
+        path = run / "det" / f"fold_{k}" / "model.safetensors"
+        if not path.is_file():
+            raise StageInputMissing(f"{path} not found; run `medlens run CONFIG`")
         net = _net(cfg)
-        net.load_state_dict(load_file(str(run / "det" / f"fold_{k}" / "model.safetensors")))
+        net.load_state_dict(load_file(str(path)))
         members.append(net.eval())
-        k += 1
-    if not members:
-        raise StageInputMissing(f"{run / 'det' / 'fold_0' / 'model.safetensors'} not found; run `medlens run CONFIG`")
     return Detector(members, cfg.detection.max_detections).eval()
 
 
