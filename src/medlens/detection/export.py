@@ -142,8 +142,7 @@ def export_detector(run: Path, cfg: StudyConfig, *, n_parity: int = 256, max_bat
                              f"score difference {parity['max_score_diff']:.1e}; do not deploy this export")
 
     dev = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]} & set(by_id.index))
-    dev_x = prep.load(by_id.loc[dev, "image"].tolist()).numpy().astype(np.float32) / 255.0
-    feats = np.concatenate([sess.run(["features"], {ox.INPUT: dev_x[i:i + 64]})[0] for i in range(0, len(dev_x), 64)])
+    feats = ox.onnx_features(sess, prep.load(by_id.loc[dev, "image"].tolist()))
     gate, ood_info = fit_gate(feats, by_id.loc[dev, "patient_id"].to_numpy(), seed=cfg.seed)
     gate.save(out / "ood.npz")
     name = f"{cfg.name}_detector".replace("-", "_").replace(".", "_")

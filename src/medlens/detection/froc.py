@@ -13,7 +13,7 @@ LUNA16's evaluation script and MONAI's ``compute_froc_score`` do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -105,35 +105,62 @@ def cpm(curve: Froc, rates: Sequence[float] = FP_RATES) -> float:
     return float(sensitivity_at(curve, rates).mean())
 
 
+def estimate(value: float, replicates: np.ndarray) -> dict:
+    """``{"value", "low", "high"}``: a point estimate with the 2.5/97.5 percentiles of its finite replicates."""
+    reps = np.asarray(replicates, float)
+    reps = reps[np.isfinite(reps)]
+    lo, hi = np.percentile(reps, [2.5, 97.5]) if reps.size else (np.nan, np.nan)
+    return {"value": float(value), "low": float(lo), "high": float(hi)}
+
+
+def patient_bootstrap(stat: Callable[[np.ndarray], dict], patients: Sequence, n_boot: int,
+                      seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """Point values and patient-bootstrap replicates of ``stat(image_indices) -> {name: float}``.
+
+    A replicate draws patients with replacement and keeps all their images; a statistic a
+    replicate leaves undefined is NaN there. Returns ``(point, {name: replicates})``.
+    """
+    ids, inverse = np.unique(np.asarray(patients), return_inverse=True)
+    by_patient = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+    point = stat(np.arange(len(inverse)))
+    rng = np.random.default_rng(seed)
+    reps: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_boot):
+        images = np.concatenate([by_patient[k] for k in rng.integers(0, len(ids), len(ids))])
+        for k, v in stat(images).items():
+            reps[k].append(v)
+    return point, {k: np.asarray(v, float) for k, v in reps.items()}
+
+
+def bootstrap_estimates(stat: Callable[[np.ndarray], dict], patients: Sequence, n_boot: int, seed: int) -> dict:
+    """``{name: estimate}`` of ``stat`` with 95% patient-bootstrap intervals (:func:`patient_bootstrap`)."""
+    point, reps = patient_bootstrap(stat, patients, n_boot, seed)
+    return {k: estimate(v, reps[k]) for k, v in point.items()}
+
+
 def froc_with_ci(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray, np.ndarray]], patients: Sequence,
                  *, criterion: str = "centre", iou: float = 0.3, n_boot: int = 2000, seed: int = 0) -> dict:
     """CPM and sensitivity at each rate of :data:`FP_RATES`, with 95% patient-bootstrap intervals.
 
-    ``patients`` gives each image's patient: a replicate draws patients with replacement and
-    keeps all their images. Replicates without a lesion are left out (``n_boot_used``).
+    ``patients`` gives each image's patient (:func:`patient_bootstrap`). Replicates without a
+    lesion are left out (``n_boot_used``).
     """
     lesion_scores, fp_scores = match(gt, pred, criterion=criterion, iou=iou)
-    patients = np.asarray(patients)
     if len(patients) != len(gt):
         raise ValueError(f"{len(patients)} patient ids for {len(gt)} images")
-    curve = _curve(np.concatenate(lesion_scores), np.concatenate(fp_scores), len(gt))
-    ids, inverse = np.unique(patients, return_inverse=True)
-    by_patient = [np.flatnonzero(inverse == k) for k in range(len(ids))]
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(n_boot):
-        images = np.concatenate([by_patient[k] for k in rng.integers(0, len(ids), len(ids))])
+    curve = _curve(np.concatenate(lesion_scores), np.concatenate(fp_scores), len(gt))  # raises without lesions
+
+    def stat(images: np.ndarray) -> dict:
         les = np.concatenate([lesion_scores[i] for i in images])
-        if les.size:
-            reps.append(sensitivity_at(_curve(les, np.concatenate([fp_scores[i] for i in images]), len(images))))
-    reps = np.asarray(reps).reshape(-1, len(FP_RATES))
-    point = sensitivity_at(curve)
+        if not les.size:
+            return {str(r): np.nan for r in FP_RATES}
+        sens = sensitivity_at(_curve(les, np.concatenate([fp_scores[i] for i in images]), len(images)))
+        return {str(r): float(v) for r, v in zip(FP_RATES, sens)}
 
-    def est(value: float, samples: np.ndarray) -> dict:
-        lo, hi = np.percentile(samples, [2.5, 97.5]) if samples.size else (np.nan, np.nan)
-        return {"value": float(value), "low": float(lo), "high": float(hi)}
-
-    return {"cpm": est(point.mean(), reps.mean(axis=1)),
-            "sensitivity_at": {str(r): est(point[k], reps[:, k]) for k, r in enumerate(FP_RATES)},
-            "n_lesions": curve.n_lesions, "n_images": curve.n_images, "n_patients": len(ids),
-            "n_boot_used": len(reps)}
+    point, reps = patient_bootstrap(stat, patients, n_boot, seed)
+    sens = np.stack([reps[str(r)] for r in FP_RATES], 1)
+    used = np.isfinite(sens).all(1)
+    return {"cpm": estimate(np.mean(list(point.values())), sens[used].mean(axis=1)),
+            "sensitivity_at": {str(r): estimate(point[str(r)], reps[str(r)]) for r in FP_RATES},
+            "n_lesions": curve.n_lesions, "n_images": curve.n_images, "n_patients": len(np.unique(patients)),
+            "n_boot_used": int(used.sum())}

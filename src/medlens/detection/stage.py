@@ -61,6 +61,11 @@ def study_rows(run: Path) -> tuple[pd.DataFrame, dict]:
     return manifest.set_index("sample_id"), splits
 
 
+def _select(by_id: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """The rows of ``ids`` that the study kept (QC-passed, in distribution), in the order of ``ids``."""
+    return by_id.loc[[i for i in ids if i in by_id.index]].reset_index()
+
+
 def _net(cfg: StudyConfig) -> DetNet:
     return DetNet(cfg.model.in_chans, cfg.detection.features, norm=cfg.detection.norm)
 
@@ -92,7 +97,7 @@ def train_fold(cfg: StudyConfig, run: Path, k: int, *, progress=None, resume: bo
     prep = Preprocess.from_config(cfg)
 
     def part(ids: list[str]) -> DetArrays:
-        return load_det_arrays(by_id.loc[[i for i in ids if i in by_id.index]].reset_index(), prep, table)
+        return load_det_arrays(_select(by_id, ids), prep, table)
 
     fold = splits["folds"][k]
     seed = cfg.seed * 1000 + k
@@ -124,16 +129,13 @@ def det_stage(run: Path, cfg: StudyConfig) -> dict:
     prep = Preprocess.from_config(cfg)
     out = run / "det"
 
-    def rows(ids: list[str]) -> pd.DataFrame:
-        return by_id.loc[[i for i in ids if i in by_id.index]].reset_index()
-
-    parts = {name: rows(splits[name]) for name in ("test", "external") if splits.get(name)}
+    parts = {name: _select(by_id, splits[name]) for name in ("test", "external") if splits.get(name)}
     data = {name: load_det_arrays(r, prep, table) for name, r in parts.items()}
     n_folds = _n_folds(cfg, splits)
     detector = load_detector(run, cfg)
     val_gt, val_pred = [], []
     for k in range(n_folds):
-        val = load_det_arrays(rows(splits["folds"][k]["val"]), prep, table)
+        val = load_det_arrays(_select(by_id, splits["folds"][k]["val"]), prep, table)
         pred, _ = predict_boxes(Detector([detector.members[k]], d.max_detections), val.images, min_score=d.min_score)
         val_gt += val.boxes
         val_pred += pred
@@ -209,10 +211,6 @@ def _save_overlays(path: Path, rows: pd.DataFrame, arr: DetArrays, pred: list, t
                         scores=np.array([pred[i][1][s] for i, s in zip(pick, shown)], dtype=object))
 
 
-def _seg_settings(cfg: StudyConfig):
-    return cfg.seg.model_copy(update={"task": "segmentation"})
-
-
 def compares_segmentation(cfg: StudyConfig, by_id: pd.DataFrame) -> bool:
     """Whether detection by segmentation runs: asked for, lesion masks present, square images, no ROI crop
     (otherwise the seg U-Net's images are not in the detector's coordinates)."""
@@ -220,32 +218,15 @@ def compares_segmentation(cfg: StudyConfig, by_id: pd.DataFrame) -> bool:
             and cfg.seg.resample == "square" and "mask" in by_id.columns)
 
 
-def _seg_arrays(cfg: StudyConfig, by_id: pd.DataFrame, ids: list[str]):
-    from medlens.seg.data import load_seg_arrays
-
-    s = _seg_settings(cfg)
-    rows = by_id.loc[[i for i in ids if i in by_id.index]].reset_index()
-    return load_seg_arrays(rows, size=cfg.train.image_size, in_chans=cfg.model.in_chans, use_clahe=s.clahe,
-                           clip_limit=s.clahe_clip_limit, tiles=s.clahe_tiles)
-
-
-def _seg_net(cfg: StudyConfig):
-    from medlens.seg.models import create_segnet
-
-    s = _seg_settings(cfg)
-    return create_segnet("segmentation", in_chans=cfg.model.in_chans, features=s.features, norm=s.norm)
-
-
 def train_seg_fold(cfg: StudyConfig, run: Path, k: int, *, progress=None) -> None:
-    """Train fold ``k``'s segmentation U-Net (``seg:`` settings, segmentation only) into ``run/det/fold_k/seg``."""
-    from medlens.seg.train import fit_segnet
+    """Train fold ``k``'s segmentation U-Net (the ``seg:`` settings, segmentation only) into ``run/det/fold_k/seg``."""
+    from medlens.seg.stage import seg_arrays, train_segnet
 
     by_id, splits = study_rows(run)
     fold = splits["folds"][k]
-    seed = cfg.seed * 1000 + k
-    torch.manual_seed(seed)
-    fit_segnet(_seg_net(cfg), _seg_arrays(cfg, by_id, fold["train"]), _seg_arrays(cfg, by_id, fold["val"]), cfg.train,
-               _seg_settings(cfg), seed=seed, out_dir=run / "det" / f"fold_{k}" / "seg", progress=progress)
+    train_segnet(cfg, "segmentation", seg_arrays(cfg, _select(by_id, fold["train"])),
+                 seg_arrays(cfg, _select(by_id, fold["val"])), run / "det" / f"fold_{k}" / "seg", cfg.seed * 1000 + k,
+                 progress)
 
 
 def _segmentation_comparison(run: Path, cfg: StudyConfig, by_id: pd.DataFrame, splits: dict, parts: list[str],
@@ -258,15 +239,16 @@ def _segmentation_comparison(run: Path, cfg: StudyConfig, by_id: pd.DataFrame, s
     """
     from medlens.detection.boxes import boxes_from_probability
     from medlens.seg.pixels import best_threshold
+    from medlens.seg.stage import build_segnet, seg_arrays
     from medlens.seg.train import predict
 
-    tests = {p: _seg_arrays(cfg, by_id, splits[p]) for p in parts}
+    tests = {p: seg_arrays(cfg, _select(by_id, splits[p])) for p in parts}
     probs: dict[str, list] = {p: [] for p in parts}
     val_truth, val_prob = [], []
     for k in range(n_folds):
-        net = _seg_net(cfg)
+        net = build_segnet(cfg, "segmentation")
         net.load_state_dict(load_file(str(run / "det" / f"fold_{k}" / "seg" / "model.safetensors")))
-        val = _seg_arrays(cfg, by_id, splits["folds"][k]["val"])
+        val = seg_arrays(cfg, _select(by_id, splits["folds"][k]["val"]))
         val_truth += list(val.masks[:, 0].numpy().astype(bool))
         val_prob += list(predict(net, val.images)["seg_prob"])
         for p, arr in tests.items():

@@ -8,11 +8,11 @@ patients with replacement and keeps all their images.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from medlens.detection.froc import froc_with_ci, match
+from medlens.detection.froc import bootstrap_estimates, froc_with_ci, match
 
 __all__ = ["best_f1_threshold", "detection_summary"]
 
@@ -47,26 +47,6 @@ def _areas(gt: Sequence[np.ndarray]) -> list[np.ndarray]:
 def _bin_names(edges: Sequence[int]) -> list[str]:
     e = list(edges)
     return ([f"< {e[0]}"] if e else []) + [f"{a}-{b}" for a, b in zip(e, e[1:])] + ([f">= {e[-1]}"] if e else ["all"])
-
-
-def _estimate(value: float, reps: np.ndarray) -> dict:
-    reps = reps[np.isfinite(reps)]
-    lo, hi = np.percentile(reps, [2.5, 97.5]) if reps.size else (np.nan, np.nan)
-    return {"value": float(value), "low": float(lo), "high": float(hi)}
-
-
-def _bootstrap(stat: Callable[[np.ndarray], dict], patients: np.ndarray, n_boot: int, seed: int) -> dict:
-    """``stat(image_indices) -> {name: float}`` on all images, with patient-bootstrap percentile intervals."""
-    ids, inverse = np.unique(patients, return_inverse=True)
-    by_patient = [np.flatnonzero(inverse == k) for k in range(len(ids))]
-    point = stat(np.arange(len(patients)))
-    rng = np.random.default_rng(seed)
-    reps: dict[str, list[float]] = {k: [] for k in point}
-    for _ in range(n_boot):
-        images = np.concatenate([by_patient[k] for k in rng.integers(0, len(ids), len(ids))])
-        for k, v in stat(images).items():
-            reps[k].append(v)
-    return {k: _estimate(point[k], np.asarray(reps[k], float)) for k in point}
 
 
 def detection_summary(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray, np.ndarray]], patients: Sequence, *,
@@ -124,7 +104,7 @@ def detection_summary(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray,
             res[f"size {name}"] = float((les[sel] >= threshold).mean()) if sel.any() else np.nan
         return res
 
-    op = _bootstrap(at_threshold, patients, n_boot, seed)
+    op = bootstrap_estimates(at_threshold, patients, n_boot, seed)
     all_bins = np.concatenate(bins)
     op_out = {"threshold": float(threshold), **{k: v for k, v in op.items() if not k.startswith("size ")},
               "by_size": [{"bin": name, "n_lesions": int((all_bins == k).sum()), "sensitivity": op[f"size {name}"]}
@@ -134,5 +114,5 @@ def detection_summary(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray,
         m = coco_map([gt[i] for i in images], [pred[i] for i in images])
         return {"map": m["map"], "map_50": m["map_50"]}
 
-    maps = _bootstrap(coco, patients, min(n_boot, MAP_BOOTSTRAP), seed)
+    maps = bootstrap_estimates(coco, patients, min(n_boot, MAP_BOOTSTRAP), seed)
     return {**out, **maps, "operating_point": op_out, "hit_rule": criterion if criterion == "centre" else f"iou >= {iou}"}

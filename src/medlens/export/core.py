@@ -148,8 +148,7 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
 
     sess = ox.session(onnx_path, threads=2)
     dev_ids = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
-    dev_x = tensor(dev_ids).numpy().astype(np.float32) / 255.0
-    feats = np.concatenate([sess.run(["features"], {ox.INPUT: dev_x[i:i + 64]})[0] for i in range(0, len(dev_x), 64)])
+    feats = ox.onnx_features(sess, tensor(dev_ids))
     gate, ood_info = fit_gate(feats, by_id.loc[dev_ids, "patient_id"].to_numpy(), seed=cfg.seed)
     gate.save(out / "ood.npz")
     if splits["test"]:

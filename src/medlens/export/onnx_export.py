@@ -100,6 +100,12 @@ def onnx_proba(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 64)
     return np.concatenate(out).astype(np.float64)
 
 
+def onnx_features(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """The ``features`` output (what the OOD gate reads) of an ONNX session for a uint8 ``N×C×S×S`` batch."""
+    x = (images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)).astype(np.float32) / 255.0
+    return np.concatenate([sess.run(["features"], {INPUT: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+
 def parity_check(ensemble: Ensemble, onnx_path: Path, images: torch.Tensor, *,
                  tolerance: float = PARITY_TOLERANCE, reference: np.ndarray | None = None) -> dict:
     """Compare ONNX Runtime with PyTorch eager on held-out images.

@@ -41,12 +41,12 @@ from medlens.seg.pixels import best_threshold, pixel_auc, pixel_counts, pixel_su
 from medlens.seg.summary import image_stats, seg_summary, severity_summary, size_table
 from medlens.seg.train import fit_segnet, predict, predict_fullres
 
-__all__ = ["seg_stage", "seg_stages"]
+__all__ = ["build_segnet", "seg_arrays", "seg_stage", "seg_stages", "train_segnet"]
 
 log = logging.getLogger(__name__)
 
 
-def _arrays(cfg: StudyConfig, rows: pd.DataFrame) -> SegArrays | list[FullResImage]:
+def seg_arrays(cfg: StudyConfig, rows: pd.DataFrame) -> SegArrays | list[FullResImage]:
     """The images of ``rows`` as the configured network sees them, with their reference masks."""
     s = cfg.seg
     if s.resample != "square":
@@ -59,10 +59,16 @@ def _in_chans(cfg: StudyConfig) -> int:
     return 1 if cfg.seg.resample != "square" and cfg.seg.channels != "rgb" else cfg.model.in_chans
 
 
-def _train(cfg: StudyConfig, kind: str, train, val, out_dir: Path, seed: int, progress):
+def build_segnet(cfg: StudyConfig, kind: str):
+    """The ``seg:`` section's network of ``kind`` (segmentation, multitask, classifier), freshly initialised."""
+    return create_segnet(kind, in_chans=_in_chans(cfg), features=cfg.seg.features, severity=cfg.seg.severity,
+                         norm=cfg.seg.norm, architecture=cfg.seg.architecture, encoder=cfg.seg.encoder)
+
+
+def train_segnet(cfg: StudyConfig, kind: str, train, val, out_dir: Path, seed: int, progress):
+    """Train ``build_segnet(cfg, kind)`` into ``out_dir`` (seeded) and return it with its best epoch's weights."""
     torch.manual_seed(seed)  # the initial weights too, or a rerun is not reproducible
-    net = create_segnet(kind, in_chans=_in_chans(cfg), features=cfg.seg.features, severity=cfg.seg.severity,
-                        norm=cfg.seg.norm, architecture=cfg.seg.architecture, encoder=cfg.seg.encoder)
+    net = build_segnet(cfg, kind)
     fit_segnet(net, train, val, cfg.train, cfg.seg, seed=seed, out_dir=out_dir, progress=progress)
     net.load_state_dict(load_file(str(out_dir / "model.safetensors")))
     return net
@@ -142,7 +148,7 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
         return by_id.loc[[i for i in ids if i in by_id.index]].reset_index()
 
     parts = {name: rows(splits[name]) for name in ("test", "external") if splits.get(name)}
-    data = {name: _arrays(cfg, r) for name, r in parts.items()}
+    data = {name: seg_arrays(cfg, r) for name, r in parts.items()}
     main_preds: dict[str, list] = {p: [] for p in parts}
     clf_preds: dict[str, list] = {p: [] for p in parts}
     val_truth: list[np.ndarray] = []
@@ -151,10 +157,11 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     n_folds = min(s.folds or len(splits["folds"]), len(splits["folds"]))
     for k in range(n_folds):
         log.info("seg: fold %d of %d", k + 1, n_folds)
-        train, val = _arrays(cfg, rows(splits["folds"][k]["train"])), _arrays(cfg, rows(splits["folds"][k]["val"]))
+        fold = splits["folds"][k]
+        train, val = seg_arrays(cfg, rows(fold["train"])), seg_arrays(cfg, rows(fold["val"]))
         seed = cfg.seed * 1000 + k
-        net = _train(cfg, s.task, train, val, out / f"fold_{k}", seed, progress)
-        clf = _train(cfg, "classifier", train, val, out / f"fold_{k}" / "classifier", seed, progress) \
+        net = train_segnet(cfg, s.task, train, val, out / f"fold_{k}", seed, progress)
+        clf = train_segnet(cfg, "classifier", train, val, out / f"fold_{k}" / "classifier", seed, progress) \
             if s.compare_classifier and s.structure == "lesions" and not isinstance(train, list) else None
         truth, fov = _references(val)
         val_truth += truth

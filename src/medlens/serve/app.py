@@ -178,6 +178,29 @@ async def read_upload(request: Request) -> tuple[bytes, str | None]:
     return await request.body(), ctype
 
 
+async def checked_upload(request: Request, *, max_pixels: int, qc_config) -> tuple:
+    """Read, decode and QC-judge an upload, recording it in the request's audit entry.
+
+    Small uploads are decoded on the event loop (cheaper than a thread hand-off), larger
+    ones in a worker thread. Returns ``(decoded, qc, refusal)``: ``refusal`` is the 422
+    response to send when the image fails quality control, else None.
+    """
+    audit = request.scope["state"]["audit"]
+    data, ctype = await read_upload(request)
+
+    def decode_and_check():
+        decoded = decode_upload(data, ctype, max_pixels=max_pixels)
+        return decoded, qc_verdict(decoded.image, qc_config)
+
+    decoded, qc = decode_and_check() if len(data) <= INLINE_BYTES else await asyncio.to_thread(decode_and_check)
+    audit["input_sha256"], audit["input_kind"] = decoded.input_sha256, decoded.kind
+    audit["qc"] = {"passed": qc["passed"], "reasons": qc["reasons"]}
+    if qc["passed"]:
+        return decoded, qc, None
+    audit["error"] = "QC rejected"
+    return decoded, qc, _error(422, "image failed quality control: " + "; ".join(qc["reasons"]), qc=qc,
+                               request_id=audit["request_id"])
+
 def base_app(engine, lifespan) -> FastAPI:
     """The FastAPI app every service shares: JSON errors, ``/health``, ``/v2/health/*`` and ``/v1/model``.
 
@@ -260,17 +283,9 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
     @app.post("/v1/predict")
     async def predict(request: Request, cam: bool = False):
         audit = request.scope["state"]["audit"]
-        data, ctype = await read_upload(request)
-        if len(data) <= INLINE_BYTES:  # small uploads: decoding inline is cheaper than a thread hand-off
-            decoded, qc = _decode_and_check(data, ctype)
-        else:
-            decoded, qc = await asyncio.to_thread(_decode_and_check, data, ctype)
-        audit["input_sha256"], audit["input_kind"] = decoded.input_sha256, decoded.kind
-        audit["qc"] = {"passed": qc["passed"], "reasons": qc["reasons"]}
-        if not qc["passed"]:
-            audit["error"] = "QC rejected"
-            return _error(422, "image failed quality control: " + "; ".join(qc["reasons"]), qc=qc,
-                          request_id=audit["request_id"])
+        decoded, qc, refusal = await checked_upload(request, max_pixels=settings.max_pixels, qc_config=engine.qc_config)
+        if refusal is not None:
+            return refusal
         x = preprocess(decoded.image, engine.preprocess)
         proba, members, feats = await batcher(x)
         out = engine.interpret(proba, members, feats)
@@ -288,10 +303,6 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
                 body["gradcam_png_base64"] = await asyncio.to_thread(cam_overlay, x, target)
         audit["output"] = {"label": body["label"], "probabilities": body["probabilities"]}
         return JSONResponse(body)  # plain Python values already: skips FastAPI's recursive encoder
-
-    def _decode_and_check(data: bytes, ctype: str | None):
-        decoded = decode_upload(data, ctype, max_pixels=settings.max_pixels)
-        return decoded, qc_verdict(decoded.image, engine.qc_config)
 
     def cam_overlay(x: np.ndarray, target: int) -> str:
         return cam(x, target)

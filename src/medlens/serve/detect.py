@@ -27,8 +27,7 @@ from medlens.errors import StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.ood import MahalanobisGate
 from medlens.qc import QCConfig
-from medlens.serve.decode import decode_upload
-from medlens.serve.engine import SINGLE_IMAGE_CHECKS, qc_verdict
+from medlens.serve.engine import SINGLE_IMAGE_CHECKS
 
 __all__ = ["DetectionEngine", "detection_app"]
 
@@ -104,7 +103,7 @@ def detection_app(run: Path, audit, settings) -> FastAPI:
         Closed when the app stops.
     settings : medlens.serve.app.ServeSettings
     """
-    from medlens.serve.app import _error, base_app, read_upload
+    from medlens.serve.app import base_app, checked_upload
 
     engine = DetectionEngine(run, threads=settings.threads)
 
@@ -118,15 +117,9 @@ def detection_app(run: Path, audit, settings) -> FastAPI:
     @app.post("/v1/detect")
     async def detect(request: Request, all: bool = False):
         entry = request.scope["state"]["audit"]
-        data, ctype = await read_upload(request)
-        decoded = await asyncio.to_thread(decode_upload, data, ctype, max_pixels=settings.max_pixels)
-        qc = qc_verdict(decoded.image, engine.qc_config)
-        entry["input_sha256"], entry["input_kind"] = decoded.input_sha256, decoded.kind
-        entry["qc"] = {"passed": qc["passed"], "reasons": qc["reasons"]}
-        if not qc["passed"]:
-            entry["error"] = "QC rejected"
-            return _error(422, "image failed quality control: " + "; ".join(qc["reasons"]), qc=qc,
-                          request_id=entry["request_id"])
+        decoded, qc, refusal = await checked_upload(request, max_pixels=settings.max_pixels, qc_config=engine.qc_config)
+        if refusal is not None:
+            return refusal
         out = await asyncio.to_thread(engine.detect, decoded.image, all_candidates=all)
         entry["ood"] = {"flagged": out["ood"]["flagged"], "score": out["ood"]["score"]}
         body = {"request_id": entry["request_id"], "model": {"name": engine.name, "version": engine.card["version"]},
