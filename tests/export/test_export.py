@@ -134,3 +134,32 @@ def test_report_section(exported, tmp_path):
     assert report_section(tmp_path) is None
     sec = report_section(run)
     assert sec["title"] and "parity" in json.dumps(sec["tables"]).lower() and len(sec["summary"]) > 100
+
+
+def test_ship_quantized(exported, tmp_path):
+    """--ship-quantized: the int8 copy is what Triton holds, what serve runs and what the OOD gate was fitted on."""
+    import shutil
+
+    from medlens.errors import ConfigError
+    from medlens.export import export_run
+    from medlens.serve.engine import Engine
+
+    run, info = exported
+    fp32_repo = run / "export" / "model_repository" / info["triton_name"] / "1" / "model.onnx"
+    assert info["shipped"] == "model.onnx" and fp32_repo.read_bytes() == (run / "export" / "model.onnx").read_bytes()
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+    with pytest.raises(ConfigError, match="needs --quantize"):
+        export_run(copy, ship_quantized=True, benchmark=False)
+    q_info = export_run(copy, quantize="int8", ship_quantized=True, benchmark=False)
+    out = copy / "export"
+    assert q_info["shipped"] == "model.int8.onnx"
+    for model in (q_info["triton_name"], q_info["triton_name"] + "_cpu"):
+        assert (out / "model_repository" / model / "1" / "model.onnx").read_bytes() == (out / "model.int8.onnx").read_bytes()
+    x = _phantom_tensor(4, 32).numpy().astype(np.float32) / 255
+    engine = Engine(copy)
+    served = engine.infer(x)[0]
+    int8 = session(out / "model.int8.onnx", threads=1).run(["probabilities"], {"image": x})[0]
+    fp32 = session(out / "model.onnx", threads=1).run(["probabilities"], {"image": x})[0]
+    assert np.array_equal(served, int8) and not np.array_equal(served, fp32)
+    assert q_info["ood"]["threshold"] != info["ood"]["threshold"]  # fitted on the int8 graph's features

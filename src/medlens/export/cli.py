@@ -14,6 +14,8 @@ def export(
     quantize: Annotated[str, typer.Option(help="Also write a quantised copy: none | fp16 | int8.")] = "none",
     max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 32,
     tolerance: Annotated[float, typer.Option(help="Largest allowed |p_onnx - p_torch|.")] = 1e-4,
+    ship_quantized: Annotated[bool, typer.Option(help="Ship the quantised copy (Triton repository, medlens serve, "
+                                                      "OOD gate) instead of the fp32 graph.")] = False,
 ) -> None:
     """Export for deployment: run/export/model.onnx (parity-checked), ood.npz, model_repository/ for Triton.
 
@@ -33,7 +35,8 @@ def export(
         typer.echo(f"Triton repository: {run / 'det' / 'export' / 'model_repository'} (see its README.md)")
         return
 
-    info = export_run(run, fold=fold, quantize=quantize, max_batch_size=max_batch_size, tolerance=tolerance)
+    info = export_run(run, fold=fold, quantize=quantize, max_batch_size=max_batch_size, tolerance=tolerance,
+                      ship_quantized=ship_quantized)
     p = info["parity"]
     typer.echo(f"wrote {run / 'export' / 'model.onnx'} (opset {info['opset']}, folds {info['folds']})")
     typer.echo(f"parity: max |p_onnx - p_torch| = {p['max_abs_diff']:.2e} on {p['n_images']} held-out images "
@@ -50,4 +53,5 @@ def export(
                        f"(change {q['test_auc_change']:+.4f}), max |dp| {q['max_abs_diff_vs_fp32']:.2e}")
         elif "error" in q:
             typer.echo(f"{q['mode']}: written but not runnable here ({q['error']})")
-    typer.echo(f"Triton repository: {run / 'export' / 'model_repository'} (see its README.md)")
+    typer.echo(f"Triton repository: {run / 'export' / 'model_repository'} (see its README.md), shipping "
+               f"{info['shipped']}")

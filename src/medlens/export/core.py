@@ -28,7 +28,7 @@ from medlens.config import StudyConfig, parse_config
 from medlens.data.manifest import load_manifest
 from medlens.data.preprocess import Preprocess
 from medlens.data.splits import load_splits
-from medlens.errors import ConfigError, StageInputMissing
+from medlens.errors import ConfigError, MedlensError, StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.ood import fit_gate
 from medlens.export.triton import README, classifier_outputs, write_repository
@@ -83,7 +83,8 @@ def _select(fold: str | int | None, available: list[int]) -> list[int]:
 
 
 def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str = "none", max_batch_size: int = 32,
-               n_parity: int = 256, tolerance: float = ox.PARITY_TOLERANCE, benchmark: bool = True) -> dict:
+               n_parity: int = 256, tolerance: float = ox.PARITY_TOLERANCE, benchmark: bool = True,
+               ship_quantized: bool = False) -> dict:
     """Export a finished run for deployment and write ``export/export.json``.
 
     Parameters
@@ -103,6 +104,10 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         Parity failure threshold on probabilities.
     benchmark : bool, default=True
         Time batch-1 ONNX Runtime vs PyTorch eager.
+    ship_quantized : bool, default=False
+        Ship the quantised copy instead of the fp32 graph: it goes into the Triton repository,
+        ``medlens serve`` loads it and the OOD gate is fitted on its features
+        (``export.json``: ``shipped``). Needs ``quantize`` other than 'none'.
 
     Returns
     -------
@@ -112,6 +117,8 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     run = Path(run)
     if quantize not in QUANTIZE_MODES:
         raise ConfigError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if ship_quantized and quantize == "none":
+        raise ConfigError("--ship-quantized needs --quantize fp16 or int8 (there is no quantised copy to ship)")
     cfg = run_config(run)
     manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
     k_classes = max(2, int(manifest["label"].max()) + 1)
@@ -146,7 +153,12 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     parity = ox.parity_check(ensemble, onnx_path, tensor(held_ids), tolerance=tolerance, reference=reference)
     log.info("parity: max |p_onnx - p_torch| = %.2e over %d images", parity["max_abs_diff"], parity["n_images"])
 
-    sess = ox.session(onnx_path, threads=2)
+    quantization = _quantized(onnx_path, out, quantize, tensor, splits, by_id) if quantize != "none" else None
+    if ship_quantized and "error" in quantization:
+        raise MedlensError(f"the {quantize} copy does not run here ({quantization['error']}); export without "
+                           "--ship-quantized")
+    shipped = out / quantization["path"] if ship_quantized else onnx_path
+    sess = ox.session(shipped, threads=2)
     dev_ids = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
     feats = ox.onnx_features(sess, tensor(dev_ids))
     gate, ood_info = fit_gate(feats, by_id.loc[dev_ids, "patient_id"].to_numpy(), seed=cfg.seed)
@@ -163,16 +175,16 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         "n_features": int(feats.shape[1]), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name), "preprocess": pre.to_dict(),
         "calibration": ensemble.calibrations, "qc": applied_config(run, cfg.qc).model_dump(mode="json"),
-        "onnx_size_bytes": onnx_path.stat().st_size,
+        "onnx_size_bytes": onnx_path.stat().st_size, "shipped": shipped.name,
     }
     if benchmark:
         info["latency_batch1"] = ox.latency_benchmark(ensemble, onnx_path, tensor(held_ids[:1]))
-    if quantize != "none":
-        info["quantization"] = _quantized(onnx_path, out, quantize, tensor, splits, by_id)
+    if quantization is not None:
+        info["quantization"] = quantization
     readme = README.format(name=info["triton_name"], in_chans=chans, size=size, k=k_classes, members=len(folds),
                            feats=info["n_features"], version=medlens.__version__, mean=0.5, std=0.25, classes=names,
                            threshold="n/a" if threshold is None else f"{threshold:.4f}")
-    write_repository(out / "model_repository", onnx_path, info["triton_name"], in_chans=chans, image_size=size,
+    write_repository(out / "model_repository", shipped, info["triton_name"], in_chans=chans, image_size=size,
                      outputs=classifier_outputs(k_classes, len(folds), info["n_features"]), readme=readme,
                      max_batch_size=max_batch_size)
     (out / "export.json").write_text(json.dumps(info, indent=1, sort_keys=True))

@@ -42,7 +42,8 @@ def report_section(run: Path) -> dict | None:
             {"item": "model size", "value": f"{info['onnx_size_bytes'] / 2**20:.1f} MiB" if "onnx_size_bytes" in info else "–"},
             {"item": "OOD gate", "value": f"Mahalanobis threshold {info['ood']['threshold']:.1f}; "
                                           f"{info['ood'].get('test_flagged_fraction', float('nan')):.1%} of test images flagged"},
-            {"item": "Triton", "value": f"export/model_repository/{info['triton_name']} (GPU) and _cpu"}]
+            {"item": "Triton", "value": f"export/model_repository/{info['triton_name']} (GPU) and _cpu, holding "
+                                        f"{info.get('shipped', 'model.onnx')}"}]
     lat = info.get("latency_batch1")
     if lat:
         rows.append({"item": "batch-1 latency (CPU)", "value": f"ONNX Runtime {lat['onnxruntime']['p50_ms']:.1f} ms vs PyTorch "

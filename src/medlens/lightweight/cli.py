@@ -54,7 +54,7 @@ def tune_lightweight(cfg: StudyConfig, *, space: Space, trials: int | None, stor
         from medlens.export.core import export_run
         from medlens.report import write_report
 
-        export_run(out, fold="ensemble", quantize="int8")
+        export_run(out, fold="ensemble", quantize="int8", ship_quantized=True)
         write_report(out, chosen)
     metrics = json.loads((out / "metrics.json").read_text())
     label = "AUC" if req["metric"] == "auc" else req["metric"]

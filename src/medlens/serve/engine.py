@@ -98,7 +98,7 @@ class Engine:
         # one BLAS thread for the per-request OOD matrix-vector product: multi-threaded BLAS
         # on a busy 2-core server costs milliseconds per call in thread hand-offs
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        self.session = ox.session(export / "model.onnx", threads=threads)
+        self.session = ox.session(export / self.info.get("shipped", "model.onnx"), threads=threads)
         self.gate, self.gate_source = load_gate(self.run, self.info)
         self.size, self.in_chans = int(self.info["image_size"]), int(self.info["in_chans"])
         self.preprocess = (Preprocess.from_dict(self.info["preprocess"]) if "preprocess" in self.info
