@@ -110,10 +110,20 @@ class SplitConfig(_Strict):
         "the older ones are split into folds (TRIPOD+AI temporal validation; needs data.csv_columns.date)."
     )
     folds: int = Field(3, ge=2, le=20)
+    pool_val: bool = Field(False, description="predefined only: pool the source's val rows with its train rows and "
+                           "draw split.folds patient-grouped folds from both (every fold model validated on its own "
+                           "held-out patients, the test set as given; the k fold models are ensembled on test).")
     test_fraction: float = Field(0.2, gt=0, lt=0.9)
     external_site: str | None = Field(
         None, description="Every sample of this site is held out as the external set; null: none. "
         "Default null, except for the phantom (data.source synthetic), whose second hospital B is held out.")
+
+    @model_validator(mode="after")
+    def _pool_needs_predefined(self) -> "SplitConfig":
+        if self.pool_val and self.strategy != "predefined":
+            raise ValueError(f"split.pool_val pools the source's own val rows, so it needs split.strategy "
+                             f"'predefined' (got '{self.strategy}'); remove pool_val")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -162,7 +172,9 @@ class EvaluateConfig(_Strict):
     target_sensitivity: float = Field(0.90, gt=0, lt=1)
     target_specificity: float = Field(0.90, gt=0, lt=1)
     calibration: Literal["platt", "temperature", "none"] = Field(
-        "platt", description="Per-fold calibration fitted on that fold's validation patients.")
+        "platt", description="Per-fold calibration fitted on that fold's validation patients: platt (slope and "
+        "intercept; with more than two classes a temperature and class intercepts, which also undo the prior that "
+        "class weighting shifted), temperature (no intercept), none.")
     local_fraction: float = Field(0.2, gt=0, le=0.5, description="New-site procedure: share of the external "
                                   "site's patients used as the labelled local acceptance set.")
     new_site_rule: Literal["youden", "sensitivity", "specificity"] = Field(

@@ -104,6 +104,19 @@ def test_predefined_and_unlabeled_rows():
     assert set(s["folds"][0]["val"]) == set(m.loc[(m["split"] == "val") & m["label"].notna(), "sample_id"])
     with pytest.raises(DataError, match="every labelled image"):
         make_splits(m.assign(site="B"), folds=3, test_fraction=0.2, external_site="B", seed=0)
+    pooled = make_splits(m, folds=3, test_fraction=0.2, external_site=None, seed=0, strategy="predefined",
+                         pool_val=True)
+    dev = set(m.loc[m["split"].isin(["train", "val"]) & m["label"].notna(), "sample_id"])
+    assert pooled["test"] == s["test"] and len(pooled["folds"]) == 3
+    assert all(set(f["train"]) | set(f["val"]) == dev and not set(f["train"]) & set(f["val"]) for f in pooled["folds"])
+    assert set().union(*(f["val"] for f in pooled["folds"])) == dev  # every development image validated once
+
+
+def test_pool_val_needs_predefined():
+    from medlens.config import SplitConfig
+
+    with pytest.raises(ValueError, match="needs split.strategy 'predefined'"):
+        SplitConfig(pool_val=True)
 
 
 def test_temporal_split_tests_on_the_newest_patients():

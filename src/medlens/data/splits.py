@@ -71,15 +71,17 @@ def make_splits(
     seed: int,
     strategy: str = "kfold",
     classify: bool = True,
+    pool_val: bool = False,
 ) -> dict:
     """Build the study's splits.
 
     Returns a JSON-ready dict with ``test``, ``external`` (sample ids) and ``folds``, a list
     of ``{"train": [...], "val": [...]}``. Unlabeled rows (e.g. OOD images) are left out.
     With ``strategy="predefined"`` the manifest's ``split`` column is used: train/val/test
-    as one fold, or, with no val rows, test as given and ``folds`` patient-grouped folds
-    drawn from train. ``classify`` (classification studies) requires every class in every part
-    (:func:`check_classes`); otherwise only that no part is empty.
+    as one fold, or, with no val rows (or ``pool_val``: val rows joined to train), test as
+    given and ``folds`` patient-grouped folds drawn from train. ``classify`` (classification
+    studies) requires every class in every part (:func:`check_classes`); otherwise only that
+    no part is empty.
     """
     labeled = manifest[manifest["label"].notna()]
     if labeled.empty:
@@ -103,10 +105,10 @@ def make_splits(
         if "split" not in internal.columns:
             raise DataError("split.strategy 'predefined' needs a 'split' column in the manifest (e.g. MedMNIST)")
         by = {s: sorted(internal.loc[internal["split"] == s, "sample_id"]) for s in ("train", "val", "test")}
-        if by["val"]:
+        if by["val"] and not pool_val:
             out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
-        else:  # only train and test given: validation patients are drawn from train, k-fold
-            dev = internal[internal["split"] == "train"]
+        else:  # only train and test given, or val pooled with train: validation patients drawn from them, k-fold
+            dev = internal[internal["split"].isin(["train", "val"])]
             fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * folds,
                                     seed=seed + 1)
             ids = dev["sample_id"].to_numpy()
