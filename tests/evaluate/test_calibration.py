@@ -90,3 +90,43 @@ def test_calibration_rejects_logits_passed_as_probabilities():
         expected_calibration_error([0, 1], [-2.0, 3.0])
     with pytest.raises(DataError, match="strategy"):
         reliability_curve([0, 1], [0.2, 0.8], strategy="adaptive")
+
+
+def test_bias_temperature_recovers_the_generating_map_and_meets_its_score_equations():
+    """softmax(z / T + b): fitted on labels drawn from a known (T, b), it finds them; class frequencies are matched."""
+    from scipy.special import log_softmax as lsm
+
+    from medlens.evaluate.calibration import calibrate_proba, fit_bias_temperature, fit_calibration
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, (30_000, 4))
+    t0, b0 = 1.7, np.array([0.0, -0.8, 0.5, 1.2])
+    true_p = np.exp(lsm(z / t0 + b0, axis=1))
+    y = (true_p.cumsum(1) > rng.random((len(z), 1))).argmax(1)
+    t, b = fit_bias_temperature(y, z, kind="logits")
+    assert abs(t - t0) < 0.06 and np.max(np.abs(b - b0)) < 0.06
+    prm = fit_calibration(y, softmax(z, axis=1), "platt")
+    assert prm["method"] == "bias_temperature" and abs(prm["temperature"] - t) < 1e-4
+    q = calibrate_proba(softmax(z, axis=1), prm)
+    assert np.allclose(q.mean(0), np.bincount(y, minlength=4) / y.size, atol=1e-5)  # intercept score equations
+    # the arg-max of a class-weighted model's probabilities over-calls rare classes; the intercepts undo it
+    weighted = softmax(np.log(true_p) - np.log(np.bincount(y) / y.size), axis=1)
+    fixed = calibrate_proba(weighted, fit_calibration(y, weighted, "platt"))
+    assert np.mean(fixed.argmax(1) == y) > np.mean(weighted.argmax(1) == y) + 0.02
+
+
+def test_in_graph_calibration_equals_calibrate_proba():
+    import torch
+
+    from medlens.evaluate.calibration import calibrate_proba, fit_calibration
+    from medlens.inference.core import calibration_matrix
+
+    rng = np.random.default_rng(1)
+    for k in (2, 3):
+        logits = rng.normal(0, 2, (400, k))
+        y = rng.integers(0, k, 400)
+        for method in ("platt", "temperature", "none"):
+            prm = fit_calibration(y, softmax(logits, axis=1), method)
+            w, c = calibration_matrix(prm, k)
+            ours = torch.softmax(torch.log_softmax(torch.tensor(logits, dtype=torch.float32), 1) @ w + c, 1).numpy()
+            assert np.allclose(ours, calibrate_proba(softmax(logits, axis=1), prm), atol=1e-5), (k, method)

@@ -32,6 +32,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_platt",
     "fit_temperature",
+    "fit_bias_temperature",
     "reliability_curve",
 ]
 
@@ -290,6 +291,52 @@ def apply_platt(y_score, a: float, b: float, *, kind: str = "probabilities") -> 
     return expit(a * _as_logits(arr, kind, arr.shape[0] if arr.ndim else 0) + b)
 
 
+def fit_bias_temperature(y_true, y_score, *, kind: str = "probabilities") -> tuple[float, np.ndarray]:
+    """Bias-corrected temperature scaling: ``softmax(z / T + b)`` fitted by maximum likelihood.
+
+    The multi-class form of Platt scaling (Alexandari et al., ICML 2020): the temperature
+    corrects over-confidence and the class intercepts ``b`` correct a shifted prior, such as
+    the one class-weighted training puts on rare classes, so that arg-max decisions refer to
+    the validation prevalence again.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Validation class indices.
+    y_score : array-like of shape (n_samples, n_classes)
+        Softmax probabilities (``kind="probabilities"``) or logits.
+    kind : {"probabilities", "logits"}, default="probabilities"
+
+    Returns
+    -------
+    (T, b) : tuple of float and ndarray of shape (n_classes,)
+        ``T`` in [0.01, 100]; ``b[0] = 0`` (the intercepts are defined up to a constant).
+        At the optimum the mean calibrated probability of each class equals its frequency
+        in ``y_true``.
+    """
+    y = v.class_labels(y_true)
+    z = _as_logits(np.asarray(y_score, np.float64), kind, y.shape[0])
+    if z.ndim != 2:
+        raise DataError("fit_bias_temperature takes class scores of shape (n_samples, n_classes).")
+    k = z.shape[1]
+    if y.max() >= k:
+        raise DataError(f"y_true holds class {int(y.max())} but y_score has {k} columns.")
+    onehot = np.eye(k)[y]
+
+    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        inv_t, b = np.exp(-theta[0]), np.concatenate([[0.0], theta[1:]])
+        u = z * inv_t + b
+        ls = log_softmax(u, axis=1)
+        r = np.exp(ls) - onehot  # d nll / d u, per sample
+        grad_t = -np.mean(np.sum(r * z, axis=1)) * inv_t
+        return float(-np.mean(np.sum(onehot * ls, axis=1))), np.concatenate([[grad_t], r.mean(0)[1:]])
+
+    res = minimize(nll, np.zeros(k), jac=True, method="L-BFGS-B",
+                   bounds=[(np.log(0.01), np.log(100.0))] + [(-50.0, 50.0)] * (k - 1),
+                   options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000})
+    return float(np.exp(res.x[0])), np.concatenate([[0.0], res.x[1:]])
+
+
 def fit_calibration(y_true, proba, method: str = "platt") -> dict:
     """Fit one model's calibration on its validation predictions.
 
@@ -300,13 +347,15 @@ def fit_calibration(y_true, proba, method: str = "platt") -> dict:
     proba : array-like of shape (n_samples, n_classes)
         The model's softmax probabilities.
     method : {"platt", "temperature", "none"}
-        Platt scaling for two classes (a temperature for more), a temperature, or nothing.
+        Platt scaling (slope and intercept; for more than two classes a temperature and
+        class intercepts, :func:`fit_bias_temperature`), a temperature alone, or nothing.
 
     Returns
     -------
     dict
-        ``{"method": "platt", "a", "b"}``, ``{"method": "temperature", "temperature"}`` or
-        ``{"method": "none"}``; pass it to :func:`calibrate_proba`.
+        ``{"method": "platt", "a", "b"}``, ``{"method": "bias_temperature", "temperature",
+        "bias"}``, ``{"method": "temperature", "temperature"}`` or ``{"method": "none"}``;
+        pass it to :func:`calibrate_proba`.
     """
     p = np.asarray(proba, np.float64)
     if method == "none":
@@ -314,7 +363,10 @@ def fit_calibration(y_true, proba, method: str = "platt") -> dict:
     if method == "platt" and p.shape[1] == 2:
         a, b = fit_platt(y_true, p[:, 1])
         return {"method": "platt", "a": a, "b": b}
-    if method not in ("platt", "temperature"):
+    if method == "platt":
+        t, bias = fit_bias_temperature(y_true, p)
+        return {"method": "bias_temperature", "temperature": t, "bias": bias.tolist()}
+    if method != "temperature":
         raise DataError(f"calibration must be platt, temperature or none; got {method!r}")
     return {"method": "temperature", "temperature": fit_temperature(y_true, p, kind="probabilities")}
 
@@ -322,7 +374,8 @@ def fit_calibration(y_true, proba, method: str = "platt") -> dict:
 def calibrate_proba(proba, params: dict) -> np.ndarray:
     """Apply :func:`fit_calibration`'s parameters to softmax probabilities ``(N, K)`` -> ``(N, K)``.
 
-    Platt: ``p1 = sigmoid(a·log(p1/p0) + b)``; temperature: ``softmax(log p / T)``.
+    Platt: ``p1 = sigmoid(a·log(p1/p0) + b)``; temperature: ``softmax(log p / T)``;
+    bias and temperature: ``softmax(log p / T + b)``.
     """
     p = np.asarray(proba, np.float64)
     if params["method"] == "none":
@@ -331,4 +384,5 @@ def calibrate_proba(proba, params: dict) -> np.ndarray:
         z = np.log(np.clip(p[:, 1], _EPS, None)) - np.log(np.clip(p[:, 0], _EPS, None))
         p1 = expit(params["a"] * z + params["b"])
         return np.stack([1 - p1, p1], 1)
-    return np.exp(log_softmax(np.log(np.clip(p, _EPS, None)) / params["temperature"], axis=1))
+    bias = np.asarray(params.get("bias", 0.0), np.float64)
+    return np.exp(log_softmax(np.log(np.clip(p, _EPS, None)) / params["temperature"] + bias, axis=1))

@@ -53,7 +53,7 @@ def calibrate_folds(frames: list[pd.DataFrame], method: str) -> tuple[list[pd.Da
     frames : list of DataFrame
         ``fold_k/predictions.parquet`` frames (``part``, ``label``, ``p0..pK-1``).
     method : {"platt", "temperature", "none"}
-        Platt scaling (binary; temperature for more classes) or a temperature.
+        Platt scaling (binary; a temperature and class intercepts for more classes) or a temperature.
 
     Returns
     -------

@@ -67,6 +67,8 @@ def calibration_matrix(params: dict, n_classes: int) -> tuple[torch.Tensor, torc
         return eye, torch.zeros(n_classes)
     if params["method"] == "temperature":
         return eye / float(params["temperature"]), torch.zeros(n_classes)
+    if params["method"] == "bias_temperature":
+        return eye / float(params["temperature"]), torch.tensor(params["bias"], dtype=torch.float32)
     a, b = float(params["a"]), float(params["b"])
     return torch.tensor([[0.0, -a], [0.0, a]]), torch.tensor([0.0, b])
 
