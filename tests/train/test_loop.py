@@ -14,6 +14,7 @@ from medlens.models import create_model
 from medlens.train.checkpoint import LAST, load_last
 from medlens.train.config import AugmentConfig, EngineConfig
 from medlens.train.loop import classifier_bias_key, fit, predict_proba
+from medlens.train.report import kept_row
 
 
 class Killed(Exception):
@@ -87,7 +88,10 @@ def test_options_train(tiny_tensors, tmp_path, engine):
     res = fit(_model(), train, val, TrainConfig(epochs=3, batch_size=8, image_size=32), num_classes=2, seed=0,
               out_dir=tmp_path, engine=engine)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "history.csv").is_file()
-    assert set(res.history.columns) == {"epoch", "step", "train_loss", "val_loss", "val_auc", "lr"}
+    assert set(res.history.columns) == {"epoch", "step", "train_loss", "val_loss", "val_auc", "lr", "monitor"}
+    h = pd.read_csv(tmp_path / "history.csv")
+    assert set(h["monitor"]) == {engine.monitor}
+    assert int(h.loc[kept_row(h), "epoch"]) == res.best_epoch  # the report names the epoch training kept
     if engine.early_stopping:
         assert len(res.history) <= 3 and not (tmp_path / LAST).exists()
 

@@ -415,11 +415,12 @@ def fit(
             if shift is not None:
                 proba = _shift_proba(proba, shift)
             val_loss, val_auc = obj.validate(proba, yv)
+            monitor = "auc" if engine.monitor == "auc" and not math.isnan(val_auc) else "loss"
             rows.append({"epoch": epoch, "step": int(sched.last_epoch),
                          "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                         "val_loss": val_loss, "val_auc": val_auc, "lr": opt.param_groups[0]["lr"]})
+                         "val_loss": val_loss, "val_auc": val_auc, "lr": opt.param_groups[0]["lr"], "monitor": monitor})
             losses = []
-            score = val_auc if engine.monitor == "auc" and not math.isnan(val_auc) else -val_loss
+            score = val_auc if monitor == "auc" else -val_loss
             if score > best[1]:
                 best, since_best = (epoch, score), 0
                 if main:

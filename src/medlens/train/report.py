@@ -8,6 +8,25 @@ from pathlib import Path
 import pandas as pd
 
 
+def _monitor(h: pd.DataFrame) -> str:
+    """What training kept the best of: the ``monitor`` column, or for histories written before it was
+    recorded (2026-12-04), the validation AUC when there is one."""
+    if "monitor" in h.columns:
+        return str(h["monitor"].iloc[-1])
+    return "auc" if h["val_auc"].notna().any() else "loss"
+
+
+def kept_row(h: pd.DataFrame) -> int:
+    """Index of the row whose weights training kept: the first highest AUC or lowest loss, as the loop decides."""
+    return int(h["val_auc"].idxmax() if _monitor(h) == "auc" else h["val_loss"].idxmin())
+
+
+def _rule(histories: dict[int, pd.DataFrame]) -> str:
+    rules = {_monitor(h) for h in histories.values()}
+    return {"auc": "highest validation AUC", "loss": "lowest validation loss"}[rules.pop()] if len(rules) == 1 \
+        else "best validation score"
+
+
 def report_section(run: Path) -> dict | None:
     """Context for the report's training section, or None when no fold has a ``history.csv``.
 
@@ -30,8 +49,7 @@ def report_section(run: Path) -> dict | None:
         ax_loss.plot(h["epoch"], h["train_loss"], color=f"C{k}", label=f"fold {k} train")
         ax_loss.plot(h["epoch"], h["val_loss"], color=f"C{k}", ls="--", label=f"fold {k} validation")
         ax_auc.plot(h["epoch"], h["val_auc"], color=f"C{k}", label=f"fold {k}")
-        monitor = h["val_auc"] if h["val_auc"].notna().any() else -h["val_loss"]
-        best = int(h.loc[monitor.idxmax(), "epoch"])
+        best = int(h.loc[kept_row(h), "epoch"])
         auc = float(h.loc[h["epoch"] == best, "val_auc"].iloc[0])
         rows.append({"fold": k, "epochs run": int(h["epoch"].max()) + 1, "best epoch": best,
                      "validation AUC": None if math.isnan(auc) else round(auc, 3),
@@ -45,7 +63,7 @@ def report_section(run: Path) -> dict | None:
     when = "after every epoch" if all(len(h) == h["epoch"].max() + 1 for h in histories.values()) \
         else "at evenly spaced epochs"
     summary = (f"Each of the {len(rows)} folds was trained on its own training patients and watched on its own "
-               f"validation patients {when}; the weights of the epoch with the best validation score "
+               f"validation patients {when}; the weights of the epoch with the {_rule(histories)} "
                f"were kept (on average {sum(gap) / len(gap):.1f} epochs before the last). A validation loss that "
                "rises while the training loss keeps falling means the network started to memorise the training "
                "images; the test and external sets played no part in these choices.")
