@@ -27,6 +27,16 @@ def test_roc_plot_has_delong_label_and_renders(make_binary):
     assert _png(fig).startswith(b"\x89PNG")
 
 
+def test_roc_legend_shows_the_interval_the_study_reports(make_binary):
+    """The report passes its patient-level AUC interval, so the figure and the tables print one CI."""
+    from medlens.evaluate import Estimate
+
+    y, s = make_binary(120, seed=1)
+    fig = plot_roc(y, s, n_boot=100, label="test", auc_ci=Estimate(0.912, 0.801, 0.977))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "test: AUC 0.912 (95% CI 0.801-0.977)" in labels and not any("DeLong" in t for t in labels)
+
+
 def test_roc_band_brackets_the_curve(make_binary):
     y, s = make_binary(300, seed=2)
     grid, low, high = roc_band(y, s, n_boot=300)

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from medlens.errors import DataError
 from medlens.evaluate import _validation as v
 from medlens.evaluate.calibration import reliability_curve
-from medlens.evaluate.ci import _resample_blocks
+from medlens.evaluate.ci import Estimate, _resample_blocks
 from medlens.evaluate.delong import delong_ci
 from medlens.evaluate.metrics import average_precision_score, confusion_matrix
 
@@ -61,8 +61,9 @@ def roc_band(y_true, y_score, *, fpr_grid=None, groups=None, n_boot: int = 2000,
 
 
 def plot_roc(y_true, y_score, *, band: bool = True, groups=None, n_boot: int = 2000, seed: int = 0,
-             label: str = "model", operating_threshold: float | None = None) -> Figure:
-    """ROC curve with the DeLong AUC CI in the legend and a bootstrap band.
+             label: str = "model", operating_threshold: float | None = None,
+             auc_ci: Estimate | None = None) -> Figure:
+    """ROC curve with the AUC and its 95% CI in the legend and a bootstrap band.
 
     Parameters
     ----------
@@ -75,6 +76,9 @@ def plot_roc(y_true, y_score, *, band: bool = True, groups=None, n_boot: int = 2
     label : str, default="model"
     operating_threshold : float, default=None
         Mark the operating point ``y_score >= threshold``.
+    auc_ci : Estimate, default=None
+        The interval the study reports for this AUC (patient-level when patients have several
+        images), so the figure agrees with the tables; default: DeLong on the images.
 
     Returns
     -------
@@ -88,8 +92,11 @@ def plot_roc(y_true, y_score, *, band: bool = True, groups=None, n_boot: int = 2
     if band:
         grid, low, high = roc_band(y, s, groups=groups, n_boot=n_boot, seed=seed)
         ax.fill_between(grid, low, high, alpha=0.25, step=None, label="95% bootstrap band")
-    e = delong_ci(y, s) if min(y.sum(), (~y).sum()) >= 2 else None
-    text = f"{label}: AUC {e.value:.3f} ({e.low:.3f}-{e.high:.3f}, DeLong)" if e else label
+    if auc_ci is not None:
+        text = f"{label}: AUC {auc_ci.value:.3f} (95% CI {auc_ci.low:.3f}-{auc_ci.high:.3f})"
+    else:
+        e = delong_ci(y, s) if min(y.sum(), (~y).sum()) >= 2 else None
+        text = f"{label}: AUC {e.value:.3f} ({e.low:.3f}-{e.high:.3f}, DeLong)" if e else label
     ax.plot(fpr[0], tpr[0], lw=1.8, label=text)
     if operating_threshold is not None:
         pred = s >= operating_threshold

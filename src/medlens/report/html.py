@@ -22,7 +22,7 @@ import medlens
 from medlens.config import StudyConfig
 from medlens.data.manifest import load_manifest
 from medlens.data.splits import load_splits
-from medlens.evaluate import plots
+from medlens.evaluate import Estimate, plots
 
 
 def figure_uri(fig: Figure) -> str:
@@ -125,8 +125,10 @@ def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, s
         y, proba = g["label"].to_numpy(), g[pcols].to_numpy()
         if binary:
             t = metrics["operating_point"]["threshold"]
-            figs[f"roc_{part}"] = figure_uri(plots.plot_roc(y, proba[:, 1], groups=g["patient_id"].to_numpy(),
-                                                           n_boot=500, seed=cfg.seed, label=part, operating_threshold=t))
+            auc = metrics.get(part, {}).get("auc")
+            figs[f"roc_{part}"] = figure_uri(plots.plot_roc(
+                y, proba[:, 1], groups=g["patient_id"].to_numpy(), n_boot=500, seed=cfg.seed, label=part,
+                operating_threshold=t, auc_ci=Estimate(auc["value"], auc["low"], auc["high"]) if auc else None))
             figs[f"cm_{part}"] = figure_uri(plots.plot_confusion_matrix(y, (proba[:, 1] >= t).astype(int),
                                                                         class_names=["negative", "positive"]))
             if part == "test":
