@@ -49,11 +49,11 @@ def report_section(run: Path) -> dict | None:
         ax_loss.plot(h["epoch"], h["train_loss"], color=f"C{k}", label=f"fold {k} train")
         ax_loss.plot(h["epoch"], h["val_loss"], color=f"C{k}", ls="--", label=f"fold {k} validation")
         ax_auc.plot(h["epoch"], h["val_auc"], color=f"C{k}", label=f"fold {k}")
-        best = int(h.loc[kept_row(h), "epoch"])
-        auc = float(h.loc[h["epoch"] == best, "val_auc"].iloc[0])
-        rows.append({"fold": k, "epochs run": int(h["epoch"].max()) + 1, "best epoch": best,
+        kept = h.loc[kept_row(h)]
+        auc = float(kept["val_auc"])
+        rows.append({"fold": k, "epochs run": int(h["epoch"].max()) + 1, "best epoch": int(kept["epoch"]),
                      "validation AUC": None if math.isnan(auc) else round(auc, 3),
-                     "validation loss": round(float(h.loc[h["epoch"] == best, "val_loss"].iloc[0]), 4)})
+                     "validation loss": round(float(kept["val_loss"]), 4)})
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_auc.set(xlabel="epoch", ylabel="AUC", title="validation AUC")
     ax_loss.legend(fontsize=7)
