@@ -31,6 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings are reflowed paragraphs, not hard-wrapped lines
 )
 err_console = Console(stderr=True)
 
@@ -63,8 +64,8 @@ def synth(
 @app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="Your data: a folder with one sub-folder of images per class, a CSV/Parquet table (image, label[, patient_id, site] columns) or a MedMNIST .npz.")],
-    out: Annotated[Optional[Path], typer.Option(help="Study YAML to write (default: <name>.yaml here).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Study name (the run goes to runs/<name>); default: from PATH.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Study YAML to write (default: `<name>.yaml` here).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Study name (the run goes to `runs/<name>`); default: from PATH.")] = None,
 ) -> None:
     """Look at your data and write a study YAML that `medlens run` accepts as it is; print what was found."""
     from medlens.data.detect import study_yaml
@@ -136,7 +137,7 @@ def run(config: Annotated[Path, typer.Argument(help="Study YAML (see configs/dem
 
 
 @app.command()
-def demo(run_dir: Annotated[Path, typer.Option(help="Where runs/<name> goes.")] = Path("runs")) -> None:
+def demo(run_dir: Annotated[Path, typer.Option(help="Where `runs/<name>` goes.")] = Path("runs")) -> None:
     """Run the bundled demo study (configs/demo.yaml: the synthetic phantom, 3 folds, resnet18 at 64 px)."""
     from medlens.config import StudyConfig
 

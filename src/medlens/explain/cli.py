@@ -9,8 +9,8 @@ import typer
 
 
 def explain(
-    run: Annotated[Path, typer.Argument(help="A finished run directory (runs/<study>) with config.yaml, manifest.parquet, "
-                                              "predictions.parquet and fold_<k>/model.safetensors.")],
+    run: Annotated[Path, typer.Argument(help="A finished run directory (`runs/<study>`) with config.yaml, manifest.parquet, "
+                                              "predictions.parquet and `fold_<k>/model.safetensors`.")],
     method: Annotated[Optional[str], typer.Option(help="gradcam | gradcam++ | scorecam | eigencam | layercam | hirescam | xgradcam")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Target layer (dotted module name); default: chosen automatically.")] = None,
     fold: Annotated[Optional[int], typer.Option(help="Which fold's model to explain.")] = None,

@@ -9,7 +9,7 @@ import typer
 
 
 def export(
-    run: Annotated[Path, typer.Argument(help="A finished run directory (runs/<name>).")],
+    run: Annotated[Path, typer.Argument(help="A finished run directory (`runs/<name>`).")],
     fold: Annotated[str, typer.Option(help="'ensemble' (all fold models averaged) or a fold number.")] = "ensemble",
     quantize: Annotated[str, typer.Option(help="Also write a quantised copy: none | fp16 | int8.")] = "none",
     max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 32,

@@ -58,7 +58,7 @@ def _images(table: pd.DataFrame, base: Path) -> Iterator[np.ndarray]:
 
 def qc(
     manifest_or_dir: Annotated[Path, typer.Argument(help="manifest.parquet/.csv (columns sample_id, image[, frame]) or a folder of images.")],
-    out: Annotated[Path, typer.Option(help="Per-image result: sample_id, passed, reason, is_<check>, <check>_score.")] = Path("qc.parquet"),
+    out: Annotated[Path, typer.Option(help="Per-image result: sample_id, passed, reason, `is_<check>`, `<check>_score`.")] = Path("qc.parquet"),
     thresholds: Annotated[Optional[Path], typer.Option(help="qc_thresholds.json of a run: apply its thresholds instead of learning them from these images.")] = None,
     fixed: Annotated[bool, typer.Option("--fixed", help="Use the built-in constants (calibrated on the phantom) instead of learning.")] = False,
 ) -> None:

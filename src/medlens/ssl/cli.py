@@ -16,13 +16,13 @@ def pretrain(
     config: Annotated[Path, typer.Argument(help="Study YAML; its ssl: section sets the methods and the unlabeled pool.")],
     method: Annotated[Optional[list[str]], typer.Option(
         "--method", "-m", help="simclr | micle | mae | rotation (repeatable; default: ssl.methods).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Require run/ssl/<method>/last.pt and continue it.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Require `run/ssl/<method>/last.pt` and continue it.")] = False,
 ) -> None:
     """Pretrain encoders without labels (alone, or on every process of `torchrun --nproc_per_node N`).
 
     The unlabeled pool (ssl.unlabeled) is the study's development images, a second phantom
     draw or another source — never its test or external images. Writes
-    run/ssl/<method>/encoder.safetensors (load it with model.pretrained), card.json,
+    `run/ssl/<method>/encoder.safetensors` (load it with model.pretrained), card.json,
     history.csv and last.pt (a killed run continues where it stopped).
     """
     from medlens.config import load_config
@@ -58,7 +58,7 @@ def probe(
 ) -> None:
     """Label-efficiency curves: AUC against the share of labeled patients, per encoder.
 
-    Compares random initialisation, every run/ssl/<method>/ encoder and ssl.imagenet at
+    Compares random initialisation, every `run/ssl/<method>/` encoder and ssl.imagenet at
     ssl.fractions of fold 0's training patients (ssl.probe_seeds draws each), scored on the
     held-out test set. Fine-tuning random init is the supervised baseline; with --mode both
     each pretrained encoder is also compared with it trained on all the labels (DeLong).

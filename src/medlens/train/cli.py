@@ -74,7 +74,7 @@ def tune(
     trials: Annotated[Optional[int], typer.Option(
         help="Trials to run now (default: 20 for auc; the whole grid for requirement,latency).")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage, e.g. sqlite:///runs/demo/tune.db.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="auc: best config YAML (default: <run>/tune/best.yaml).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="auc: best config YAML (default: `<run>/tune/best.yaml`).")] = None,
     backbones: Annotated[Optional[str], typer.Option(
         help="Comma-separated timm names (default auc: resnet18,mobilenetv3_small_100,efficientnet_b0; "
              "requirement,latency: MobileNetV3 small/large at several widths, efficientnet_b0, resnet18).")] = None,
@@ -82,7 +82,7 @@ def tune(
         help="Comma-separated image sizes (default auc: 64,96,128; requirement,latency: 32,48,64).")] = None,
     precisions: Annotated[str, typer.Option(help="requirement,latency: fp32 and/or int8 (ONNX Runtime).")] = "fp32,int8",
     confirm: Annotated[bool, typer.Option(help="requirement,latency: train the chosen model as the study "
-                                               "<name>-chosen and evaluate it on test, once.")] = True,
+                                               "`<name>-chosen` and evaluate it on test, once.")] = True,
     lr_min: Annotated[float, typer.Option(help="auc: smallest learning rate (log-uniform).")] = 1e-4,
     lr_max: Annotated[float, typer.Option(help="auc: largest learning rate.")] = 1e-2,
     epochs: Annotated[Optional[int], typer.Option(help="auc: epochs per trial (default: the config's).")] = None,
@@ -94,7 +94,7 @@ def tune(
     x size x precision is trained on fold 0, scored through ONNX Runtime on fold 0's
     validation patients against the config's `requirement:` (by the lower bound of its 95%
     CI) and timed at batch 1 on one CPU thread; the fastest that meets it is chosen from
-    those validation results alone, then trained on every fold as <name>-chosen and scored
+    those validation results alone, then trained on every fold as `<name>-chosen` and scored
     once on the test and external sets, with a report section on the choice.
     """
     from medlens.config import load_config

@@ -11,7 +11,7 @@ from medlens.errors import StageInputMissing
 
 
 def audit(
-    run: Annotated[Path, typer.Argument(help="A finished run directory (runs/<study>) with config.yaml and fold models.")],
+    run: Annotated[Path, typer.Argument(help="A finished run directory (`runs/<study>`) with config.yaml and fold models.")],
     budget: Annotated[Optional[int], typer.Option(min=1, help="Rows of the relabel queue (default: trust.relabel_budget).")] = None,
 ) -> None:
     """Audit data and model: uncertainty, OOD gate, label issues, annotator reliability, relabel queue.
