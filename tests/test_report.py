@@ -35,3 +35,23 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     # not blank: text and figures give many dark pixels and real variation
     assert img.std() > 20
     assert (img < 128).mean() > 0.01
+
+
+def test_report_names_each_folds_calibration_map(tiny_run, tmp_path):
+    import json
+
+    from medlens.config import load_config
+    from medlens.report.html import write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["fold_calibration"] = [
+        {"fold": 0, "method": "platt", "a": 1.5, "b": -0.25},
+        {"fold": 1, "method": "temperature", "temperature": 1.25},
+        {"fold": 2, "method": "bias_temperature", "temperature": 0.75, "bias": [0.0, -1.7, 0.5]},
+    ]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = re.sub(r"<[^>]+>", "", write_report(run, load_config(run / "config.yaml")).read_text())
+    assert ("fold 0: a = 1.50, b = -0.25; fold 1: T = 1.25; "
+            "fold 2: T = 0.75, class intercepts +0.00 -1.70 +0.50.") in text
