@@ -176,3 +176,15 @@ def test_label_smoothing_changes_the_loss():
         logits, torch.nn.functional.one_hot(torch.from_numpy(y), 2).float())
     assert float(smooth) > float(hard) + 0.1
     assert float(soft) == pytest.approx(float(smooth), rel=1e-6)  # mixup's soft targets are smoothed alike
+
+
+def test_warmup_is_at_most_a_tenth_of_a_step_budget():
+    """A step budget shorter than one epoch (a 90,000-image set, 600 steps) still reaches the peak rate."""
+    from medlens.train.loop import _schedule
+
+    big = _schedule(EngineConfig(warmup_epochs=1.0), steps_per_epoch=704, total=600)
+    assert big(59) == pytest.approx(0.5 * (1 + np.cos(np.pi * 59 / 600)))  # warm-up over: cosine alone
+    assert big(29) < 0.51
+    small = _schedule(EngineConfig(warmup_epochs=1.0), steps_per_epoch=37, total=600)  # PneumoniaMNIST: unchanged
+    assert small(18) == pytest.approx(19 / 37 * 0.5 * (1 + np.cos(np.pi * 18 / 600)))
+    assert small(36) == pytest.approx(0.5 * (1 + np.cos(np.pi * 36 / 600)))

@@ -49,7 +49,7 @@ class EngineConfig(_Strict):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only.")
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: float = Field(0.5, ge=0)
+    warmup_epochs: float = Field(0.5, ge=0, description="Linear warm-up length in epochs, at most a tenth of all steps.")
     step_epochs: int = Field(10, ge=1, description="Step schedule: epochs between decays.")
     step_gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(5.0, gt=0, description="Max gradient norm (null: off).")

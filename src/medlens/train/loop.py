@@ -190,7 +190,9 @@ class _Objective:
 
 def _schedule(engine: EngineConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
     steps_per_epoch, total = max(1, steps_per_epoch), max(1, total)  # (empty parts are refused by the split check)
-    warmup = max(1, int(engine.warmup_epochs * steps_per_epoch))
+    # warm-up in epochs, but at most a tenth of training: with a step budget a large set may get
+    # fewer steps than one epoch, and the learning rate must still reach its peak
+    warmup = max(1, min(int(engine.warmup_epochs * steps_per_epoch), total // 10))
     step_len = engine.step_epochs * steps_per_epoch
 
     def factor(s: int) -> float:
