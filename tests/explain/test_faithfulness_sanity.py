@@ -66,3 +66,19 @@ def test_cascading_randomisation_reports_and_flags(tiny_images):
     assert verdict["passed"] == (verdict["final_rank_correlation"] < 0.5)
     strict = sanity_verdict(steps, "gradcam", max_rank_correlation=-2.0)
     assert not strict["passed"] and "FAILS" in strict["message"]
+
+
+def test_faithfulness_sentence_follows_the_intervals():
+    from medlens.explain.report import faithfulness_text
+
+    def ci(v, lo, hi):
+        return {"value": v, "low": lo, "high": hi}
+
+    f = {"deletion_auc": ci(0.53, 0.47, 0.59), "deletion_auc_random": ci(0.64, 0.61, 0.66),
+         "insertion_auc": ci(0.33, 0.14, 0.55), "insertion_auc_random": ci(0.41, 0.32, 0.51)}
+    text = faithfulness_text(f)
+    assert "deletion AUC 0.53, 95% CI 0.47–0.59, vs 0.64 for random maps): shown;" in text
+    assert "insertion AUC 0.33, 95% CI 0.14–0.55, vs 0.41 for random maps): not shown, the intervals overlap." in text
+    f["deletion_auc"] = ci(0.80, 0.75, 0.85)  # removing the map's pixels first hurts less than random ones
+    assert "0.80, 95% CI 0.75–0.85, vs 0.64 for random maps): the opposite holds" in faithfulness_text(f)
+    assert faithfulness_text(None) == "" and faithfulness_text({"deletion_auc": None}) == ""

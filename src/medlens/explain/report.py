@@ -92,6 +92,31 @@ def sanity_figure(steps: pd.DataFrame, limit: float) -> Figure:
     return fig
 
 
+def faithfulness_text(f: dict | None) -> str:
+    """A sentence for the report: does the map's pixel order beat a random order on the deletion and
+    insertion curves, judged by the 95% CIs (empty when faithfulness was not scored).
+
+    Parameters
+    ----------
+    f : dict or None
+        ``summary.json``'s ``faithfulness``: ``deletion_auc``, ``insertion_auc`` and their
+        ``*_random`` twins, each ``{value, low, high}``.
+    """
+    if not f or not f.get("deletion_auc"):
+        return ""
+    out = []
+    for curve, claim, lower_is_better in (
+            ("deletion", "removing the pixels the map ranks first lowers the score faster than a random order", True),
+            ("insertion", "revealing them first raises it faster", False)):
+        m, r = f[f"{curve}_auc"], f[f"{curve}_auc_random"]
+        beats = m["high"] < r["low"] if lower_is_better else m["low"] > r["high"]
+        loses = m["low"] > r["high"] if lower_is_better else m["high"] < r["low"]
+        verdict = "shown" if beats else "the opposite holds" if loses else "not shown, the intervals overlap"
+        out.append(f"{claim} ({curve} AUC {m['value']:.2f}, 95% CI {m['low']:.2f}–{m['high']:.2f}, vs "
+                   f"{r['value']:.2f} for random maps): {verdict}")
+    return " Faithfulness: " + "; ".join(out) + "."
+
+
 def report_section(run: str | Path) -> dict | None:
     """Context for the report's explainability section, or None if the explain stage has not run.
 
@@ -125,7 +150,7 @@ def report_section(run: str | Path) -> dict | None:
                f"{s['n_images']} test images were compared with the expert's region on the "
                f"{s['n_scored']} {s['scope']} (of {s['n_positive_with_roi']} positive images). On average {e['value']:.0%} of the map lies inside the "
                f"expert box (95% CI {e['low']:.0%}–{e['high']:.0%}) against {er['value']:.0%} for random maps of the "
-               f"same smoothness: the model {verdict}.{sanity_txt}")
+               f"same smoothness: the model {verdict}.{sanity_txt}{faithfulness_text(s.get('faithfulness'))}")
     return {"title": "Explainability: does the model look where the expert looks?", "summary": summary,
             "flags": s["flags"], "figures": figures,
             "tables": {"agreement": agreement_rows(s), "faithfulness": faithfulness_rows(s), "sanity": sanity_rows}}
