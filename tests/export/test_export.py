@@ -38,7 +38,7 @@ def test_parity_256_images(tmp_path, name, capsys):
     model = create_model(name, num_classes=2, in_chans=3).eval()
     path = export_onnx(Ensemble([model]), tmp_path / "m.onnx", image_size=32, in_chans=3, metadata={"k": "v"})
     images = _phantom_tensor(256, 32)
-    res = parity_check(Ensemble([model]), path, images)
+    res = parity_check(Ensemble([model]), session(path), images)
     assert res["n_images"] == 256 and res["passed"] and res["max_abs_diff"] <= 1e-4
     lat = latency_benchmark(Ensemble([model]), path, images[:1], iterations=20)
     with capsys.disabled():
@@ -54,7 +54,7 @@ def test_parity_failure_raises(tmp_path):
     a, b = (create_model("resnet18", num_classes=2, in_chans=3).eval() for _ in range(2))
     path = export_onnx(Ensemble([a]), tmp_path / "m.onnx", image_size=32, in_chans=3, metadata={})
     with pytest.raises(ParityError, match="parity failed"):
-        parity_check(Ensemble([b]), path, _phantom_tensor(8, 32))
+        parity_check(Ensemble([b]), session(path), _phantom_tensor(8, 32))
 
 
 def test_export_run_outputs(exported):

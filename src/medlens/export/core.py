@@ -27,7 +27,7 @@ import medlens
 from medlens.config import StudyConfig, parse_config
 from medlens.data.manifest import load_manifest
 from medlens.data.preprocess import Preprocess
-from medlens.data.splits import load_splits
+from medlens.data.splits import at_most, load_splits
 from medlens.errors import ConfigError, MedlensError, StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.ood import fit_gate
@@ -150,23 +150,28 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         pred = pd.read_parquet(run / "predictions.parquet")
         pred = pred[pred["part"].isin(["test", "external"])].drop_duplicates("sample_id").set_index("sample_id")
         reference = pred.loc[held_ids, [f"p{c}" for c in range(k_classes)]].to_numpy(float)
-    parity = ox.parity_check(ensemble, onnx_path, tensor(held_ids), tolerance=tolerance, reference=reference)
+    fp32 = ox.session(onnx_path, threads=2)
+    parity = ox.parity_check(ensemble, fp32, tensor(held_ids), tolerance=tolerance, reference=reference)
     log.info("parity: max |p_onnx - p_torch| = %.2e over %d images", parity["max_abs_diff"], parity["n_images"])
 
-    quantization = _quantized(onnx_path, out, quantize, tensor, splits, by_id) if quantize != "none" else None
-    if ship_quantized and "error" in quantization:
-        raise MedlensError(f"the {quantize} copy does not run here ({quantization['error']}); export without "
-                           "--ship-quantized")
+    test_ids = list(splits["test"])
+    test_x = tensor(test_ids) if test_ids else None
+    quantization, sess = None, fp32
+    if quantize != "none":
+        quantization, q_sess = _quantized(fp32, onnx_path, out, quantize, test_x, by_id.loc[test_ids, "label"])
+        if ship_quantized:
+            if q_sess is None:
+                raise MedlensError(f"the {quantize} copy does not run here ({quantization['error']}); export "
+                                   "without --ship-quantized")
+            sess = q_sess
     shipped = out / quantization["path"] if ship_quantized else onnx_path
-    sess = ox.session(shipped, threads=2)
-    dev_ids = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
+    dev_ids = at_most(sorted({s for f in splits["folds"] for s in f["train"] + f["val"]}), cfg.trust.ood_fit_images,
+                      seed=cfg.seed)
     feats = ox.onnx_features(sess, tensor(dev_ids))
     gate, ood_info = fit_gate(feats, by_id.loc[dev_ids, "patient_id"].to_numpy(), seed=cfg.seed)
     gate.save(out / "ood.npz")
-    if splits["test"]:
-        tx = tensor(list(splits["test"])).numpy().astype(np.float32) / 255.0
-        test_feats = sess.run(["features"], {ox.INPUT: tx})[0]
-        ood_info["test_flagged_fraction"] = float(gate.is_ood(test_feats).mean())
+    if test_x is not None:
+        ood_info["test_flagged_fraction"] = float(gate.is_ood(ox.onnx_features(sess, test_x)).mean())
 
     info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
@@ -191,26 +196,30 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     return info
 
 
-def _quantized(onnx_path: Path, out: Path, mode: str, tensor, splits: dict, by_id: pd.DataFrame) -> dict:
-    """Write the quantised model and compare its test AUC with the fp32 export."""
+def _quantized(fp32, onnx_path: Path, out: Path, mode: str, x: torch.Tensor | None,
+               y: pd.Series) -> tuple[dict, object | None]:
+    """Write the quantised model and compare its test AUC with the fp32 export (session ``fp32``).
+
+    Returns the ``quantization`` entry of ``export.json`` and a session of the quantised
+    graph (None where ONNX Runtime cannot run it on this CPU).
+    """
     from medlens.evaluate import auc_score
 
     q_path = ox.quantize(onnx_path, out / f"model.{mode}.onnx", mode)
-    ids = list(splits["test"])
     result = {"mode": mode, "path": q_path.name, "size_bytes": q_path.stat().st_size,
               "fp32_size_bytes": onnx_path.stat().st_size}
-    if not ids:
-        return result
-    x = tensor(ids)
-    y = by_id.loc[ids, "label"].to_numpy(int)
-    p32 = ox.onnx_proba(ox.session(onnx_path, threads=2), x)
     try:
-        pq = ox.onnx_proba(ox.session(q_path, threads=2), x)
+        q_sess = ox.session(q_path, threads=2)
+        pq = ox.onnx_proba(q_sess, x) if x is not None else None
     except Exception as err:  # e.g. an fp16 kernel missing on this CPU build of ONNX Runtime
         result["error"] = f"{type(err).__name__}: {str(err)[:200]}"
-        return result
+        return result, None
+    if x is None:
+        return result, q_sess
+    p32 = ox.onnx_proba(fp32, x)
     result["max_abs_diff_vs_fp32"] = float(np.abs(pq - p32).max())
+    y = y.to_numpy(int)
     if p32.shape[1] == 2 and len(np.unique(y)) == 2:
         a32, aq = auc_score(y, p32[:, 1]), auc_score(y, pq[:, 1])
         result.update({"test_auc_fp32": float(a32), f"test_auc_{mode}": float(aq), "test_auc_change": float(aq - a32)})
-    return result
+    return result, q_sess

@@ -106,7 +106,7 @@ def onnx_features(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 
     return np.concatenate([sess.run(["features"], {INPUT: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
-def parity_check(ensemble: Ensemble, onnx_path: Path, images: torch.Tensor, *,
+def parity_check(ensemble: Ensemble, sess, images: torch.Tensor, *,
                  tolerance: float = PARITY_TOLERANCE, reference: np.ndarray | None = None) -> dict:
     """Compare ONNX Runtime with PyTorch eager on held-out images.
 
@@ -114,7 +114,8 @@ def parity_check(ensemble: Ensemble, onnx_path: Path, images: torch.Tensor, *,
     ----------
     ensemble : medlens.inference.Ensemble
         What was exported.
-    onnx_path : path
+    sess : onnxruntime.InferenceSession
+        The exported graph (:func:`session`).
     images : uint8 tensor of shape (N, C, S, S)
         Prepared from the raw image files by the run's :class:`medlens.data.preprocess.Preprocess`.
     tolerance : float, default=1e-4
@@ -133,7 +134,7 @@ def parity_check(ensemble: Ensemble, onnx_path: Path, images: torch.Tensor, *,
     ParityError
         When the largest difference exceeds ``tolerance``.
     """
-    p_onnx = onnx_proba(session(onnx_path, threads=2), images)
+    p_onnx = onnx_proba(sess, images)
     p_torch = ensemble.run(images)[0]
     diff = np.abs(p_onnx - p_torch)
     out = {"n_images": int(len(images)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),

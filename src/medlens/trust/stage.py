@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from medlens.config import StudyConfig
 from medlens.data.arrays import MEAN, STD
 from medlens.data.manifest import load_manifest
-from medlens.data.splits import load_splits
+from medlens.data.splits import at_most, load_splits
 from medlens.errors import StageInputMissing
 from medlens.evaluate.study import proba_columns
 from medlens.trust import annotators as ann
@@ -64,7 +64,8 @@ def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, splits: di
     for k in range(fold_count(run)):
         model = load_fold_model(run, cfg, k)
         feats, logits = features_and_logits(model, images)
-        train = [pos[s] for s in splits["folds"][k]["train"] if s in pos]
+        train = [pos[s] for s in at_most([s for s in splits["folds"][k]["train"] if s in pos], t.ood_fit_images,
+                                         seed=cfg.seed + k)]
         val = [pos[s] for s in splits["folds"][k]["val"] if s in pos]
         det = fit_mahalanobis(feats[train], by_id.loc[[ids[i] for i in train], "label"].to_numpy(int))
         thr = threshold_at_pass_rate(det.score(feats[val]), t.ood_pass_rate)
@@ -167,7 +168,8 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     pcols = proba_columns(preds)
     dev = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
     rows = preds[["sample_id", "part", "label"]].copy()
-    train_only = pd.DataFrame({"sample_id": sorted(set(dev) - set(rows["sample_id"])), "part": "train", "label": pd.NA})
+    spare = at_most(sorted(set(dev) - set(rows["sample_id"])), cfg.trust.ood_fit_images, seed=cfg.seed)
+    train_only = pd.DataFrame({"sample_id": spare, "part": "train", "label": pd.NA})
     if "is_ood" in manifest.columns:
         ood_rows = manifest.loc[manifest["is_ood"].astype(bool), ["sample_id"]].assign(part="ood", label=pd.NA)
         rows = pd.concat([rows, ood_rows], ignore_index=True)
@@ -183,7 +185,9 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
         "model_name": cfg.model.name, "image_size": cfg.train.image_size, "in_chans": cfg.model.in_chans,
         "normalise": {"mean": MEAN, "std": STD, "input": "uint8/255 then (x - mean) / std"},
         "features": "model.forward_head(model.forward_features(x), pre_logits=True)",
-        "pass_rate": cfg.trust.ood_pass_rate, "fitted_on": "fold_k train images; threshold on fold_k val images",
+        "pass_rate": cfg.trust.ood_pass_rate,
+        "fitted_on": f"fold_k train images (at most {cfg.trust.ood_fit_images}, a seeded subset); threshold on fold_k "
+                     "val images",
         "ensemble": "load_ood_detector(run): features of all folds concatenated in fold order (as the exported "
                     "ensemble's `features` output); score = mean of distance/threshold over folds, OOD above 1.0"})
     summary: dict = {"ood": _ood_metrics(unc), "n_folds": len(per_fold)}
