@@ -55,3 +55,5 @@ def test_report_names_each_folds_calibration_map(tiny_run, tmp_path):
     text = re.sub(r"<[^>]+>", "", write_report(run, load_config(run / "config.yaml")).read_text())
     assert ("fold 0: a = 1.50, b = -0.25; fold 1: T = 1.25; "
             "fold 2: T = 0.75, class intercepts +0.00 -1.70 +0.50.") in text
+    assert ("Each fold model was calibrated by temperature scaling with class intercepts / Platt scaling (a slope "
+            "and an intercept on the logit) / temperature scaling on its own validation patients") in text

@@ -82,3 +82,27 @@ def test_faithfulness_sentence_follows_the_intervals():
     f["deletion_auc"] = ci(0.80, 0.75, 0.85)  # removing the map's pixels first hurts less than random ones
     assert "0.80, 95% CI 0.75–0.85, vs 0.64 for random maps): the opposite holds" in faithfulness_text(f)
     assert faithfulness_text(None) == "" and faithfulness_text({"deletion_auc": None}) == ""
+
+
+def test_report_says_agreement_was_not_measured_without_an_expert_region(tmp_path):
+    """MedMNIST and image folders have no expert box: no 'nan%' and no verdict on agreement."""
+    import json
+
+    import pandas as pd
+
+    from medlens.explain.report import report_section
+
+    nan = {"value": float("nan"), "low": float("nan"), "high": float("nan")}
+    summary = {"agreement": {k: {"model": nan, "random": nan} for k in ("energy", "pointing", "iou", "dice")},
+               "faithfulness": None, "flags": ["No positive image with an expert region among the explained images: "
+                                               "agreement not measured."],
+               "grid": [8, 8], "layer": "layer2", "method": "gradcam", "n_images": 12, "n_positive_with_roi": 0,
+               "n_scored": 0, "scope": "all positives", "rationale_ok": False, "sanity": None, "threshold": 0.5}
+    (tmp_path / "explain").mkdir()
+    (tmp_path / "explain" / "summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"sample_id": [], "score": [], "label": [], "energy": []}).to_parquet(
+        tmp_path / "explain" / "agreement.parquet")
+    text = report_section(tmp_path)["summary"]
+    assert "nan" not in text and "does NOT point" not in text
+    assert text == ("Heat maps (gradcam, layer layer2, 8×8 cells) of 12 test images were drawn, but no positive image "
+                    "has an expert region, so whether the model looks where the expert looks was not measured.")

@@ -143,14 +143,20 @@ def report_section(run: str | Path) -> dict | None:
         figures["sanity"] = figure_uri(sanity_figure(steps, s["sanity"].get("max_rank_correlation", 0.5)))
         sanity_rows = steps.round(3).to_dict("records")
     e, er = s["agreement"]["energy"]["model"], s["agreement"]["energy"]["random"]
-    verdict = ("points at the expert's region clearly more than a random map"
-               if s["rationale_ok"] else "does NOT point at the expert's region more than a random map")
+    maps = (f"Heat maps ({s['method']}, layer {s['layer']}, {s['grid'][0]}×{s['grid'][1]} cells) of "
+            f"{s['n_images']} test images")
+    if s["n_scored"]:
+        verdict = ("points at the expert's region clearly more than a random map"
+                   if s["rationale_ok"] else "does NOT point at the expert's region more than a random map")
+        agreement = (f"{maps} were compared with the expert's region on the {s['n_scored']} {s['scope']} (of "
+                     f"{s['n_positive_with_roi']} positive images). On average {e['value']:.0%} of the map lies inside "
+                     f"the expert box (95% CI {e['low']:.0%}–{e['high']:.0%}) against {er['value']:.0%} for random "
+                     f"maps of the same smoothness: the model {verdict}.")
+    else:
+        agreement = (f"{maps} were drawn, but no positive image has an expert region, so whether the model looks "
+                     "where the expert looks was not measured.")
     sanity_txt = (" " + s["sanity"]["message"] + ".") if s.get("sanity") else ""
-    summary = (f"Heat maps ({s['method']}, layer {s['layer']}, {s['grid'][0]}×{s['grid'][1]} cells) of "
-               f"{s['n_images']} test images were compared with the expert's region on the "
-               f"{s['n_scored']} {s['scope']} (of {s['n_positive_with_roi']} positive images). On average {e['value']:.0%} of the map lies inside the "
-               f"expert box (95% CI {e['low']:.0%}–{e['high']:.0%}) against {er['value']:.0%} for random maps of the "
-               f"same smoothness: the model {verdict}.{sanity_txt}{faithfulness_text(s.get('faithfulness'))}")
+    summary = f"{agreement}{sanity_txt}{faithfulness_text(s.get('faithfulness'))}"
     return {"title": "Explainability: does the model look where the expert looks?", "summary": summary,
             "flags": s["flags"], "figures": figures,
             "tables": {"agreement": agreement_rows(s), "faithfulness": faithfulness_rows(s), "sanity": sanity_rows}}

@@ -87,6 +87,21 @@ def _engine(cfg: StudyConfig) -> str:
     return ", ".join(parts)
 
 
+CALIBRATION_WORDS = {"platt": "Platt scaling (a slope and an intercept on the logit)",
+                     "temperature": "temperature scaling",
+                     "bias_temperature": "temperature scaling with class intercepts"}
+"""How ``calibration.json``'s method is named in the methods paragraph."""
+
+
+def _calibration_text(metrics: dict, k: int) -> str:
+    methods = {c["method"] for c in metrics.get("fold_calibration") or []} - {"none"}
+    if not methods:
+        return f"The fold models were not calibrated; test and external predictions average the {k} fold models."
+    words = " / ".join(CALIBRATION_WORDS.get(m, m) for m in sorted(methods))
+    return (f"Each fold model was calibrated by {words} on its own validation patients; test and external "
+            f"predictions average the {k} calibrated fold models.")
+
+
 def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
     """A methods paragraph generated from the resolved config."""
     s, m, t = cfg.split, cfg.model, cfg.train
@@ -106,9 +121,8 @@ def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
             f"for {_length(t)} at {t.image_size}×{t.image_size} px ({_engine(cfg)}, lr {t.lr:g}, batch {t.batch_size}"
             f"{', flips and brightness/contrast augmentation' if t.augment else ''}); "
             f"the {'weights' if cfg.engine.ema else 'epoch'} with the best validation {cfg.engine.monitor} "
-            f"{'were' if cfg.engine.ema else 'was'} kept. Each fold model was calibrated "
-            f"({cfg.evaluate.calibration}) on its own validation patients; test and external predictions average the "
-            f"{len(splits['folds'])} calibrated fold models.{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
+            f"{'were' if cfg.engine.ema else 'was'} kept. {_calibration_text(metrics, len(splits['folds']))}"
+            f"{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
             f"proportions, or a patient-level bootstrap ({metrics['n_bootstrap']} resamples) when patients have "
             f"several images. Seed {cfg.seed}; medlens {medlens.__version__}, torch {torch.__version__}, "
             f"Python {platform.python_version()}.")
