@@ -133,6 +133,11 @@ def test_quick_path_end_to_end(tmp_path_factory, shared_path, capsys):
     assert section["title"].startswith("Comparison with published results")
     rows = section["tables"]["published results"]
     assert rows[0]["method"].startswith("this study") and any(r["method"] == "ResNet-18 (28)" for r in rows)
+    # a multi-class report shows its calibration, and no agreement figures where MedMNIST has no expert box
+    html = (run / "report.html").read_text()
+    assert "Calibration (test)" in html and "class intercepts" in html
+    assert "confidence of the predicted class" in html and "temperature scaling with class intercepts" in html
+    assert "nan%" not in html and "was not measured" in html
 
 
 def test_train_subset_is_stratified_and_keeps_validation_and_test(tmp_path):
