@@ -18,7 +18,7 @@ def test_simclr_linear_probe_beats_random_init_at_10_percent_labels(shared_path,
     base = load_config(RECIPE).model_dump(mode="json")
     base.update(name="pneumonia-ssl", run_dir=str(tmp_path))
     base["data"]["path"] = str(npz)
-    base["ssl"] = {"methods": ["simclr"], "epochs": 3, "image_size": 32, "batch_size": 256, "fractions": [0.1],
+    base["ssl"] = {"methods": ["simclr"], "epochs": 2, "image_size": 32, "batch_size": 256, "fractions": [0.1],
                    "probe_seeds": 2}
     cfg = parse_config(base)
     build_pool(cfg)
