@@ -138,6 +138,7 @@ def test_quick_path_end_to_end(tmp_path_factory, shared_path, capsys):
     assert "Calibration (test)" in html and "class intercepts" in html
     assert "confidence of the predicted class" in html and "temperature scaling with class intercepts" in html
     assert "nan%" not in html and "was not measured" in html
+    assert "whose two most likely classes are closest" in html and "nearest the operating threshold" not in html
 
 
 def test_train_subset_is_stratified_and_keeps_validation_and_test(tmp_path):

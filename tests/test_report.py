@@ -20,6 +20,7 @@ def test_report_is_self_contained(tiny_run):
     for section in ("Summary (internal test set)", "All metrics", "External validation", "Per fold",
                     "Quality gate", "Methods", "confusion matrix"):
         assert section in html
+    assert "whose calibrated probability lies nearest the operating threshold" in html  # binary referral wording
 
 
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):

@@ -135,9 +135,13 @@ def report_section(run: Path) -> dict | None:
     by = s.get("referral_score", "epistemic")
     test_sel = s["selective"].get(f"test/{by}")
     if test_sel:
-        what = {"decision_margin": "whose calibrated probability lies nearest the operating threshold",
+        binary = s.get("operating_threshold") is not None
+        margin = ("whose calibrated probability lies nearest the operating threshold" if binary
+                  else "whose two most likely classes are closest in calibrated probability")
+        what = {"decision_margin": margin,
                 "epistemic": "with the highest epistemic uncertainty"}.get(by, f"ordered by {by}")
-        text.append(f"Referring the 20% of test cases {what} to a clinician changes accuracy at the operating point on "
+        rule = "at the operating point" if binary else "of the most likely class"
+        text.append(f"Referring the 20% of test cases {what} to a clinician changes accuracy {rule} on "
                     f"the {test_sel['n_80']} kept cases from {test_sel['accuracy_all']:.1%} (all {test_sel['n_all']}) "
                     f"to {test_sel['accuracy_80']:.1%}.")
         truth = s.get("selective_label_true", {}).get(f"test/{by}")
