@@ -42,7 +42,7 @@ def _truth(run: Path, part: str):
 
 def test_the_study_writes_every_declared_file(det_run):
     for rel in ("det/metrics.json", "det/predictions.parquet", "det/overlays.npz", "det/export/model.onnx",
-                "det/export/export.json", "det/export/ood.npz", "report.html", "det/fold_0/model.safetensors",
+                "det/export/export.json", "det/export/ood.safetensors", "det/export/ood.json", "report.html", "det/fold_0/model.safetensors",
                 "det/fold_1/seg/model.safetensors", f"det/fold_0/{LAST}"):
         assert (det_run / rel).is_file(), rel
     m = json.loads((det_run / "det" / "metrics.json").read_text())

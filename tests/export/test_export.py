@@ -60,7 +60,7 @@ def test_parity_failure_raises(tmp_path):
 def test_export_run_outputs(exported):
     run, info = exported
     out = run / "export"
-    for name in ("model.onnx", "model.int8.onnx", "ood.npz", "export.json"):
+    for name in ("model.onnx", "model.int8.onnx", "ood.safetensors", "ood.json", "export.json"):
         assert (out / name).is_file()
     assert info["parity"]["passed"] and info["parity"]["max_abs_diff"] <= 1e-4
     assert info["parity"]["max_abs_diff_vs_predictions"] <= 1e-4  # from the raw files to predictions.parquet
@@ -89,13 +89,13 @@ def test_dynamic_batch_and_outputs(exported):
 
 def test_ood_gate_flags_texture_images(exported):
     from medlens.data.synthetic import ImageSpec, render_image
-    from medlens.export import MahalanobisGate
     from medlens.data.preprocess import Preprocess
+    from medlens.inference.ood import load_detectors
     from medlens.serve.engine import preprocess
 
     run, info = exported
     contract = Preprocess.from_dict(info["preprocess"])
-    gate = MahalanobisGate.load(run / "export" / "ood.npz")
+    gate = load_detectors(run / "export")
     sess = session(run / "export" / "model.onnx")
     rng = np.random.default_rng(1)
 
@@ -162,4 +162,5 @@ def test_ship_quantized(exported, tmp_path):
     int8 = session(out / "model.int8.onnx", threads=1).run(["probabilities"], {"image": x})[0]
     fp32 = session(out / "model.onnx", threads=1).run(["probabilities"], {"image": x})[0]
     assert np.array_equal(served, int8) and not np.array_equal(served, fp32)
-    assert q_info["ood"]["threshold"] != info["ood"]["threshold"]  # fitted on the int8 graph's features
+    # fitted on the int8 graph's features
+    assert q_info["ood"]["member_thresholds"] != info["ood"]["member_thresholds"]

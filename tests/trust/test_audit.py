@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from medlens.config import StudyConfig
 from medlens.pipeline import run_study
-from medlens.trust import load_ood_detector, report_section, trust_stage
+from medlens.inference.ood import load_detectors
+from medlens.trust import report_section, trust_stage
 from medlens.inference import load_fold_model
 from medlens.trust.features import features_and_logits, load_images
 
@@ -112,10 +113,10 @@ def test_saved_detector_matches_audit(audited):
     manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
     x = load_images(manifest.loc[unc["sample_id"]].reset_index(), cfg)
     feats = np.concatenate([features_and_logits(load_fold_model(run, cfg, k), x)[0] for k in range(2)], 1)
-    gate = load_ood_detector(run)
+    gate = load_detectors(run / "trust")
     assert np.allclose(gate.score(feats), unc["mahalanobis"], rtol=1e-4)
     assert (gate.is_ood(feats) == unc["ood_flag"]).all()
-    assert load_ood_detector(run, fold=0).score(feats[:, :feats.shape[1] // 2]).shape == (12,)
+    assert load_detectors(run / "trust", fold=0).score(feats[:, :feats.shape[1] // 2]).shape == (12,)
 
 
 def test_mc_dropout_is_reproducible(audited):

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medlens.errors import DataError, StageInputMissing
-from medlens.trust import annotators, labels, ood, selective, uncertainty
+from medlens.errors import DataError
+from medlens.trust import annotators, labels, selective, uncertainty
 
 
-@pytest.mark.parametrize("module", [uncertainty, ood, selective, annotators])
+@pytest.mark.parametrize("module", [uncertainty, selective, annotators])
 def test_docstring_examples(module):
     res = doctest.testmod(module, extraglobs={"np": np, "pd": pd}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert res.failed == 0
@@ -33,36 +33,6 @@ def test_decompose_sums_and_bounds():
 def test_energy_higher_for_flat_logits():
     e = uncertainty.energy_score(np.array([[10.0, 0.0], [0.1, 0.0]]))
     assert e[0] < e[1]
-
-
-def _gaussians(rng, n, shift=0.0, d=16):
-    y = rng.integers(0, 2, n)
-    f = rng.normal(0, 1, (n, d)) + 3.0 * y[:, None] * np.eye(d)[0] + shift
-    return f, y
-
-
-def test_mahalanobis_separates_and_threshold_passes_95(tmp_path):
-    rng = np.random.default_rng(1)
-    f_train, y_train = _gaussians(rng, 400)
-    f_val, _ = _gaussians(rng, 400)
-    f_ood, _ = _gaussians(rng, 100, shift=4.0)
-    det = ood.fit_mahalanobis(f_train, y_train)
-    thr = ood.threshold_at_pass_rate(det.score(f_val), 0.95)
-    det = ood.MahalanobisDetector(det.means, det.precision, thr)
-    assert abs((~det.is_ood(f_val)).mean() - 0.95) < 0.01
-    assert det.is_ood(f_ood).mean() > 0.95
-    ood.save_detectors(tmp_path / "trust", [det, det], {"model_name": "x"})
-    one = ood.load_ood_detector(tmp_path, fold=1)
-    assert np.allclose(one.score(f_val), det.score(f_val))
-    ens = ood.load_ood_detector(tmp_path)
-    both = np.concatenate([f_val, f_val], 1)
-    assert np.allclose(ens.score(both), det.score(f_val) / thr)
-    with pytest.raises(DataError, match="shape"):
-        ens.score(f_val)
-    with pytest.raises(DataError, match="fold 5"):
-        ood.load_ood_detector(tmp_path, fold=5)
-    with pytest.raises(StageInputMissing, match="medlens audit"):
-        ood.load_ood_detector(tmp_path / "nowhere")
 
 
 def _noisy(rng, n=600, flip=0.3):

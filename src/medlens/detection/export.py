@@ -5,7 +5,7 @@ heat-map peak finding (3×3 max-pool), top-k and box decoding are all inside it,
 client gets boxes and scores, not maps. Outputs::
 
     det/export/model.onnx           image [N, C, S, S] in [0, 1] -> boxes [N, k, 4], scores [N, k], features [N, F]
-    det/export/ood.npz              Mahalanobis gate on ``features`` (development images only)
+    det/export/ood.safetensors, ood.json  the OOD gate on ``features`` (medlens.inference.ood)
     det/export/export.json          parity against the evaluated boxes, gate calibration, preprocessing, QC
     det/export/model_repository/    Triton (GPU + CPU variants) with README
 
@@ -31,7 +31,6 @@ from medlens.data.preprocess import Preprocess
 from medlens.detection.boxes import box_iou
 from medlens.detection.stage import load_detector, study_rows
 from medlens.export import onnx_export as ox
-from medlens.export.ood import fit_gate
 from medlens.export.triton import write_repository
 from medlens.qc.learn import applied_config
 
@@ -55,7 +54,7 @@ the fold models' heat maps are averaged, peaks are the 3x3 local maxima, and the
 
 Outputs: `boxes` `[batch, {k}, 4]` (`x0, y0, x1, y1` in input pixels, exclusive ends), `scores`
 `[batch, {k}]` (highest first; 0 marks an empty slot), `features` `[batch, {feats}]` (for the OOD gate in
-`../ood.npz`). Show the boxes with score >= {threshold} (the operating point chosen on validation data);
+`../ood.safetensors`, `../ood.json`). Show the boxes with score >= {threshold} (the operating point chosen on validation data);
 drop scores below {min_score} (never candidates). `medlens serve RUN` offers `POST /v1/detect` with the
 QC and OOD gates, auth and an audit log, and maps the boxes back to the uploaded image's pixels.
 """
@@ -141,15 +140,15 @@ def export_detector(run: Path, cfg: StudyConfig, *, n_parity: int = 256, max_bat
                              f"{parity['count_mismatches']} count mismatch(es), min IoU {parity['min_iou']:.4f}, max "
                              f"score difference {parity['max_score_diff']:.1e}; do not deploy this export")
 
-    dev = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]} & set(by_id.index))
-    feats = ox.onnx_features(sess, prep.load(by_id.loc[dev, "image"].tolist()))
-    gate, ood_info = fit_gate(feats, by_id.loc[dev, "patient_id"].to_numpy(), seed=cfg.seed)
-    gate.save(out / "ood.npz")
+    kept = {"folds": [{part: [s for s in f[part] if s in by_id.index] for part in ("train", "val")}  # QC-passed
+                      for f in splits["folds"]]}
+    ood_info = ox.fit_served_gate(sess, lambda ids: prep.load(by_id.loc[ids, "image"].tolist()), None, kept, folds,
+                                  n=cfg.trust.ood_fit_images, pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out)
     name = f"{cfg.name}_detector".replace("-", "_").replace(".", "_")
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
             "task": "detection", "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,
             "max_detections": detector.k, "min_score": d.min_score, "operating_threshold": metrics["threshold"],
-            "outputs": list(OUTPUTS), "n_features": int(feats.shape[1]), "parity": parity, "ood": ood_info,
+            "outputs": list(OUTPUTS), "n_features": ood_info["n_features"], "parity": parity, "ood": ood_info,
             "preprocess": prep.to_dict(), "qc": applied_config(run, cfg.qc).model_dump(mode="json"),
             "triton_name": name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
             "onnx_size_bytes": onnx_path.stat().st_size}

@@ -17,7 +17,7 @@ def export(
     ship_quantized: Annotated[bool, typer.Option(help="Ship the quantised copy (Triton repository, medlens serve, "
                                                       "OOD gate) instead of the fp32 graph.")] = False,
 ) -> None:
-    """Export for deployment: run/export/model.onnx (parity-checked), ood.npz, model_repository/ for Triton.
+    """Export for deployment: run/export/model.onnx (parity-checked), the OOD gate, model_repository/ for Triton.
 
     A detection run (task: detection) is exported to run/det/export/ instead: ONNX with the box
     decoding in the graph, parity against the evaluated boxes, the OOD gate and the Triton repository

@@ -4,7 +4,7 @@ Outputs::
 
     export/model.onnx            fp32, opset 17, dynamic batch, metadata (preprocessing, classes, threshold)
     export/model.<fp16|int8>.onnx  optional quantised copy
-    export/ood.npz               Mahalanobis gate on the ``features`` output
+    export/ood.safetensors, ood.json  the OOD gate on the ``features`` output (medlens.inference.ood)
     export/export.json           parity, latency vs PyTorch, quantisation AUC change, OOD calibration
     export/model_repository/     Triton (GPU + CPU variants) with README
 """
@@ -27,10 +27,9 @@ import medlens
 from medlens.config import StudyConfig, parse_config
 from medlens.data.manifest import load_manifest
 from medlens.data.preprocess import Preprocess
-from medlens.data.splits import at_most, load_splits
+from medlens.data.splits import load_splits
 from medlens.errors import ConfigError, MedlensError, StageInputMissing
 from medlens.export import onnx_export as ox
-from medlens.export.ood import fit_gate
 from medlens.export.triton import README, classifier_outputs, write_repository
 from medlens.inference import load_ensemble
 from medlens.qc.learn import applied_config
@@ -165,19 +164,13 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
                                    "without --ship-quantized")
             sess = q_sess
     shipped = out / quantization["path"] if ship_quantized else onnx_path
-    dev_ids = at_most(sorted({s for f in splits["folds"] for s in f["train"] + f["val"]}), cfg.trust.ood_fit_images,
-                      seed=cfg.seed)
-    feats = ox.onnx_features(sess, tensor(dev_ids))
-    gate, ood_info = fit_gate(feats, by_id.loc[dev_ids, "patient_id"].to_numpy(), seed=cfg.seed)
-    gate.save(out / "ood.npz")
-    if test_x is not None:
-        ood_info["test_flagged_fraction"] = float(gate.is_ood(ox.onnx_features(sess, test_x)).mean())
-
+    ood_info = ox.fit_served_gate(sess, tensor, by_id["label"], splits, folds, n=cfg.trust.ood_fit_images,
+                                  pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out, test=test_x)
     info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
         "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,
         "class_names": names, "operating_threshold": threshold, "num_classes": k_classes,
-        "n_features": int(feats.shape[1]), "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "n_features": ood_info["n_features"], "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name), "preprocess": pre.to_dict(),
         "calibration": ensemble.calibrations, "qc": applied_config(run, cfg.qc).model_dump(mode="json"),
         "onnx_size_bytes": onnx_path.stat().st_size, "shipped": shipped.name,

@@ -29,6 +29,7 @@ import torch
 from medlens.data.arrays import MEAN, STD
 from medlens.errors import MedlensError, StageInputMissing
 from medlens.inference import Ensemble
+from medlens.inference.ood import EnsembleDetector, fit_fold_detectors, gate_ids, gate_meta, save_detectors
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,56 @@ def onnx_features(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 
     """The ``features`` output (what the OOD gate reads) of an ONNX session for a uint8 ``N×C×S×S`` batch."""
     x = (images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)).astype(np.float32) / 255.0
     return np.concatenate([sess.run(["features"], {INPUT: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+
+def fit_served_gate(sess, load: Callable[[list[str]], torch.Tensor], labels, splits: dict, folds: list[int], *,
+                    n: int, pass_rate: float, seed: int, out: Path,
+                    test: torch.Tensor | None = None) -> dict:
+    """The OOD gate of an exported graph, fitted on its own ``features`` output, in ``out/ood.*``.
+
+    The same detector and the same images as the trust audit
+    (:func:`medlens.inference.ood.gate_ids`, :func:`~medlens.inference.ood.fit_fold_detectors`),
+    but on the features of the graph that is shipped (fp32 or quantised).
+
+    Parameters
+    ----------
+    sess : onnxruntime.InferenceSession
+        The shipped graph; its ``features`` are the members' features in the order of ``folds``.
+    load : callable
+        Sample ids -> uint8 ``N×C×S×S`` tensor through the run's preprocessing contract.
+    labels : pandas.Series or None
+        Class per sample id (class-conditional means); None: one class (detection).
+    splits : dict
+        ``splits.json``.
+    folds : list of int
+        The exported members.
+    n, pass_rate, seed
+        ``trust.ood_fit_images``, ``trust.ood_pass_rate`` and the study seed.
+    out : path
+        The export folder.
+    test : uint8 tensor, optional
+        Test images: the fraction the gate flags is recorded.
+
+    Returns
+    -------
+    dict
+        ``export.json``'s ``ood`` entry (load the gate with :func:`medlens.inference.ood.load_detectors`).
+    """
+    gate = gate_ids(splits, folds, n, seed=seed)
+    ids = sorted({s for fit, thr in gate for s in fit + thr})
+    pos = {s: i for i, s in enumerate(ids)}
+    y = np.zeros(len(ids), int) if labels is None else labels.loc[ids].to_numpy(int)
+    dets = fit_fold_detectors(onnx_features(sess, load(ids)), y, [[pos[s] for s in fit] for fit, _ in gate],
+                              [[pos[s] for s in thr] for _, thr in gate], pass_rate)
+    meta = gate_meta(n, pass_rate, "the ONNX graph's `features` output")
+    save_detectors(out, dets, meta)
+    ens = EnsembleDetector(tuple(dets))
+    info = {**meta, "threshold": ens.threshold, "member_thresholds": [d.threshold for d in dets],
+            "n_fit": [len(fit) for fit, _ in gate], "n_threshold": [len(thr) for _, thr in gate],
+            "n_features": int(dets[0].means.shape[1] * len(dets))}
+    if test is not None and len(test):
+        info["test_flagged_fraction"] = float(ens.is_ood(onnx_features(sess, test)).mean())
+    return info
 
 
 def parity_check(ensemble: Ensemble, sess, images: torch.Tensor, *,

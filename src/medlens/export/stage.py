@@ -40,8 +40,9 @@ def report_section(run: Path) -> dict | None:
             {"item": "preprocessing (saved in the ONNX metadata)",
              "value": ", ".join(f"{k} {v}" for k, v in info.get("preprocess", {}).items() if k != "steps")},
             {"item": "model size", "value": f"{info['onnx_size_bytes'] / 2**20:.1f} MiB" if "onnx_size_bytes" in info else "–"},
-            {"item": "OOD gate", "value": f"Mahalanobis threshold {info['ood']['threshold']:.1f}; "
-                                          f"{info['ood'].get('test_flagged_fraction', float('nan')):.1%} of test images flagged"},
+            {"item": "OOD gate (fitted on the shipped graph's features, as the trust audit's)",
+             "value": f"Mahalanobis, {info['ood']['pass_rate']:.0%} of each fold's validation images pass; "
+                      f"{info['ood'].get('test_flagged_fraction', float('nan')):.1%} of test images flagged"},
             {"item": "Triton", "value": f"export/model_repository/{info['triton_name']} (GPU) and _cpu, holding "
                                         f"{info.get('shipped', 'model.onnx')}"}]
     lat = info.get("latency_batch1")

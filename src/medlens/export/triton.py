@@ -94,7 +94,7 @@ decode to RGB, keep the aspect ratio and resize the longer side to {size} px (ar
 shrinking), zero-pad to a square, round to uint8, then divide by 255. Normalisation (mean {mean}, std
 {std}) happens inside the graph. Outputs: `probabilities` `[batch, {k}]` (class order {classes}),
 `member_probabilities` `[batch, {members}, {k}]` (one row per fold model: their spread is the
-uncertainty), `features` `[batch, {feats}]` (penultimate features for the OOD gate in `../ood.npz`).
+uncertainty), `features` `[batch, {feats}]` (penultimate features for the OOD gate in `../ood.safetensors` + `../ood.json`).
 The operating point chosen on validation data is threshold {threshold} on `probabilities[:, 1]`.
 
 KServe v2 request: `POST /v2/models/{name}/infer` with

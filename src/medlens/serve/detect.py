@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
 from medlens.export import onnx_export as ox
-from medlens.export.ood import MahalanobisGate
+from medlens.inference.ood import load_detectors
 from medlens.qc import QCConfig
 from medlens.serve.engine import SINGLE_IMAGE_CHECKS
 
@@ -54,7 +54,7 @@ class DetectionEngine:
             raise StageInputMissing(f"{export / 'export.json'} not found; run `medlens run CONFIG` on the study first")
         self.info = json.loads((export / "export.json").read_text())
         self.session = ox.session(export / "model.onnx", threads=threads)
-        self.gate = MahalanobisGate.load(export / "ood.npz")
+        self.gate = load_detectors(export, written_by=f"medlens run CONFIG (the study of {self.run})")
         self.preprocess = Preprocess.from_dict(self.info["preprocess"])
         self.threshold, self.min_score = float(self.info["operating_threshold"]), float(self.info["min_score"])
         self.name = self.info["triton_name"]

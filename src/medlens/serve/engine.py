@@ -21,7 +21,7 @@ import numpy as np
 from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
 from medlens.export import onnx_export as ox
-from medlens.export.ood import MahalanobisGate
+from medlens.inference.ood import load_detectors
 from medlens.qc import QCConfig
 from medlens.qc.checks import REGISTRY, luminance
 
@@ -51,30 +51,6 @@ def qc_verdict(image: np.ndarray, config: QCConfig) -> dict:
     return {"passed": not reasons, "reasons": reasons, "scores": scores}
 
 
-def load_gate(run: Path, info: dict):
-    """The OOD gate for the exported ``features``: the trust audit's detector when the run has one
-    that matches the export (``medlens.trust.load_ood_detector``), else the export's own ``ood.npz``.
-
-    Returns ``(gate, description)``; the gate offers ``score``, ``is_ood`` and ``threshold``.
-    """
-    try:
-        from medlens.trust.ood import load_ood_detector
-
-        folds = list(info["folds"])
-        det = load_ood_detector(run, fold=None if len(folds) > 1 else folds[0])
-        members = getattr(det, "members", (det,))
-        dim = sum(int(m.means.shape[1]) for m in members)
-        if len(members) == len(folds) and dim == int(info["n_features"]):
-            return det, "trust audit: class-conditional Mahalanobis (run/trust/ood.safetensors)"
-        log.warning("trust OOD detector does not match the export (%d members, %d features); using export/ood.npz",
-                    len(members), dim)
-    except (ImportError, StageInputMissing, KeyError, AttributeError, ValueError) as err:
-        log.info("no trust OOD detector (%s); using export/ood.npz", type(err).__name__)
-    except Exception as err:  # a detector that fails to load must not take the service down
-        log.warning("trust OOD detector unusable (%s); using export/ood.npz", type(err).__name__)
-    return MahalanobisGate.load(run / "export" / "ood.npz"), "Mahalanobis on penultimate features (export/ood.npz)"
-
-
 class Engine:
     """The exported model of a run, ready to answer requests.
 
@@ -99,7 +75,7 @@ class Engine:
         # on a busy 2-core server costs milliseconds per call in thread hand-offs
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         self.session = ox.session(export / self.info.get("shipped", "model.onnx"), threads=threads)
-        self.gate, self.gate_source = load_gate(self.run, self.info)
+        self.gate = load_detectors(export, written_by=f"medlens export {self.run}")
         self.size, self.in_chans = int(self.info["image_size"]), int(self.info["in_chans"])
         self.preprocess = (Preprocess.from_dict(self.info["preprocess"]) if "preprocess" in self.info
                            else Preprocess(size=self.size, in_chans=self.in_chans))
@@ -123,7 +99,7 @@ class Engine:
         entropy = float(-(proba * np.log(np.clip(proba, 1e-12, 1))).sum() / math.log(k))
         score = float(self.gate.score(feats[None])[0])
         ood = {"flagged": bool(score > self.gate.threshold), "score": round(score, 3),
-               "threshold": round(float(self.gate.threshold), 3), "method": self.gate_source}
+               "threshold": round(float(self.gate.threshold), 3)}
         if k == 2 and self.threshold is not None:
             idx = int(proba[1] >= self.threshold)
         else:
@@ -170,7 +146,7 @@ class Engine:
             "class_names": self.class_names,
             "operating_point": metrics.get("operating_point") or {"threshold": self.threshold},
             "training_data": data, "metrics_95ci": card, "parity": info["parity"],
-            "ood_gate": {"method": self.gate_source, **info["ood"]},
+            "ood_gate": info["ood"],
             "intended_use": INTENDED_USE,
         }
 

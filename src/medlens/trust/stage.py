@@ -8,7 +8,7 @@ evaluate stage) and ``fold_k/model.safetensors``. Outputs:
   epistemic part, energy, Mahalanobis score (1.0 = the gate's threshold) and OOD flag. A
   validation row is scored by the one fold model that did not train on it; held-out rows
   by every fold model.
-- ``ood.safetensors`` + ``ood.json``: the OOD gate (:func:`medlens.trust.load_ood_detector`).
+- ``ood.safetensors`` + ``ood.json``: the OOD gate (:func:`medlens.inference.ood.load_detectors`).
 - ``label_issues.csv``: out-of-fold label issues, worst first; ``class_quality.csv``.
 - ``annotators.csv``: agreement, kappas and CROWDLAB quality per annotator.
 - ``relabel_queue.csv``: the ``budget`` images most worth relabeling.
@@ -30,14 +30,14 @@ from sklearn.metrics import roc_auc_score
 from medlens.config import StudyConfig
 from medlens.data.arrays import MEAN, STD
 from medlens.data.manifest import load_manifest
-from medlens.data.splits import at_most, load_splits
+from medlens.data.splits import load_splits
 from medlens.errors import StageInputMissing
 from medlens.evaluate.study import proba_columns
 from medlens.trust import annotators as ann
 from medlens.inference import calibration_matrix, fold_count, load_calibration, load_fold_model, operating_threshold
+from medlens.inference.ood import fit_fold_detectors, gate_ids, gate_meta, save_detectors
 from medlens.trust.features import features_and_logits, load_images, mc_dropout_proba
 from medlens.trust.labels import class_label_quality, label_issues, label_quality
-from medlens.trust.ood import fit_mahalanobis, save_detectors, threshold_at_pass_rate
 from medlens.trust.selective import decision_margin, risk_coverage
 from medlens.trust.uncertainty import decompose, energy_score, entropy
 
@@ -53,29 +53,27 @@ def _require(run: Path) -> None:
             raise StageInputMissing(f"{run / name} not found; run the study first with `medlens run CONFIG`")
 
 
-def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, rows: pd.DataFrame):
-    """Per fold: features/logits/MC samples of every row, and the fitted OOD detectors."""
+def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, gate: list, rows: pd.DataFrame):
+    """Per fold: features/logits/MC samples of every row, and the OOD detectors fitted on ``gate`` (:func:`gate_ids`)."""
     t = cfg.trust
     by_id = manifest.set_index("sample_id")
     ids = rows["sample_id"].tolist()
     pos = {s: i for i, s in enumerate(ids)}
     images = load_images(by_id.loc[ids].reset_index(), cfg)
+    labels = pd.to_numeric(by_id.loc[ids, "label"], errors="coerce").fillna(-1).to_numpy(int)  # -1: OOD rows
     per_fold, detectors = [], []
     for k in range(fold_count(run)):
         model = load_fold_model(run, cfg, k)
         feats, logits = features_and_logits(model, images)
-        train = [pos[s] for s in at_most([s for s in splits["folds"][k]["train"] if s in pos], t.ood_fit_images,
-                                         seed=cfg.seed + k)]
-        val = [pos[s] for s in splits["folds"][k]["val"] if s in pos]
-        det = fit_mahalanobis(feats[train], by_id.loc[[ids[i] for i in train], "label"].to_numpy(int))
-        thr = threshold_at_pass_rate(det.score(feats[val]), t.ood_pass_rate)
-        det = type(det)(det.means, det.precision, thr)
+        fit_ids, threshold_ids = gate[k]
+        det = fit_fold_detectors(feats, labels, [[pos[s] for s in fit_ids]], [[pos[s] for s in threshold_ids]],
+                                 t.ood_pass_rate)[0]
         detectors.append(det)
         w, c = calibration_matrix(load_calibration(run, k), logits.shape[1])
         mc = mc_dropout_proba(model, feats, p=t.mc_dropout_p or cfg.model.drop_rate or 0.3, samples=t.mc_samples,
                               seed=cfg.seed * 1000 + k, calibration=(w, c))
         z = torch.from_numpy(logits) @ w + c
-        per_fold.append({"logits": logits, "mc": mc, "maha": det.score(feats) / thr,
+        per_fold.append({"logits": logits, "mc": mc, "maha": det.score(feats) / det.threshold,
                          "proba": torch.softmax(z.double(), 1).numpy(), "n_features": feats.shape[1]})
     return per_fold, detectors
 
@@ -166,15 +164,15 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
     preds = pd.read_parquet(run / "predictions.parquet")
     pcols = proba_columns(preds)
-    dev = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
     rows = preds[["sample_id", "part", "label"]].copy()
-    spare = at_most(sorted(set(dev) - set(rows["sample_id"])), cfg.trust.ood_fit_images, seed=cfg.seed)
+    gate = gate_ids(splits, list(range(len(splits["folds"]))), cfg.trust.ood_fit_images, seed=cfg.seed)
+    spare = sorted({s for fit, thr in gate for s in fit + thr} - set(rows["sample_id"]))
     train_only = pd.DataFrame({"sample_id": spare, "part": "train", "label": pd.NA})
     if "is_ood" in manifest.columns:
         ood_rows = manifest.loc[manifest["is_ood"].astype(bool), ["sample_id"]].assign(part="ood", label=pd.NA)
         rows = pd.concat([rows, ood_rows], ignore_index=True)
     all_rows = pd.concat([rows, train_only], ignore_index=True)
-    per_fold, detectors = _score_folds(run, cfg, manifest, splits, all_rows)
+    per_fold, detectors = _score_folds(run, cfg, manifest, gate, all_rows)
     for f in per_fold:  # drop the train-only rows (used to fit the detectors)
         for key in ("logits", "maha", "proba"):
             f[key] = f[key][:len(rows)]
@@ -184,12 +182,8 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     save_detectors(out, detectors, {
         "model_name": cfg.model.name, "image_size": cfg.train.image_size, "in_chans": cfg.model.in_chans,
         "normalise": {"mean": MEAN, "std": STD, "input": "uint8/255 then (x - mean) / std"},
-        "features": "model.forward_head(model.forward_features(x), pre_logits=True)",
-        "pass_rate": cfg.trust.ood_pass_rate,
-        "fitted_on": f"fold_k train images (at most {cfg.trust.ood_fit_images}, a seeded subset); threshold on fold_k "
-                     "val images",
-        "ensemble": "load_ood_detector(run): features of all folds concatenated in fold order (as the exported "
-                    "ensemble's `features` output); score = mean of distance/threshold over folds, OOD above 1.0"})
+        **gate_meta(cfg.trust.ood_fit_images, cfg.trust.ood_pass_rate,
+                    "model.forward_head(model.forward_features(x), pre_logits=True)")})
     summary: dict = {"ood": _ood_metrics(unc), "n_folds": len(per_fold)}
 
     # label issues on the out-of-fold validation predictions

@@ -1,4 +1,9 @@
-"""Out-of-distribution detection on penultimate features: Mahalanobis with class-conditional means.
+"""THE out-of-distribution gate: Mahalanobis distance on penultimate features, class-conditional means.
+
+One detector, fitted the same way wherever it is fitted: the trust audit fits it on the fold
+models' features (``run/trust/``), the export on the shipped ONNX graph's ``features`` output
+(``run/export/``, what ``medlens serve`` loads), both with :func:`fit_fold_detectors` on the
+same images.
 
 Lee et al. (2018): each class ``c`` is a Gaussian with its own mean ``mu_c`` and one shared
 covariance, fitted on the *training* features of a fold model; the score of an image is
@@ -7,9 +12,9 @@ a few hundred images suffice for 512-dimensional features. The threshold is the
 ``pass_rate`` quantile of the scores of that fold's *validation* images (never seen in
 training): at 0.95, about 95% of in-distribution images pass the gate.
 
-Saved in the run directory as ``trust/ood.safetensors`` (tensors ``fold_k.means``,
-``fold_k.precision``) plus ``trust/ood.json`` (thresholds, feature size, model, image
-size and normalisation), and loaded with :func:`load_ood_detector`.
+Saved in a folder as ``ood.safetensors`` (tensors ``fold_k.means``, ``fold_k.precision``) plus
+``ood.json`` (thresholds, feature size and how the features were computed), and loaded
+with :func:`load_detectors`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlens.data.splits import at_most
 from medlens.errors import DataError, StageInputMissing
 
 OOD_WEIGHTS = "ood.safetensors"
@@ -117,6 +123,68 @@ def threshold_at_pass_rate(scores: np.ndarray, pass_rate: float) -> float:
     return float(np.quantile(s, pass_rate))
 
 
+def gate_ids(splits: dict, folds: list[int], n: int, *, seed: int) -> list[tuple[list[str], list[str]]]:
+    """The images each fold member's gate is fitted on and thresholded on, as ``(fit_ids, threshold_ids)``.
+
+    Fit: fold ``k``'s training images within one seeded subset of at most ``n`` development
+    images (shared by all folds, so k folds need at most ``n`` extra forward passes).
+    Threshold: at most ``n`` of fold ``k``'s validation images (seed ``seed + k``).
+
+    Parameters
+    ----------
+    splits : dict
+        ``splits.json`` (``folds[k]["train"]``, ``folds[k]["val"]``).
+    folds : list of int
+        The members, in the order of the ensemble.
+    n : int
+        ``trust.ood_fit_images``.
+    """
+    dev = sorted({s for f in splits["folds"] for s in f["train"] + f["val"]})
+    pool = set(at_most(dev, n, seed=seed))
+    return [([s for s in splits["folds"][k]["train"] if s in pool],
+             at_most(list(splits["folds"][k]["val"]), n, seed=seed + k)) for k in folds]
+
+
+def gate_meta(n: int, pass_rate: float, features: str) -> dict:
+    """How a gate was fitted, for its ``ood.json``: the same words wherever :func:`gate_ids` chose the images."""
+    return {"pass_rate": pass_rate, "features": features,
+            "fitted_on": f"fold_k train images within a seeded subset of at most {n} development images; threshold: "
+                         f"{pass_rate:.0%} of (at most {n} of) fold_k's val images pass",
+            "ensemble": "features of all folds concatenated in fold order (the exported ensemble's `features` "
+                        "output); score = mean of distance/threshold over folds, OOD above 1.0"}
+
+
+def fit_fold_detectors(features: np.ndarray, labels: np.ndarray, fit_rows: list[list[int]],
+                       threshold_rows: list[list[int]], pass_rate: float) -> list[MahalanobisDetector]:
+    """One detector per fold model: fitted on its training rows, thresholded on its validation rows.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, k·D)
+        Every fold model's features of the same N images, concatenated in fold order (the
+        exported ensemble's ``features`` output); with one fold, ``(N, D)``.
+    labels : ndarray of shape (N,)
+        Class index per image (the class-conditional means).
+    fit_rows, threshold_rows : list of k lists of row indices
+        Fold ``j``'s training images (never its validation images) and validation images.
+    pass_rate : float
+        Fraction of each fold's validation images that pass its gate.
+    """
+    k = len(fit_rows)
+    f = np.asarray(features, np.float64)
+    if k == 0 or len(threshold_rows) != k or f.ndim != 2 or f.shape[1] % k:
+        raise DataError(f"features {f.shape} cannot be split into {k} fold members with {len(threshold_rows)} "
+                        "validation sets")
+    d, y = f.shape[1] // k, np.asarray(labels).astype(int)
+    out = []
+    for j in range(k):
+        member = f[:, j * d:(j + 1) * d]
+        det = fit_mahalanobis(member[fit_rows[j]], y[fit_rows[j]])
+        thr = threshold_at_pass_rate(det.score(member[threshold_rows[j]]), pass_rate)
+        out.append(MahalanobisDetector(det.means, det.precision, thr))
+    return out
+
+
 def save_detectors(folder: Path, detectors: list[MahalanobisDetector], meta: dict) -> Path:
     """Write ``ood.safetensors`` and ``ood.json`` into ``folder``; returns the json path."""
     from safetensors.numpy import save_file
@@ -135,31 +203,34 @@ def save_detectors(folder: Path, detectors: list[MahalanobisDetector], meta: dic
     return path
 
 
-def load_ood_detector(run: str | Path, fold: int | None = None) -> MahalanobisDetector | EnsembleDetector:
-    """Load the OOD gate written by the trust audit (``run/trust/ood.safetensors`` + ``ood.json``).
+def load_detectors(folder: str | Path, fold: int | None = None, *,
+                   written_by: str = "medlens audit RUN") -> MahalanobisDetector | EnsembleDetector:
+    """Load the gate saved in ``folder`` (``run/trust`` by the audit, ``run/export`` by the export).
 
     Parameters
     ----------
-    run : path
-        The run directory.
+    folder : path
+        Holds ``ood.safetensors`` and ``ood.json``.
     fold : int, optional
-        A fold model's own detector (features ``(N, D)`` of ``fold_k/model.safetensors``);
-        None gives the :class:`EnsembleDetector` over all folds (features concatenated in
-        fold order, ``(N, k·D)``, as the exported ensemble's ``features`` output).
+        One member's detector (features ``(N, D)`` of that fold model); None gives the
+        :class:`EnsembleDetector` over all members (features concatenated in fold order,
+        ``(N, k·D)``, as the exported ensemble's ``features`` output).
+    written_by : str
+        The command that writes ``folder``, named in the error when it is missing.
 
     Returns
     -------
     MahalanobisDetector or EnsembleDetector
-        With ``.score(features)`` and ``.is_ood(features)``. Features are
+        With ``.score(features)``, ``.is_ood(features)`` and ``.threshold``. Features are
         ``model.forward_head(model.forward_features(x), pre_logits=True)`` for ``x`` the
         image prepared and normalised as in training (``ood.json`` records how).
     """
     from safetensors.numpy import load_file
 
-    folder = Path(run) / "trust"
+    folder = Path(folder)
     meta_path = folder / OOD_META
     if not meta_path.is_file() or not (folder / OOD_WEIGHTS).is_file():
-        raise StageInputMissing(f"{meta_path} not found; run `medlens audit {run}` first")
+        raise StageInputMissing(f"{meta_path} not found; run `{written_by}` first")
     meta = json.loads(meta_path.read_text())
     tensors = load_file(str(folder / OOD_WEIGHTS))
     dets = tuple(MahalanobisDetector(tensors[f"fold_{k}.means"], tensors[f"fold_{k}.precision"], meta["thresholds"][k])
