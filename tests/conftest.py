@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny finished study run, and the location of ../shared."""
+"""Shared fixtures: the tiny finished study runs (plain, and with the preprocessing contract on), and ../shared."""
 
 from __future__ import annotations
 
@@ -36,3 +36,14 @@ def tiny_run(tmp_path_factory) -> Path:
     from medlens.pipeline import run_study
 
     return run_study(make_tiny_config(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory) -> Path:
+    """The tiny study trained and exported by `medlens run`, with the field-of-view crop and CLAHE switched on.
+
+    Shared by the export and serve tests (read-only: copy it before changing anything).
+    """
+    from helpers.study import PREPROCESSED, trained_run
+
+    return trained_run(tmp_path_factory.mktemp("preprocessed_run"), **PREPROCESSED)

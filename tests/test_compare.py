@@ -1,4 +1,4 @@
-"""`medlens compare` on two real trained runs; runs with different test sets are refused with exit 2."""
+"""`medlens compare` on two real trained and evaluated runs; runs with different test sets are refused with exit 2."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from helpers.study import trained_run
+from helpers.study import evaluated_run
 
 
 def _compare(a, b, *extra) -> subprocess.CompletedProcess:
@@ -16,7 +16,7 @@ def _compare(a, b, *extra) -> subprocess.CompletedProcess:
 
 def test_compare_two_real_runs_and_refuse_other_test_sets(tiny_run, tmp_path):
     # same data and split seed, another network (different initialisation and no dropout): same test images
-    other = trained_run(tmp_path, name="tiny_b", model={"drop_rate": 0.0}, train={"lr": 0.001})
+    other = evaluated_run(tmp_path, name="tiny_b", model={"drop_rate": 0.0}, train={"lr": 0.001})
     res = _compare(tiny_run, other, "--out", str(tmp_path / "cmp.json"))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "DeLong" in res.stdout
@@ -25,7 +25,7 @@ def test_compare_two_real_runs_and_refuse_other_test_sets(tiny_run, tmp_path):
         assert abs(cmp[key] - json.loads((run / "metrics.json").read_text())["test"]["auc"]["value"]) < 1e-9
     assert 0 <= cmp["p"] <= 1 and cmp["n_images"] == json.loads((tiny_run / "metrics.json").read_text())["test"]["n_images"]
 
-    moved = trained_run(tmp_path, name="tiny_c", seed=1)  # another split seed: another test set
+    moved = evaluated_run(tmp_path, name="tiny_c", seed=1)  # another split seed: another test set
     res = _compare(tiny_run, moved)
     assert res.returncode == 2
     assert "different test sets" in res.stderr + res.stdout and "Traceback" not in res.stderr

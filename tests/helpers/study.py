@@ -26,3 +26,20 @@ def trained_run(root: Path, **overrides) -> Path:
     from medlens.pipeline import run_study
 
     return run_study(make_tiny_config(root, **overrides))
+
+
+def evaluated_run(root: Path, **overrides) -> Path:
+    """Train and evaluate the tiny study, nothing after (``predictions.parquet``, ``metrics.json``).
+
+    What ``medlens compare`` reads, without the explain, trust, export and report stages.
+    """
+    from medlens.evaluate.study import evaluate_run
+    from medlens.pipeline import prepare_study
+    from medlens.train.fold import train_fold
+
+    cfg = make_tiny_config(root, **overrides)
+    manifest, splits = prepare_study(cfg)
+    for k in range(len(splits["folds"])):
+        train_fold(cfg, manifest, splits, k)
+    evaluate_run(cfg.out, cfg)
+    return cfg.out
