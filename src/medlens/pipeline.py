@@ -248,7 +248,8 @@ def run_study(cfg: StudyConfig) -> Path:
               [run / "explain" / "summary.json"], lambda: explain_stage(run, cfg))
     run_stage(run, "trust", {**evaluated, "trust": cfg_key["trust"], "seed": cfg.seed},
               [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))
-    run_stage(run, "export", {**evaluated, "trust": file_digest(run / "trust" / "ood.safetensors"),
+    gate = {"fit_images": cfg.trust.ood_fit_images, "pass_rate": cfg.trust.ood_pass_rate, "seed": cfg.seed}
+    run_stage(run, "export", {**evaluated, "ood_gate": gate,
                               "qc": file_digest(run / "qc_thresholds.json")},
               [run / "export" / "model.onnx", run / "export" / "export.json", run / "export" / "model_repository"],
               lambda: export_stage(run, cfg))

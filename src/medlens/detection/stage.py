@@ -295,7 +295,9 @@ def det_stages(cfg: StudyConfig) -> Path:
     finally:
         torch.set_num_threads(threads)
     run_stage(run, "det_export", {"metrics": file_digest(run / "det" / "metrics.json"),
-                                  "qc": file_digest(run / "qc_thresholds.json")},
+                                  "qc": file_digest(run / "qc_thresholds.json"),
+                                  "ood_gate": {"fit_images": cfg.trust.ood_fit_images,
+                                               "pass_rate": cfg.trust.ood_pass_rate}},
               [run / "det" / "export" / "export.json"], lambda: export_detector(run, cfg))
     run_stage(run, "det_report", {"metrics": file_digest(run / "det" / "metrics.json"),
                                   "export": file_digest(run / "det" / "export" / "export.json")},
