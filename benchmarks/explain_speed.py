@@ -15,8 +15,8 @@ import time
 import timm
 import torch
 
-from medlens.explain.cams import explain_images
-from medlens.explain.layers import resolve_target
+from medlens.inference.cam import explain_images
+from medlens.inference.layers import resolve_target
 from medlens.train.loop import predict_proba
 
 

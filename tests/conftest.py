@@ -47,3 +47,12 @@ def exported_run(tmp_path_factory) -> Path:
     from helpers.study import PREPROCESSED, trained_run
 
     return trained_run(tmp_path_factory.mktemp("preprocessed_run"), **PREPROCESSED)
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    """Eight phantom-like uint8 images 3×64×64 (random, seeded), for the CAM and explain tests."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (8, 3, 64, 64), generator=g, dtype=torch.uint8)

@@ -93,9 +93,3 @@ def shortcut_run(tmp_path_factory) -> Path:
     """A phantom run where a corner marker on 90% of positives gives the model a shortcut."""
     return build_run(tmp_path_factory.mktemp("explain"), "shortcut", shortcut=True, n_patients=100, epochs=3)
 
-
-@pytest.fixture(scope="session")
-def tiny_images() -> torch.Tensor:
-    """Eight phantom-like uint8 images 3×64×64 (random, seeded)."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (8, 3, 64, 64), generator=g, dtype=torch.uint8)

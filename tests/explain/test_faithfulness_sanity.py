@@ -9,7 +9,7 @@ import torch
 
 from medlens.errors import DataError
 from medlens.explain.faithfulness import curve_auc, deletion_insertion_curves
-from medlens.explain.layers import resolve_target
+from medlens.inference.layers import resolve_target
 from medlens.explain.sanity import cascade_blocks, cascading_randomisation, sanity_verdict, ssim_score
 
 

@@ -63,3 +63,29 @@ def test_explain_and_trust_probabilities_equal_evaluated(exported_run):
     both = unc.merge(pred, on=["sample_id", "part"], suffixes=("_trust", ""))
     assert len(both) == len(pred)  # every evaluated row, validation (out-of-fold) rows included
     np.testing.assert_allclose(both["p1_trust"], both["p1"], atol=1e-4)
+
+
+def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
+    """The overlay's map (fold, layer, method, class of the explain section) equals ``explain/maps.npz``."""
+    from medlens.data.manifest import load_image
+    from medlens.data.preprocess import Preprocess
+    from medlens.serve.engine import preprocess
+    from medlens.serve.gradcam import GradCamOverlay
+
+    info = json.loads((exported_run / "export" / "export.json").read_text())
+    contract = Preprocess.from_dict(info["preprocess"])
+    manifest = pd.read_parquet(exported_run / "manifest.parquet").set_index("sample_id")
+    scored = np.load(exported_run / "explain" / "maps.npz")
+    overlay = GradCamOverlay(exported_run, info["class_names"])
+    pairs = list(zip(scored["sample_id"], scored["maps"]))[:6]
+    assert sum(m.astype(np.float32).std() > 0.01 for _, m in pairs) >= 3  # real maps, not constants
+    for sid, expected in pairs:  # from the raw file, through the service's own preprocessing
+        got = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract))
+        np.testing.assert_allclose(got, expected.astype(np.float32), atol=2e-3)  # maps.npz is float16
+    summary = json.loads((exported_run / "explain" / "summary.json").read_text())
+    flags = pd.read_parquet(exported_run / "trust" / "uncertainty.parquet").set_index("sample_id")["ood_flag"]
+    sid = next(s for s, _ in pairs if not flags[s])
+    r = client.post("/v1/predict?cam=true",
+                    files={"file": ("x.png", Path(manifest.loc[sid, "image"]).read_bytes(), "image/png")})
+    said = r.json()["gradcam"]
+    assert (said["layer"], said["method"]) == (summary["layer"], summary["method"])

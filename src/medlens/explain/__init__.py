@@ -1,7 +1,7 @@
 """Explainability that can be checked: CAM maps, agreement with the expert, faithfulness, sanity.
 
-- :mod:`~medlens.explain.layers` — automatic target layer for CNNs and ViTs (override by name);
-- :mod:`~medlens.explain.cams` — Grad-CAM family over pytorch-grad-cam, in batches;
+- the maps themselves come from the inference core (:mod:`medlens.inference.cam`, target layer in
+  :mod:`medlens.inference.layers`), which the service uses too;
 - :mod:`~medlens.explain.agreement` — pointing game, energy pointing, IoU/Dice, rank
   correlation against the expert ROI, random-map baseline, CIs, paired Wilcoxon test;
 - :mod:`~medlens.explain.faithfulness` — deletion / insertion curves, ROAD;

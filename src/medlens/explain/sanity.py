@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from medlens.explain.agreement import rank_correlation_score
-from medlens.explain.cams import explain_images
-from medlens.explain.layers import CamTarget
+from medlens.inference.cam import explain_images
+from medlens.inference.layers import CamTarget
 
 
 def ssim_score(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0) -> float:

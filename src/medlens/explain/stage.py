@@ -29,9 +29,8 @@ from medlens.data.preprocess import Preprocess
 from medlens.data.manifest import load_image, load_manifest, load_mask
 from medlens.errors import DataError, StageInputMissing
 from medlens.explain import agreement as agr
-from medlens.explain.cams import explain_images
+from medlens.inference.cam import explain_images, explained_member
 from medlens.explain.faithfulness import curve_auc, deletion_insertion_curves, road_scores
-from medlens.explain.layers import resolve_target
 from medlens.explain.sanity import cascading_randomisation
 from medlens.inference import load_ensemble, operating_threshold
 
@@ -130,12 +129,9 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     ex = cfg.explain
     rows = _rows(run, cfg)
     pre = Preprocess.from_config(trained)
-    size, chans = pre.size, pre.in_chans
+    size = pre.size
+    model, target = explained_member(run, trained.model_copy(update={"explain": ex}))
     ensemble = load_ensemble(run, trained)
-    if ex.fold not in ensemble.folds:
-        raise DataError(f"explain.fold: fold {ex.fold} is not trained in {run} (folds {ensemble.folds})")
-    model = ensemble.members[ensemble.folds.index(ex.fold)]
-    target = resolve_target(model, size=size, in_chans=chans, layer=ex.target_layer, min_grid=ex.min_grid)
     log.info("explain: %s on layer %s (%dx%d) of fold %d", ex.method, target.name, *target.grid, ex.fold)
     x = pre.load(rows["image"].tolist())
     tc = ex.target_class

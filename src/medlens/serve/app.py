@@ -268,7 +268,7 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
                      limiter=RateLimiter(settings.rate_per_s, settings.burst), audit=audit, max_body=settings.max_body_bytes)
     engine = Engine(run, threads=settings.threads)
     batcher = MicroBatcher(engine, max_batch=settings.max_batch, inline=settings.inline_inference)
-    cam = GradCamOverlay(run, engine.info["folds"], len(engine.class_names))
+    overlay = GradCamOverlay(run, engine.class_names)
     audit = AuditLog(audit_path or Path(run) / "export" / "audit.jsonl")
 
     @asynccontextmanager
@@ -299,13 +299,10 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
         else:
             body["decision"] = "accepted"
             if cam:
-                target = engine.class_names.index(out["label"])
-                body["gradcam_png_base64"] = await asyncio.to_thread(cam_overlay, x, target)
+                body["gradcam_png_base64"] = await asyncio.to_thread(overlay, x)
+                body["gradcam"] = overlay.describe()
         audit["output"] = {"label": body["label"], "probabilities": body["probabilities"]}
         return JSONResponse(body)  # plain Python values already: skips FastAPI's recursive encoder
-
-    def cam_overlay(x: np.ndarray, target: int) -> str:
-        return cam(x, target)
 
     @app.get("/v2/models/{name}")
     async def v2_metadata(name: str) -> dict:

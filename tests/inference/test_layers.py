@@ -8,8 +8,8 @@ import timm
 import torch
 
 from medlens.errors import ConfigError
-from medlens.explain.cams import explain_images
-from medlens.explain.layers import resolve_target
+from medlens.inference.cam import explain_images
+from medlens.inference.layers import resolve_target
 
 
 @pytest.mark.parametrize(("name", "size", "layer", "grid"), [

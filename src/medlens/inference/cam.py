@@ -1,4 +1,9 @@
-"""CAM heat maps in batches, over pytorch-grad-cam, with a fixed output contract.
+"""THE CAM: heat maps in batches, over pytorch-grad-cam, with a fixed output contract.
+
+The explain stage scores these maps against the expert's region and the service overlays
+them (``POST /v1/predict?cam=true``): both take the model and layer from
+:func:`explained_member` and the method and class from the run's ``explain`` section, so
+the map a clinician is shown is the map the report scored.
 
 :func:`explain_images` turns a uint8 image tensor ``N×C×S×S`` into float32 maps
 ``N×S×S`` in [0, 1] (one per image, min-max scaled as pytorch-grad-cam does). Hooks live
@@ -13,6 +18,7 @@ averaged after each is scaled to [0, 1].
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +27,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from rich.progress import Progress
 
 from medlens.data.arrays import normalise
-from medlens.errors import ConfigError, MedlensError, did_you_mean
-from medlens.explain.layers import CamTarget
+from medlens.config import StudyConfig
+from medlens.errors import ConfigError, DataError, MedlensError, did_you_mean
+from medlens.inference.core import fold_count, load_fold_model
+from medlens.inference.layers import CamTarget, resolve_target
 
 METHODS = {
     "gradcam": GradCAM,
@@ -123,7 +131,7 @@ def explain_images(
     images : uint8 tensor of shape (N, C, S, S)
         As from :func:`medlens.data.arrays.load_tensor`.
     targets : CamTarget or sequence of CamTarget
-        From :func:`medlens.explain.layers.resolve_target`.
+        From :func:`medlens.inference.layers.resolve_target`.
     method : str, default="gradcam"
         One of :data:`METHODS`.
     target_class : int or None, default=1
@@ -149,3 +157,27 @@ def explain_images(
     if task is not None:
         progress.remove_task(task)
     return out
+
+
+def explained_member(run: Path, cfg: StudyConfig) -> tuple[torch.nn.Module, CamTarget]:
+    """The fold model and target layer whose maps the run explains (the explain stage and the service alike).
+
+    Parameters
+    ----------
+    run : path
+        A trained run directory.
+    cfg : StudyConfig
+        The config that trained the run (``run/config.yaml``): the network, the training
+        size and ``explain.fold`` / ``explain.target_layer`` / ``explain.min_grid``.
+
+    Raises
+    ------
+    DataError
+        ``explain.fold`` is not a trained fold of the run.
+    """
+    ex, n = cfg.explain, fold_count(run)
+    if not 0 <= ex.fold < n:
+        raise DataError(f"explain.fold: fold {ex.fold} is not trained in {run} (folds 0-{n - 1})")
+    model = load_fold_model(run, cfg, ex.fold)
+    return model, resolve_target(model, size=cfg.train.image_size, in_chans=cfg.model.in_chans, layer=ex.target_layer,
+                                 min_grid=ex.min_grid)

@@ -8,8 +8,8 @@ import timm
 import torch
 
 from medlens.errors import ConfigError, MedlensError
-from medlens.explain.cams import METHODS, CamExplainer, explain_images
-from medlens.explain.layers import resolve_target
+from medlens.inference.cam import METHODS, CamExplainer, explain_images
+from medlens.inference.layers import resolve_target
 
 
 @pytest.fixture(scope="module")
