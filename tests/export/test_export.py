@@ -65,6 +65,8 @@ def test_export_run_outputs(exported):
     assert info["parity"]["passed"] and info["parity"]["max_abs_diff"] <= 1e-4
     assert info["parity"]["max_abs_diff_vs_predictions"] <= 1e-4  # from the raw files to predictions.parquet
     assert info["folds"] == [0, 1] and info["opset"] == OPSET == 17
+    assert set(info["ood"]["flagged"]) == {"test", "external"}  # what the served gate refuses, per held-out part
+    assert all(0 <= v <= 1 for v in info["ood"]["flagged"].values())
     meta = read_metadata(out / "model.onnx")
     assert json.loads(meta["class_names"]) == info["class_names"]
     assert json.loads(meta["normalisation"]) == {"mean": 0.5, "std": 0.25, "in_graph": True}
@@ -164,3 +166,17 @@ def test_ship_quantized(exported, tmp_path):
     assert np.array_equal(served, int8) and not np.array_equal(served, fp32)
     # fitted on the int8 graph's features
     assert q_info["ood"]["member_thresholds"] != info["ood"]["member_thresholds"]
+
+
+def test_deployment_summary_warns_when_the_gate_refuses_the_external_site(exported, tmp_path):
+    from medlens.export.stage import EXTERNAL_REFUSAL_WARNING, report_section
+
+    run, info = exported
+    for refused, warned in ((EXTERNAL_REFUSAL_WARNING, True), (EXTERNAL_REFUSAL_WARNING - 0.01, False)):
+        (tmp_path / "export").mkdir(exist_ok=True)
+        changed = {**info, "ood": {**info["ood"], "flagged": {"test": 0.05, "external": refused}}}
+        (tmp_path / "export" / "export.json").write_text(json.dumps(changed))
+        summary = report_section(tmp_path)["summary"]
+        assert ("Before deploying at another site" in summary) is warned
+        if warned:
+            assert f"refuses {refused:.0%} of the external site's images" in summary

@@ -165,7 +165,9 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
             sess = q_sess
     shipped = out / quantization["path"] if ship_quantized else onnx_path
     ood_info = ox.fit_served_gate(sess, tensor, by_id["label"], splits, folds, n=cfg.trust.ood_fit_images,
-                                  pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out, test=test_x)
+                                  pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out,
+                                  held_out={"test": test_x, "external": tensor(list(splits["external"]))
+                                            if splits["external"] else None})
     info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
         "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,

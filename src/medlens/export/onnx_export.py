@@ -109,7 +109,7 @@ def onnx_features(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 
 
 def fit_served_gate(sess, load: Callable[[list[str]], torch.Tensor], labels, splits: dict, folds: list[int], *,
                     n: int, pass_rate: float, seed: int, out: Path,
-                    test: torch.Tensor | None = None) -> dict:
+                    held_out: dict[str, torch.Tensor] | None = None) -> dict:
     """The OOD gate of an exported graph, fitted on its own ``features`` output, in ``out/ood.*``.
 
     The same detector and the same images as the trust audit
@@ -132,8 +132,9 @@ def fit_served_gate(sess, load: Callable[[list[str]], torch.Tensor], labels, spl
         ``trust.ood_fit_images``, ``trust.ood_pass_rate`` and the study seed.
     out : path
         The export folder.
-    test : uint8 tensor, optional
-        Test images: the fraction the gate flags is recorded.
+    held_out : dict of str to uint8 tensor, optional
+        Held-out images by part (``test``, ``external``): the fraction the gate refuses is
+        recorded per part (``flagged``).
 
     Returns
     -------
@@ -152,8 +153,8 @@ def fit_served_gate(sess, load: Callable[[list[str]], torch.Tensor], labels, spl
     info = {**meta, "threshold": ens.threshold, "member_thresholds": [d.threshold for d in dets],
             "n_fit": [len(fit) for fit, _ in gate], "n_threshold": [len(thr) for _, thr in gate],
             "n_features": int(dets[0].means.shape[1] * len(dets))}
-    if test is not None and len(test):
-        info["test_flagged_fraction"] = float(ens.is_ood(onnx_features(sess, test)).mean())
+    info["flagged"] = {part: float(ens.is_ood(onnx_features(sess, x)).mean())
+                       for part, x in (held_out or {}).items() if x is not None and len(x)}
     return info
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from medlens.config import StudyConfig
 
+EXTERNAL_REFUSAL_WARNING = 0.5
+"""The deployment summary warns when the served OOD gate refuses at least this share of external-site images."""
+
 
 def export_stage(run: Path, cfg: StudyConfig) -> dict:
     """Export the k-fold ensemble of a finished run to ``run/export/`` (see :func:`medlens.export.export_run`).
@@ -41,8 +44,8 @@ def report_section(run: Path) -> dict | None:
              "value": ", ".join(f"{k} {v}" for k, v in info.get("preprocess", {}).items() if k != "steps")},
             {"item": "model size", "value": f"{info['onnx_size_bytes'] / 2**20:.1f} MiB" if "onnx_size_bytes" in info else "–"},
             {"item": "OOD gate (fitted on the shipped graph's features, as the trust audit's)",
-             "value": f"Mahalanobis, {info['ood']['pass_rate']:.0%} of each fold's validation images pass; "
-                      f"{info['ood'].get('test_flagged_fraction', float('nan')):.1%} of test images flagged"},
+             "value": f"Mahalanobis, {info['ood']['pass_rate']:.0%} of each fold's validation images pass; refuses "
+                      + ", ".join(f"{v:.1%} of {k} images" for k, v in info['ood'].get('flagged', {}).items())},
             {"item": "Triton", "value": f"export/model_repository/{info['triton_name']} (GPU) and _cpu, holding "
                                         f"{info.get('shipped', 'model.onnx')}"}]
     lat = info.get("latency_batch1")
@@ -57,4 +60,9 @@ def report_section(run: Path) -> dict | None:
                f"evaluated predictions by at most {p.get('max_abs_diff_vs_predictions', float('nan')):.1e}, so the deployed "
                f"model gives the answers this report evaluates. A Triton model repository and `medlens serve` (with authentication, an audit log, "
                f"and image-quality and out-of-distribution gates that refuse unsuitable images) are ready for IT.")
+    ext = info["ood"].get("flagged", {}).get("external")
+    if ext is not None and ext >= EXTERNAL_REFUSAL_WARNING:
+        summary += (f" Before deploying at another site: the out-of-distribution gate refuses {ext:.0%} of the "
+                    f"external site's images, so at a site like it the service would refuse about {ext:.0%} of requests. Validate "
+                    "(and, if the model holds there, refit the gate) on that site's images first.")
     return {"title": "Deployment", "summary": summary, "tables": {"export": rows}, "figures": {}}
