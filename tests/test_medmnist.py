@@ -135,7 +135,7 @@ def test_quick_path_end_to_end(tmp_path_factory, shared_path, capsys):
     assert rows[0]["method"].startswith("this study") and any(r["method"] == "ResNet-18 (28)" for r in rows)
     # a multi-class report shows its calibration, and no agreement figures where MedMNIST has no expert box
     html = (run / "report.html").read_text()
-    assert "Calibration (test)" in html and "class intercepts" in html
+    assert "Calibration (test)" in html and "class intercepts" in html and 'alt="reliability diagram"' in html
     assert "confidence of the predicted class" in html and "temperature scaling with class intercepts" in html
     assert "nan%" not in html and "was not measured" in html
     assert "whose two most likely classes are closest" in html and "nearest the operating threshold" not in html

@@ -125,19 +125,25 @@ def plot_pr(y_true, y_score, *, label: str = "model") -> Figure:
     return fig
 
 
-def plot_reliability(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform") -> Figure:
-    """Reliability diagram with a histogram of predicted probabilities below it."""
+def plot_reliability(y_true, y_prob, *, n_bins: int = 10, strategy: str = "uniform",
+                     xlabel: str = "Predicted probability", ylabel: str = "Observed frequency") -> Figure:
+    """Reliability diagram with a histogram of predicted probabilities below it.
+
+    ``y_true``/``y_prob`` as :func:`medlens.evaluate.calibration.reliability_curve`: 0/1 and
+    ``(N,)``, or class indices and ``(N, K)`` for the top-label diagram (the predicted class's
+    probability against accuracy), with axis labels to match.
+    """
     curve = reliability_curve(y_true, y_prob, n_bins=n_bins, strategy=strategy)
     fig = Figure(figsize=(4.5, 5.5))
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="perfect calibration")
     ax.plot(curve.mean_predicted, curve.fraction_positive, "o-", label="model")
-    ax.set(ylabel="Observed frequency", ylim=(0, 1), title="Reliability diagram")
+    ax.set(ylabel=ylabel, ylim=(0, 1), title="Reliability diagram")
     ax.legend(loc="upper left", fontsize=7)
     edges = curve.bin_edges
     centres = curve.mean_predicted
     hist.bar(centres, curve.counts, width=np.min(np.diff(edges)) * 0.9 if edges.size > 1 else 0.05)
-    hist.set(xlabel="Predicted probability", ylabel="Count", xlim=(0, 1))
+    hist.set(xlabel=xlabel, ylabel="Count", xlim=(0, 1))
     return fig
 
 

@@ -151,6 +151,9 @@ def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, s
         else:
             figs[f"cm_{part}"] = figure_uri(plots.plot_confusion_matrix(y, proba.argmax(1),
                                                                         class_names=[str(k) for k in range(len(pcols))]))
+            if part == "test":  # top-label: the bins of the test ECE (15, equal width)
+                figs["calibration_test"] = figure_uri(plots.plot_reliability(
+                    y, proba, n_bins=15, xlabel="Probability of the predicted class", ylabel="Accuracy"))
     return figs
 
 
