@@ -55,3 +55,41 @@ def test_typed_errors(model_and_target, tiny_images):
     with pytest.raises(MedlensError, match="uint8"):
         with CamExplainer(model, target) as cam:
             cam(tiny_images.float())
+
+
+def test_explained_classes_follow_explain_target_class(tiny_images):
+    from medlens.inference.cam import explained_classes
+
+    class Brightest(torch.nn.Module):  # 5 classes: the brightest channel of the image (0-2); 3 and 4 never win
+        def forward(self, x):
+            m = x.mean((2, 3))
+            return torch.cat([m, torch.full((len(x), 2), -10.0)], 1)
+
+    x = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)
+    for j, c in enumerate([0, 1, 2, 2, 1, 0]):
+        x[j, c] = 200
+    predicted = np.array([0, 1, 2, 2, 1, 0])
+    assert (explained_classes("auto", Brightest(), x) == predicted).all()  # multi-class: the predicted class
+    assert (explained_classes(None, Brightest(), x) == predicted).all()
+    assert (explained_classes(3, Brightest(), x) == 3).all()
+    two = timm.create_model("test_resnet", num_classes=2).eval()
+    assert (explained_classes("auto", two, tiny_images) == 1).all()  # binary: the positive class
+
+
+def test_per_image_classes_equal_one_class_at_a_time(tiny_images):
+    """A map per image for its own class equals the map of that class computed alone; so do the faithfulness curves."""
+    from medlens.explain.faithfulness import deletion_insertion_curves
+
+    torch.manual_seed(2)
+    five = timm.create_model("test_resnet", num_classes=5).eval()
+    target = resolve_target(five, size=64)
+    classes = np.array([0, 4, 2, 2])
+    x = tiny_images[:4]
+    together = explain_images(five, x, target, target_class=classes, batch_size=3)
+    d, i = deletion_insertion_curves(five, x, together, target_class=classes, steps=4)
+    for j, c in enumerate(classes):
+        alone = explain_images(five, x[j:j + 1], target, target_class=int(c))
+        np.testing.assert_allclose(together[j], alone[0], atol=1e-5)
+        dj, ij = deletion_insertion_curves(five, x[j:j + 1], together[j:j + 1], target_class=int(c), steps=4)
+        np.testing.assert_allclose(d[j], dj[0], atol=1e-6)
+        np.testing.assert_allclose(i[j], ij[0], atol=1e-6)

@@ -80,7 +80,8 @@ def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
     pairs = list(zip(scored["sample_id"], scored["maps"]))[:6]
     assert sum(m.astype(np.float32).std() > 0.01 for _, m in pairs) >= 3  # real maps, not constants
     for sid, expected in pairs:  # from the raw file, through the service's own preprocessing
-        got = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract))
+        got, cls = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract))
+        assert cls == 1  # binary study, explain.target_class auto: the positive class
         np.testing.assert_allclose(got, expected.astype(np.float32), atol=2e-3)  # maps.npz is float16
     summary = json.loads((exported_run / "explain" / "summary.json").read_text())
     flags = pd.read_parquet(exported_run / "trust" / "uncertainty.parquet").set_index("sample_id")["ood_flag"]
@@ -88,4 +89,4 @@ def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
     r = client.post("/v1/predict?cam=true",
                     files={"file": ("x.png", Path(manifest.loc[sid, "image"]).read_bytes(), "image/png")})
     said = r.json()["gradcam"]
-    assert (said["layer"], said["method"]) == (summary["layer"], summary["method"])
+    assert (said["layer"], said["method"], said["class"]) == (summary["layer"], summary["method"], info["class_names"][1])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +20,9 @@ class ExplainConfig(BaseModel):
     fold: int = Field(0, ge=0, description="Which fold's model is explained.")
     parts: list[Literal["val", "test", "external"]] = Field(["test"], description="Prediction parts to explain.")
     max_images: int = Field(256, ge=1, description="At most this many images (the first, in prediction order).")
-    target_class: int | None = Field(1, ge=0, description="Logit explained (1 = positive class); null: predicted class.")
+    target_class: Annotated[int, Field(ge=0)] | Literal["auto"] | None = Field(
+        "auto", description="Class explained: an index for every image; null: each image's predicted class; auto: the "
+                            "positive class (1) of a binary study, the predicted class of a multi-class one.")
     roi: Literal["box", "mask"] = Field("box", description="Expert region: the manifest's roi_* box or its lesion mask.")
     threshold: Literal["topk", "otsu"] = Field("topk", description="How a map is binarised for IoU/Dice.")
     top_percent: float = Field(15.0, gt=0, le=100)

@@ -26,9 +26,11 @@ from medlens.data.arrays import MEAN, STD
 from medlens.errors import DataError
 
 
-def _probs(model: torch.nn.Module, x01: torch.Tensor, target_class: int) -> np.ndarray:
+def _probs(model: torch.nn.Module, x01: torch.Tensor, classes: np.ndarray) -> np.ndarray:
+    """Softmax probability of each image's class ``classes`` ``(B,)``."""
     with torch.no_grad():
-        return F.softmax(model((x01 - MEAN) / STD), 1)[:, target_class].numpy().astype(np.float64)
+        p = F.softmax(model((x01 - MEAN) / STD), 1)
+    return p[torch.arange(len(p)), torch.from_numpy(classes)].numpy().astype(np.float64)
 
 
 def _blur(x01: torch.Tensor) -> torch.Tensor:
@@ -43,7 +45,7 @@ def deletion_insertion_curves(
     images: torch.Tensor,
     maps: np.ndarray,
     *,
-    target_class: int = 1,
+    target_class: int | np.ndarray = 1,
     steps: int = 16,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +57,8 @@ def deletion_insertion_curves(
     images : uint8 tensor of shape (N, C, S, S)
     maps : ndarray of shape (N, S, S)
         Heat maps; higher = more important.
-    target_class : int, default=1
+    target_class : int or ndarray of shape (N,), default=1
+        One class for all images, or each image's explained class.
     steps : int, default=16
         Number of increments; curves have ``steps + 1`` points at fractions 0, 1/steps, …, 1.
     batch_size : int, default=64
@@ -71,6 +74,7 @@ def deletion_insertion_curves(
         raise DataError(f"steps must be >= 1, got {steps}")
     model.eval()
     n, _, h, w = images.shape
+    classes = np.broadcast_to(np.asarray(target_class, dtype=np.int64), (n,))
     dele = np.empty((n, steps + 1))
     ins = np.empty((n, steps + 1))
     for i in range(0, n, batch_size):
@@ -82,8 +86,9 @@ def deletion_insertion_curves(
         rank = torch.from_numpy(rank.reshape(len(x), 1, h, w))
         for k in range(steps + 1):
             top = rank < round(k / steps * h * w)
-            dele[i:i + len(x), k] = _probs(model, torch.where(top, torch.zeros_like(x), x), target_class)
-            ins[i:i + len(x), k] = _probs(model, torch.where(top, x, blurred), target_class)
+            c = np.ascontiguousarray(classes[i:i + len(x)])
+            dele[i:i + len(x), k] = _probs(model, torch.where(top, torch.zeros_like(x), x), c)
+            ins[i:i + len(x), k] = _probs(model, torch.where(top, x, blurred), c)
     return dele, ins
 
 
@@ -99,7 +104,7 @@ def road_scores(
     images: torch.Tensor,
     maps: np.ndarray,
     *,
-    target_class: int = 1,
+    target_class: int | np.ndarray = 1,
     percentiles: tuple[int, ...] = (20, 40, 60, 80),
 ) -> np.ndarray:
     """ROAD combined score per image ((LeRF - MoRF) / 2 of the target-class probability; higher = more faithful).
@@ -112,6 +117,6 @@ def road_scores(
 
     model.eval()
     x = (images.float() / 255.0 - MEAN) / STD
-    targets = [ClassifierOutputSoftmaxTarget(int(target_class))] * len(x)
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in np.broadcast_to(np.asarray(target_class), (len(x),))]
     scores = ROADCombined(percentiles=list(percentiles))(x, np.asarray(maps, np.float32), targets, model)
     return np.asarray(scores, np.float64).reshape(len(x))

@@ -85,7 +85,7 @@ def cascading_randomisation(
     target: CamTarget | Sequence[CamTarget],
     *,
     method: str = "gradcam",
-    target_class: int = 1,
+    target_class: int | np.ndarray = 1,
     seed: int = 0,
     max_rank_correlation: float = 0.5,
     reference: np.ndarray | None = None,
@@ -101,7 +101,8 @@ def cascading_randomisation(
     target : CamTarget or sequence
         Target layer(s) of ``model``; the same layer names are used in the copy.
     method : str, default="gradcam"
-    target_class : int, default=1
+    target_class : int or ndarray of shape (N,), default=1
+        One class for all images, or each image's explained class.
     seed : int, default=0
     max_rank_correlation : float, default=0.5
         The method passes when the fully randomised maps correlate below this (median).

@@ -6,7 +6,7 @@ expert ROI), ``predictions.parquet`` (which images are in the test set), and
 
 - ``maps.npz`` — ``sample_id`` and ``maps`` (float16 ``N×S×S`` in [0, 1], at training size);
 - ``overlays/<sample_id>.png`` — heat map over the image with the expert box drawn;
-- ``agreement.parquet`` — one row per image: prediction, agreement scores of the model's
+- ``agreement.parquet`` — one row per image: prediction, the explained class, agreement scores of the model's
   map and of a random map, deletion/insertion AUC and ROAD where computed;
 - ``sanity.csv`` — the cascading randomisation steps;
 - ``summary.json`` — aggregated scores with 95 % CIs, the sanity verdict and the flags.
@@ -29,7 +29,7 @@ from medlens.data.preprocess import Preprocess
 from medlens.data.manifest import load_image, load_manifest, load_mask
 from medlens.errors import DataError, StageInputMissing
 from medlens.explain import agreement as agr
-from medlens.inference.cam import explain_images, explained_member
+from medlens.inference.cam import explain_images, explained_classes, explained_member
 from medlens.explain.faithfulness import curve_auc, deletion_insertion_curves, road_scores
 from medlens.explain.sanity import cascading_randomisation
 from medlens.inference import load_ensemble, operating_threshold
@@ -134,7 +134,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     ensemble = load_ensemble(run, trained)
     log.info("explain: %s on layer %s (%dx%d) of fold %d", ex.method, target.name, *target.grid, ex.fold)
     x = pre.load(rows["image"].tolist())
-    tc = ex.target_class
+    tc = explained_classes(ex.target_class, model, x)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as progress:
         maps = explain_images(model, x, target, method=ex.method, target_class=tc, batch_size=ex.batch_size,
@@ -146,9 +146,10 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     proba = np.empty((len(rows), member.shape[2]))
     for i, (sid, part) in enumerate(zip(rows["sample_id"], rows["part"])):
         proba[i] = member[i, ensemble.folds.index(val_fold[sid])] if part == "val" else member[i].mean(0)
-    score_col = tc if tc is not None else 1
+    score_col = ex.target_class if isinstance(ex.target_class, int) else 1  # binary: p1, as predictions.parquet
     table = rows[["sample_id", "patient_id", "part", "label"]].copy()
     table["score"] = proba[:, min(score_col, proba.shape[1] - 1)]
+    table["explained_class"] = tc
     rand = agr.random_maps(len(x), size, grid=target.grid, seed=cfg.seed)
     out = run / OUT
     (out / "overlays").mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     sanity = {}
     if ex.sanity_images:
         k = min(ex.sanity_images, len(x))
-        steps, sanity = cascading_randomisation(model, x[:k], target, method=ex.method, target_class=tc or 1,
+        steps, sanity = cascading_randomisation(model, x[:k], target, method=ex.method, target_class=tc[:k],
                                                 seed=cfg.seed, reference=maps[:k])
         steps.to_csv(out / "sanity.csv", index=False)
     summary = summarise(table, cfg, method=ex.method, layer=target.name, grid=target.grid, sanity=sanity,
@@ -196,13 +197,12 @@ def _faithfulness(model, x, maps, rand, ex, tc) -> pd.DataFrame:
     cols = {c: np.full(len(x), np.nan) for c in ("deletion_auc", "insertion_auc", "deletion_auc_random",
                                                  "insertion_auc_random", "road")}
     if n:
-        target_class = tc if tc is not None else 1
-        d, i = deletion_insertion_curves(model, x[:n], maps[:n], target_class=target_class)
-        dr, ir = deletion_insertion_curves(model, x[:n], rand[:n], target_class=target_class)
+        d, i = deletion_insertion_curves(model, x[:n], maps[:n], target_class=tc[:n])
+        dr, ir = deletion_insertion_curves(model, x[:n], rand[:n], target_class=tc[:n])
         cols["deletion_auc"][:n], cols["insertion_auc"][:n] = curve_auc(d), curve_auc(i)
         cols["deletion_auc_random"][:n], cols["insertion_auc_random"][:n] = curve_auc(dr), curve_auc(ir)
         if ex.road:
-            cols["road"][:n] = road_scores(model, x[:n], maps[:n], target_class=target_class)
+            cols["road"][:n] = road_scores(model, x[:n], maps[:n], target_class=tc[:n])
     return pd.DataFrame(cols)
 
 

@@ -93,15 +93,17 @@ class CamExplainer:
         """Remove the forward/backward hooks (idempotent)."""
         self._cam.activations_and_grads.release()
 
-    def __call__(self, images: torch.Tensor, *, target_class: int | None = 1) -> np.ndarray:
+    def __call__(self, images: torch.Tensor, *, target_class: int | np.ndarray | None = 1) -> np.ndarray:
         """Maps for one batch of uint8 images ``B×C×S×S``: float32 ``B×S×S`` in [0, 1].
 
-        ``target_class`` None explains each image's predicted class.
+        ``target_class``: one class for all, one per image ``(B,)``, or None for each
+        image's predicted class.
         """
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise MedlensError(f"explain: images must be a uint8 tensor B×C×H×W, got {images.dtype} {tuple(images.shape)}")
         x = normalise(images)
-        targets = None if target_class is None else [ClassifierOutputTarget(int(target_class))] * len(x)
+        targets = None if target_class is None else [
+            ClassifierOutputTarget(int(c)) for c in np.broadcast_to(np.asarray(target_class), (len(x),))]
         try:
             maps = self._cam(input_tensor=x, targets=targets)
         except IndexError as err:  # pytorch-grad-cam raises this for a class index the head lacks
@@ -118,7 +120,7 @@ def explain_images(
     targets: CamTarget | Sequence[CamTarget],
     *,
     method: str = "gradcam",
-    target_class: int | None = 1,
+    target_class: int | np.ndarray | None = 1,
     batch_size: int = 32,
     progress: Progress | None = None,
 ) -> np.ndarray:
@@ -134,8 +136,9 @@ def explain_images(
         From :func:`medlens.inference.layers.resolve_target`.
     method : str, default="gradcam"
         One of :data:`METHODS`.
-    target_class : int or None, default=1
-        The logit explained (1 = the positive class of a binary task); None = predicted.
+    target_class : int, ndarray of shape (N,) or None, default=1
+        The logit explained (1 = the positive class of a binary task), per image
+        (:func:`explained_classes`), or None for each image's predicted class.
     batch_size : int, default=32
     progress : rich Progress, optional
         Adds a task advancing per image.
@@ -151,7 +154,8 @@ def explain_images(
     task = progress.add_task(f"explain ({method})", total=len(images)) if progress is not None else None
     with CamExplainer(model, targets, method=method) as cam:
         for i in range(0, len(images), batch_size):
-            out[i:i + batch_size] = cam(images[i:i + batch_size], target_class=target_class)
+            tc = target_class[i:i + batch_size] if isinstance(target_class, np.ndarray) else target_class
+            out[i:i + batch_size] = cam(images[i:i + batch_size], target_class=tc)
             if task is not None:
                 progress.advance(task, len(images[i:i + batch_size]))
     if task is not None:
@@ -181,3 +185,28 @@ def explained_member(run: Path, cfg: StudyConfig) -> tuple[torch.nn.Module, CamT
     model = load_fold_model(run, cfg, ex.fold)
     return model, resolve_target(model, size=cfg.train.image_size, in_chans=cfg.model.in_chans, layer=ex.target_layer,
                                  min_grid=ex.min_grid)
+
+
+def explained_classes(target_class: int | str | None, model: torch.nn.Module, images: torch.Tensor, *,
+                      batch_size: int = 64) -> np.ndarray:
+    """The class each image's map explains, ``(N,)`` int: the one rule of the explain stage and the service.
+
+    Parameters
+    ----------
+    target_class : int, 'auto' or None
+        ``explain.target_class``: one class for every image; None, each image's class as
+        predicted by ``model`` (what pytorch-grad-cam explains without a target, made
+        explicit so that the faithfulness curves follow the same class); 'auto', class 1
+        for a two-output model and the predicted class otherwise.
+    model : torch.nn.Module
+        The explained model (:func:`explained_member`).
+    images : uint8 tensor of shape (N, C, S, S)
+    """
+    if isinstance(target_class, int):
+        return np.full(len(images), target_class, int)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(normalise(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    if target_class == "auto" and logits.shape[1] == 2:
+        return np.ones(len(images), int)
+    return logits.argmax(1).numpy().astype(int)

@@ -3,8 +3,9 @@
 ONNX Runtime gives no gradients, so the PyTorch weights of the run are loaded on the
 first request that asks for a heat map. The map is computed exactly as the explain stage
 computed the maps in the report: the same fold model and target layer
-(:func:`medlens.inference.cam.explained_member`), the same method and class
-(``explain.method``, ``explain.target_class`` of ``run/config.yaml``) and the same code
+(:func:`medlens.inference.cam.explained_member`), the same method and class rule
+(``explain.method``; ``explain.target_class`` of ``run/config.yaml`` through
+:func:`medlens.inference.cam.explained_classes`) and the same code
 (:func:`medlens.inference.cam.explain_images`).
 """
 
@@ -48,30 +49,30 @@ class GradCamOverlay:
                 self._member = explained_member(self.run, self.cfg)
             return self._member
 
-    def describe(self) -> dict:
-        """What the map explains: method, fold, class (None: the model's predicted class) and layer."""
-        ex = self.cfg.explain
-        target = None if ex.target_class is None else self.class_names[min(ex.target_class, len(self.class_names) - 1)]
-        return {"method": ex.method, "fold": ex.fold, "class": target, "layer": self._load()[1].name,
-                "as_in": "the report's explain section (explain/maps.npz)"}
-
-    def heatmap(self, x01: np.ndarray) -> np.ndarray:
-        """float32 ``S×S`` in [0, 1] for a preprocessed ``C×S×S`` image in [0, 1] (uint8 / 255)."""
-        from medlens.inference.cam import explain_images
+    def heatmap(self, x01: np.ndarray) -> tuple[np.ndarray, int]:
+        """The map (float32 ``S×S`` in [0, 1]) of a preprocessed ``C×S×S`` image in [0, 1] (uint8 / 255),
+        and the class it explains."""
+        from medlens.inference.cam import explain_images, explained_classes
 
         model, target = self._load()
         ex = self.cfg.explain
         x = torch.from_numpy(np.clip(np.rint(x01 * 255.0), 0, 255).astype(np.uint8)[None])
         with self._lock:  # the hooks of one model: one map at a time
-            return explain_images(model, x, target, method=ex.method, target_class=ex.target_class)[0]
+            cls = explained_classes(ex.target_class, model, x)
+            return explain_images(model, x, target, method=ex.method, target_class=cls)[0], int(cls[0])
 
-    def __call__(self, x01: np.ndarray) -> str:
-        """Base64 PNG: the image with the heat map blended in (JET colour map, 40 %)."""
-        heat = self.heatmap(x01)
+    def __call__(self, x01: np.ndarray) -> tuple[str, dict]:
+        """Base64 PNG of the image with the heat map blended in (JET colour map, 40 %), and what the map
+        explains: method, fold, layer and class."""
+        heat, cls = self.heatmap(x01)
         rgb = np.repeat(x01, 3, 0) if x01.shape[0] == 1 else x01[:3]
         rgb8 = (rgb.transpose(1, 2, 0) * 255).astype(np.uint8)
         colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         blend = (0.6 * rgb8 + 0.4 * colour).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(blend).save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode()
+        ex = self.cfg.explain
+        about = {"method": ex.method, "fold": ex.fold, "layer": self._load()[1].name,
+                 "class": self.class_names[cls] if cls < len(self.class_names) else str(cls),
+                 "as_in": "the report's explain section (explain/maps.npz)"}
+        return base64.b64encode(buf.getvalue()).decode(), about
