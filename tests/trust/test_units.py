@@ -102,3 +102,15 @@ def test_flag_when_uncertainty_misses_what_the_gate_stops():
     assert uncertainty_flags({"uncertainty_vs_gate": {**g, "flagged_mc_epistemic": 0.01}}) == []
     assert uncertainty_flags({"uncertainty_vs_gate": {**g, "flagged_n": 0, "flagged_mc_epistemic": float("nan")}}) == []
     assert uncertainty_flags({}) == []  # a summary written before this check
+
+
+def test_label_audit_caution_when_an_implausible_share_is_flagged():
+    from medlens.trust.report import LABEL_ISSUE_CAUTION, _label_caution
+
+    few = {"n_issues": 10, "n_checked": 374, "oof_accuracy": 0.93}
+    assert _label_caution(few) == ""  # make demo: 2.7% flagged, no caution
+    many = {"n_issues": 342, "n_checked": 921, "oof_accuracy": 0.515}  # a weak 3-epoch RetinaMNIST model
+    text = _label_caution(many)
+    assert "caution" in text and "37%" in text and "out-of-fold accuracy is 52%" in text
+    edge = {"n_issues": int(LABEL_ISSUE_CAUTION * 1000), "n_checked": 1000}
+    assert _label_caution(edge) == "" and _label_caution({**edge, "n_issues": edge["n_issues"] + 1}) != ""

@@ -74,7 +74,7 @@ def deletion_insertion_curves(
         raise DataError(f"steps must be >= 1, got {steps}")
     model.eval()
     n, _, h, w = images.shape
-    classes = np.broadcast_to(np.asarray(target_class, dtype=np.int64), (n,))
+    classes = np.array(np.broadcast_to(np.asarray(target_class, dtype=np.int64), (n,)))  # writable: torch.from_numpy
     dele = np.empty((n, steps + 1))
     ins = np.empty((n, steps + 1))
     for i in range(0, n, batch_size):
@@ -86,7 +86,7 @@ def deletion_insertion_curves(
         rank = torch.from_numpy(rank.reshape(len(x), 1, h, w))
         for k in range(steps + 1):
             top = rank < round(k / steps * h * w)
-            c = np.ascontiguousarray(classes[i:i + len(x)])
+            c = classes[i:i + len(x)]
             dele[i:i + len(x), k] = _probs(model, torch.where(top, torch.zeros_like(x), x), c)
             ins[i:i + len(x), k] = _probs(model, torch.where(top, x, blurred), c)
     return dele, ins

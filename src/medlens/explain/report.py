@@ -142,8 +142,8 @@ def report_section(run: str | Path) -> dict | None:
         steps = pd.read_csv(run / "explain" / "sanity.csv")
         figures["sanity"] = figure_uri(sanity_figure(steps, s["sanity"].get("max_rank_correlation", 0.5)))
         sanity_rows = steps.round(3).to_dict("records")
-    maps = (f"Heat maps ({s['method']}, layer {s['layer']}, {s['grid'][0]}×{s['grid'][1]} cells) of "
-            f"{s['n_images']} test images")
+    maps = (f"Heat maps ({s['method']}, layer {s['layer']}, {s['grid'][0]}×{s['grid'][1]} cells"
+            f"{', explaining ' + s['explained'] if 'explained' in s else ''}) of {s['n_images']} test images")
     if s["n_scored"]:
         e, er = s["agreement"]["energy"]["model"], s["agreement"]["energy"]["random"]
         verdict = ("points at the expert's region clearly more than a random map"

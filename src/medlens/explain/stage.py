@@ -181,6 +181,9 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
         steps.to_csv(out / "sanity.csv", index=False)
     summary = summarise(table, cfg, method=ex.method, layer=target.name, grid=target.grid, sanity=sanity,
                         threshold=operating_threshold(run) or 0.5)
+    summary["explained"] = (f"class {ex.target_class}" if isinstance(ex.target_class, int)
+                            else "class 1 (the positive class)" if ex.target_class == "auto" and member.shape[2] == 2
+                            else "each image's predicted class")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=float))
     return summary
 

@@ -29,6 +29,21 @@ def _risk_coverage_figure(rc: pd.DataFrame) -> Figure:
     return fig
 
 
+LABEL_ISSUE_CAUTION = 0.15
+"""Above this share of flagged development labels the report says the flags may be the model's own errors."""
+
+
+def _label_caution(li: dict) -> str:
+    """A caution when confident learning flags an implausible share of the labels (a weak model's disagreements)."""
+    share = li["n_issues"] / max(li["n_checked"], 1)
+    if share <= LABEL_ISSUE_CAUTION:
+        return ""
+    acc = f" (its out-of-fold accuracy is {li['oof_accuracy']:.0%})" if "oof_accuracy" in li else ""
+    return (f" Treat these flags with caution: {share:.0%} of the labels is more than label noise usually amounts to, "
+            f"and confident learning flags where the model disagrees with the label{acc}, so many flags may be the "
+            "model's errors rather than the annotator's. A stronger model makes the audit more specific.")
+
+
 def _ood_figure(unc: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(5.2, 3.0))
     ax = fig.subplots()
@@ -123,7 +138,8 @@ def report_section(run: Path) -> dict | None:
     li = s["label_issues"]
     text.insert(0, f"Confident learning on the out-of-fold predictions flags {li['n_issues']} of {li['n_checked']} "
                    f"development labels as probably wrong; class {li['worst_class']} is the least cleanly labelled. "
-                   f"relabel_queue.csv lists the {li['relabel_budget']} images most worth a second look.")
+                   f"relabel_queue.csv lists the {li['relabel_budget']} images most worth a second look."
+                   + _label_caution(li))
     pr = ood["pass_rate"]
     gate = (f"The out-of-distribution gate (Mahalanobis distance on the network's features, threshold set so "
             f"{pr.get('val', float('nan')):.0%} of validation images pass) lets {pr.get('test', float('nan')):.0%} of test images through")

@@ -221,7 +221,8 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     queue = issues.sort_values("relabel_priority", ascending=False, kind="stable").head(budget)
     queue.drop(columns="rank").to_csv(out / "relabel_queue.csv", index=False)
     summary["label_issues"] = {"n_checked": int(len(issues)), "n_issues": int(issues["is_label_issue"].sum()),
-                               "worst_class": str(cq["class"].iloc[0]), "relabel_budget": int(budget)}
+                               "worst_class": str(cq["class"].iloc[0]), "relabel_budget": int(budget),
+                               "oof_accuracy": float((proba.argmax(1) == y).mean())}
 
     # selective prediction: accuracy at the study's operating point on the cases the model keeps
     threshold = operating_threshold(run) if len(pcols) == 2 else None
