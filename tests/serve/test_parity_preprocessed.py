@@ -79,8 +79,10 @@ def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
     overlay = GradCamOverlay(exported_run, info["class_names"])
     pairs = list(zip(scored["sample_id"], scored["maps"]))[:6]
     assert sum(m.astype(np.float32).std() > 0.01 for _, m in pairs) >= 3  # real maps, not constants
+    p1 = _test_rows(exported_run).set_index("sample_id")["p1"]
     for sid, expected in pairs:  # from the raw file, through the service's own preprocessing
-        got, cls = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract))
+        got, cls = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract),
+                                   np.array([1 - p1[sid], p1[sid]]))
         assert cls == 1  # binary study, explain.target_class auto: the positive class
         np.testing.assert_allclose(got, expected.astype(np.float32), atol=2e-3)  # maps.npz is float16
     summary = json.loads((exported_run / "explain" / "summary.json").read_text())

@@ -134,11 +134,6 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     ensemble = load_ensemble(run, trained)
     log.info("explain: %s on layer %s (%dx%d) of fold %d", ex.method, target.name, *target.grid, ex.fold)
     x = pre.load(rows["image"].tolist())
-    tc = explained_classes(ex.target_class, model, x)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True) as progress:
-        maps = explain_images(model, x, target, method=ex.method, target_class=tc, batch_size=ex.batch_size,
-                              progress=progress)
     # the decision shown beside each map is the evaluated one: the calibrated ensemble (for a validation image,
     # the fold model that held it out) at the operating threshold of metrics.json
     val_fold = {s: f for f, fold in enumerate(json.loads((run / "splits.json").read_text())["folds"]) for s in fold["val"]}
@@ -146,6 +141,11 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     proba = np.empty((len(rows), member.shape[2]))
     for i, (sid, part) in enumerate(zip(rows["sample_id"], rows["part"])):
         proba[i] = member[i, ensemble.folds.index(val_fold[sid])] if part == "val" else member[i].mean(0)
+    tc = explained_classes(ex.target_class, proba)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as progress:
+        maps = explain_images(model, x, target, method=ex.method, target_class=tc, batch_size=ex.batch_size,
+                              progress=progress)
     score_col = ex.target_class if isinstance(ex.target_class, int) else 1  # binary: p1, as predictions.parquet
     table = rows[["sample_id", "patient_id", "part", "label"]].copy()
     table["score"] = proba[:, min(score_col, proba.shape[1] - 1)]
@@ -183,7 +183,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
                         threshold=operating_threshold(run) or 0.5)
     summary["explained"] = (f"class {ex.target_class}" if isinstance(ex.target_class, int)
                             else "class 1 (the positive class)" if ex.target_class == "auto" and member.shape[2] == 2
-                            else "each image's predicted class")
+                            else "each image's predicted class (the evaluated ensemble's)")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=float))
     return summary
 

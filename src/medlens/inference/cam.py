@@ -187,26 +187,23 @@ def explained_member(run: Path, cfg: StudyConfig) -> tuple[torch.nn.Module, CamT
                                  min_grid=ex.min_grid)
 
 
-def explained_classes(target_class: int | str | None, model: torch.nn.Module, images: torch.Tensor, *,
-                      batch_size: int = 64) -> np.ndarray:
+def explained_classes(target_class: int | str | None, proba: np.ndarray) -> np.ndarray:
     """The class each image's map explains, ``(N,)`` int: the one rule of the explain stage and the service.
 
     Parameters
     ----------
     target_class : int, 'auto' or None
-        ``explain.target_class``: one class for every image; None, each image's class as
-        predicted by ``model`` (what pytorch-grad-cam explains without a target, made
-        explicit so that the faithfulness curves follow the same class); 'auto', class 1
-        for a two-output model and the predicted class otherwise.
-    model : torch.nn.Module
-        The explained model (:func:`explained_member`).
-    images : uint8 tensor of shape (N, C, S, S)
+        ``explain.target_class``: one class for every image; None, each image's predicted
+        class; 'auto', class 1 (the positive class) of a binary study and the predicted class
+        of a multi-class one.
+    proba : ndarray of shape (N, K)
+        The probabilities the study reports for these images (the calibrated ensemble, or
+        for a validation image the fold model that held it out): "predicted" is their
+        arg-max, so a map explains the label a clinician is shown, not one member's guess.
     """
+    proba = np.asarray(proba)
     if isinstance(target_class, int):
-        return np.full(len(images), target_class, int)
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(normalise(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
-    if target_class == "auto" and logits.shape[1] == 2:
-        return np.ones(len(images), int)
-    return logits.argmax(1).numpy().astype(int)
+        return np.full(len(proba), target_class, int)
+    if target_class == "auto" and proba.shape[1] == 2:
+        return np.ones(len(proba), int)
+    return proba.argmax(1).astype(int)

@@ -299,7 +299,7 @@ def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = N
         else:
             body["decision"] = "accepted"
             if cam:
-                body["gradcam_png_base64"], body["gradcam"] = await asyncio.to_thread(overlay, x)
+                body["gradcam_png_base64"], body["gradcam"] = await asyncio.to_thread(overlay, x, proba)
         audit["output"] = {"label": body["label"], "probabilities": body["probabilities"]}
         return JSONResponse(body)  # plain Python values already: skips FastAPI's recursive encoder
 

@@ -49,22 +49,22 @@ class GradCamOverlay:
                 self._member = explained_member(self.run, self.cfg)
             return self._member
 
-    def heatmap(self, x01: np.ndarray) -> tuple[np.ndarray, int]:
+    def heatmap(self, x01: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, int]:
         """The map (float32 ``S×S`` in [0, 1]) of a preprocessed ``C×S×S`` image in [0, 1] (uint8 / 255),
-        and the class it explains."""
+        and the class it explains; ``proba`` ``(K,)`` are the served probabilities."""
         from medlens.inference.cam import explain_images, explained_classes
 
         model, target = self._load()
         ex = self.cfg.explain
         x = torch.from_numpy(np.clip(np.rint(x01 * 255.0), 0, 255).astype(np.uint8)[None])
+        cls = explained_classes(ex.target_class, np.asarray(proba)[None])
         with self._lock:  # the hooks of one model: one map at a time
-            cls = explained_classes(ex.target_class, model, x)
             return explain_images(model, x, target, method=ex.method, target_class=cls)[0], int(cls[0])
 
-    def __call__(self, x01: np.ndarray) -> tuple[str, dict]:
+    def __call__(self, x01: np.ndarray, proba: np.ndarray) -> tuple[str, dict]:
         """Base64 PNG of the image with the heat map blended in (JET colour map, 40 %), and what the map
         explains: method, fold, layer and class."""
-        heat, cls = self.heatmap(x01)
+        heat, cls = self.heatmap(x01, proba)
         rgb = np.repeat(x01, 3, 0) if x01.shape[0] == 1 else x01[:3]
         rgb8 = (rgb.transpose(1, 2, 0) * 255).astype(np.uint8)
         colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
