@@ -86,7 +86,7 @@ def bare(run: Path, n: int, threads: int) -> dict:
 
     from medlens.config import load_config
     from medlens.inference import load_ensemble
-    from medlens.export.onnx_export import INPUT, session
+    from medlens.inference.onnx import INPUT, session
 
     info = __import__("json").loads((run / "export" / "export.json").read_text())
     size, chans = info["image_size"], info["in_chans"]

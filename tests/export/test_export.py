@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from medlens.export import OPSET, Ensemble, ParityError, parity_check
-from medlens.export.onnx_export import export_onnx, latency_benchmark, read_metadata, session
+from medlens.export.onnx_export import export_onnx, latency_benchmark, read_metadata
+from medlens.inference.onnx import session
 
 pytestmark = pytest.mark.slow
 

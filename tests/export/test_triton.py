@@ -7,7 +7,7 @@ import pytest
 
 from medlens.export import TritonConfigError, validate_config
 from medlens.export import triton as tr
-from medlens.export.onnx_export import session
+from medlens.inference.onnx import session
 
 pytestmark = pytest.mark.slow
 _DTYPES = {"TYPE_FP32": np.float32}

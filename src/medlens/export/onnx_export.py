@@ -29,14 +29,13 @@ import torch
 from medlens.data.arrays import MEAN, STD
 from medlens.errors import MedlensError, StageInputMissing
 from medlens.inference import Ensemble
+from medlens.inference.onnx import INPUT, OUTPUTS, onnx_features, onnx_proba, session
 from medlens.inference.ood import EnsembleDetector, fit_fold_detectors, gate_ids, gate_meta, save_detectors
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 """ONNX opset of every medlens export (Triton 23.x+ / ONNX Runtime >= 1.14 run it)."""
-INPUT = "image"
-OUTPUTS = ("probabilities", "member_probabilities", "features")
 PARITY_TOLERANCE = 1e-4
 
 
@@ -79,32 +78,6 @@ def export_onnx(ensemble: torch.nn.Module, path: Path, *, image_size: int, in_ch
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
-
-
-def session(path: Path, *, threads: int = 1):
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads (sequential execution)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def onnx_proba(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """``probabilities`` of an ONNX session for a uint8 ``N×C×S×S`` batch, as float64."""
-    x = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    out = [sess.run(["probabilities"], {INPUT: x[i:i + batch_size].astype(np.float32) / 255.0})[0]
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).astype(np.float64)
-
-
-def onnx_features(sess, images: torch.Tensor | np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """The ``features`` output (what the OOD gate reads) of an ONNX session for a uint8 ``N×C×S×S`` batch."""
-    x = (images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)).astype(np.float32) / 255.0
-    return np.concatenate([sess.run(["features"], {INPUT: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
 def fit_served_gate(sess, load: Callable[[list[str]], torch.Tensor], labels, splits: dict, folds: list[int], *,

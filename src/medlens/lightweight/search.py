@@ -218,7 +218,8 @@ def _score(cfg: StudyConfig, work: Path, backbone: str, size: int, precision: st
     candidate's folder under a key of the recipe and the fold's patients; the estimate is
     recomputed every time, so a changed requirement never reuses an old verdict.
     """
-    from medlens.export.onnx_export import onnx_proba, quantize, session
+    from medlens.export.onnx_export import quantize
+    from medlens.inference.onnx import onnx_proba, session
     from medlens.train.tune import trial_config
 
     tcfg = trial_config(cfg, {"lr": cfg.train.lr, "backbone": backbone, "image_size": size})
@@ -245,7 +246,7 @@ def _score(cfg: StudyConfig, work: Path, backbone: str, size: int, precision: st
 
 def _batch1_call(work: Path, backbone: str, size: int, precision: str):
     """A callable running one candidate's ONNX graph on one random image, on one thread."""
-    from medlens.export.onnx_export import session
+    from medlens.inference.onnx import session
 
     sess = session(_onnx_path(work, backbone, size, precision), threads=1)
     feed = {"image": np.random.default_rng(0).random((1, sess.get_inputs()[0].shape[1], size, size), dtype=np.float32)}

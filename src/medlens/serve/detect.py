@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 
 from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
-from medlens.export import onnx_export as ox
+from medlens.inference import onnx as ox
 from medlens.inference.ood import load_detectors
 from medlens.qc import QCConfig
 from medlens.serve.engine import SINGLE_IMAGE_CHECKS

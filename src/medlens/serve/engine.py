@@ -20,7 +20,7 @@ import numpy as np
 
 from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
-from medlens.export import onnx_export as ox
+from medlens.inference import onnx as ox
 from medlens.inference.ood import load_detectors
 from medlens.qc import QCConfig
 from medlens.qc.checks import REGISTRY, luminance
