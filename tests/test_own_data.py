@@ -100,6 +100,7 @@ def test_init_then_run_on_the_xray_folder(xray, tmp_path):
     res = _medlens("init", str(xray), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "300 images, 300 patients" in res.stdout and "normal 150, pneumonia 150" in res.stdout
+    assert "privacy: file names and patient IDs are used as they are" in res.stdout  # not de-identified: say so
     study = yaml.safe_load((tmp_path / "xray.yaml").read_text())
     assert study["data"] == {"source": "imagefolder", "path": str(xray)} and study["split"]["external_site"] is None
     # the written YAML as it is, but 1 epoch instead of 20: the whole default study, every stage, in a fraction

@@ -81,6 +81,8 @@ def init(
     typer.echo("classes: " + ", ".join(f"{k} {v}" for k, v in summary["classes"].items()))
     typer.echo("sites: " + ", ".join(f"{k} {v}" for k, v in summary["sites"].items()))
     typer.echo(f"patient IDs: {summary['patient_ids']}")
+    if "privacy" in summary:
+        typer.echo(f"privacy: {summary['privacy']}")
     typer.echo(f"wrote {target}; next: medlens run {target}")
 
 

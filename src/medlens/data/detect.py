@@ -115,5 +115,10 @@ def study_yaml(path: Path, name: str | None = None) -> tuple[str, dict]:
              f"# Patient IDs: {summary['patient_ids']}."]
     if summary["patient_ids"].startswith("none"):
         lines.append("#   If patients have several images, give a CSV with a patient_id column instead, or splits leak.")
+    if data.get("source") in ("imagefolder", "csv"):
+        summary["privacy"] = (f"file names and patient IDs are used as they are (runs/{name}/manifest.parquet, "
+                              "splits.json, the report's tables): give pseudonymous ones for identifiable data "
+                              "(DICOM with data.secret_file is pseudonymised)")
+        lines.append(f"# Privacy: {summary['privacy']}.")
     lines.append("# Everything else takes its default; see configs/demo.yaml for every field.")
     return "\n".join(lines) + "\n" + yaml.safe_dump(study, sort_keys=False), summary
