@@ -45,6 +45,9 @@ def test_the_study_writes_every_declared_file(det_run):
                 "det/export/export.json", "det/export/ood.safetensors", "det/export/ood.json", "report.html", "det/fold_0/model.safetensors",
                 "det/fold_1/seg/model.safetensors", f"det/fold_0/{LAST}"):
         assert (det_run / rel).is_file(), rel
+    refused = json.loads((det_run / "det" / "export" / "export.json").read_text())["ood"]["flagged"]
+    assert set(refused) == {"test", "external"} and all(0 <= v <= 1 for v in refused.values())
+    assert "OOD gate: external images refused" in (det_run / "report.html").read_text()
     m = json.loads((det_run / "det" / "metrics.json").read_text())
     for part in ("test", "external"):
         assert set(m[part]) == {"detector", "segmentation"}

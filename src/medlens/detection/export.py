@@ -142,8 +142,14 @@ def export_detector(run: Path, cfg: StudyConfig, *, n_parity: int = 256, max_bat
 
     kept = {"folds": [{part: [s for s in f[part] if s in by_id.index] for part in ("train", "val")}  # QC-passed
                       for f in splits["folds"]]}
-    ood_info = ox.fit_served_gate(sess, lambda ids: prep.load(by_id.loc[ids, "image"].tolist()), None, kept, folds,
-                                  n=cfg.trust.ood_fit_images, pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out)
+
+    def load(ids: list[str]):
+        return prep.load(by_id.loc[ids, "image"].tolist())
+
+    held_out = {part: load(ids) for part in ("test", "external")
+                if (ids := [s for s in splits[part] if s in by_id.index])}
+    ood_info = ox.fit_served_gate(sess, load, None, kept, folds, n=cfg.trust.ood_fit_images,
+                                  pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out, held_out=held_out)
     name = f"{cfg.name}_detector".replace("-", "_").replace(".", "_")
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
             "task": "detection", "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,

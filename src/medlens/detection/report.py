@@ -233,6 +233,8 @@ def _deployment(path: Path) -> list[dict]:
         rows.append({"item": "ONNX file size", "value": f"{e['onnx_size_bytes'] / 1e6:.1f} MB"})
     if isinstance(e.get("triton_name"), str):
         rows.append({"item": "Triton model name", "value": e["triton_name"]})
+    for part, share in sorted(((e.get("ood") or {}).get("flagged") or {}).items()):
+        rows.append({"item": f"OOD gate: {part} images refused", "value": f"{share:.1%}"})
     return rows
 
 
