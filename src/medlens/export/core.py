@@ -149,12 +149,15 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         pred = pd.read_parquet(run / "predictions.parquet")
         pred = pred[pred["part"].isin(["test", "external"])].drop_duplicates("sample_id").set_index("sample_id")
         reference = pred.loc[held_ids, [f"p{c}" for c in range(k_classes)]].to_numpy(float)
+    # each held-out image is decoded once: for parity (the first n_parity), quantisation and the gate's refusals
+    test_ids, ext_ids = list(splits["test"]), list(splits["external"])
+    test_x = tensor(test_ids) if test_ids else None
+    ext_x = tensor(ext_ids) if ext_ids else None
     fp32 = ox.session(onnx_path, threads=2)
-    parity = ox.parity_check(ensemble, fp32, tensor(held_ids), tolerance=tolerance, reference=reference)
+    held_x = torch.cat([x for x in (test_x, ext_x) if x is not None])[:n_parity]
+    parity = ox.parity_check(ensemble, fp32, held_x, tolerance=tolerance, reference=reference)
     log.info("parity: max |p_onnx - p_torch| = %.2e over %d images", parity["max_abs_diff"], parity["n_images"])
 
-    test_ids = list(splits["test"])
-    test_x = tensor(test_ids) if test_ids else None
     quantization, sess = None, fp32
     if quantize != "none":
         quantization, q_sess = _quantized(fp32, onnx_path, out, quantize, test_x, by_id.loc[test_ids, "label"])
@@ -166,8 +169,7 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     shipped = out / quantization["path"] if ship_quantized else onnx_path
     ood_info = ox.fit_served_gate(sess, tensor, by_id["label"], splits, folds, n=cfg.trust.ood_fit_images,
                                   pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out,
-                                  held_out={"test": test_x, "external": tensor(list(splits["external"]))
-                                            if splits["external"] else None})
+                                  held_out={"test": test_x, "external": ext_x})
     info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
         "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,
@@ -178,7 +180,7 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
         "onnx_size_bytes": onnx_path.stat().st_size, "shipped": shipped.name,
     }
     if benchmark:
-        info["latency_batch1"] = ox.latency_benchmark(ensemble, onnx_path, tensor(held_ids[:1]))
+        info["latency_batch1"] = ox.latency_benchmark(ensemble, onnx_path, held_x[:1])
     if quantization is not None:
         info["quantization"] = quantization
     readme = README.format(name=info["triton_name"], in_chans=chans, size=size, k=k_classes, members=len(folds),
