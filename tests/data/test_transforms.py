@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medlens.data.arrays import load_tensor
 from medlens.data.synthetic import ImageSpec, generate, render_image
@@ -70,6 +73,56 @@ def test_random_augment_is_seeded_and_rotation_draws_only_when_on():
     g0 = torch.Generator().manual_seed(1)
     assert torch.equal(random_augment(x, g0, AugmentConfig(flip=False, brightness=0, contrast=0)), x)
     assert torch.equal(g0.get_state(), torch.Generator().manual_seed(1).get_state())  # nothing drawn
+
+
+def _augment_before_zoom_and_shift(batch, gen, rotation, brightness, contrast):
+    """random_augment as it was before vertical_flip/scale/translate (flips both ways, rotation)."""
+    n = batch.shape[0]
+    flip_h, flip_v = torch.rand(n, generator=gen) < 0.5, torch.rand(n, generator=gen) < 0.5
+    batch = torch.where(flip_h[:, None, None, None], batch.flip(3), batch)
+    batch = torch.where(flip_v[:, None, None, None], batch.flip(2), batch)
+    rad = (torch.rand(n, generator=gen) * 2 - 1) * rotation * (math.pi / 180)
+    cos, sin, zero = torch.cos(rad), torch.sin(rad), torch.zeros(n)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    batch = F.grid_sample(batch, F.affine_grid(theta, list(batch.shape), align_corners=False), mode="bilinear",
+                          padding_mode="zeros", align_corners=False)
+    gain = 1 + 2 * contrast * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
+    return batch * gain + 2 * brightness * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
+
+
+def test_random_augment_without_zoom_or_shift_reproduces_earlier_batches():
+    x = torch.randn(6, 3, 16, 16)
+    new = random_augment(x, torch.Generator().manual_seed(3), AugmentConfig(rotation=10, brightness=0.1, contrast=0.1))
+    old = _augment_before_zoom_and_shift(x, torch.Generator().manual_seed(3), 10, 0.1, 0.1)
+    assert torch.equal(new, old)
+
+
+def test_horizontal_flip_only_never_turns_an_image_upside_down():
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, :2, 0] = 1.0  # a mark in the top-left corner
+    out = random_augment(x, torch.Generator().manual_seed(0),
+                         AugmentConfig(vertical_flip=False, brightness=0, contrast=0))
+    top = out[:, 0, :2].sum((1, 2))
+    assert torch.equal(top, torch.full((64,), 2.0))  # the mark stays in the top rows
+    assert 0 < int((out[:, 0, 0, -1] == 1).sum()) < 64  # ...and moves left/right at random
+
+
+def test_shift_and_zoom_move_and_enlarge_the_content():
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0, 12:20, 12:20] = 1.0  # an 8 px square at the centre
+    shifted = F.grid_sample(x, F.affine_grid(torch.tensor([[[1.0, 0, -2 * 0.25], [0, 1, 0]]]), [1, 1, 32, 32],
+                                             align_corners=False), align_corners=False)
+    assert shifted[0, 0, 16, 24] == 1 and shifted[0, 0, 16, 16] == 0  # reference: 0.25 of the side to the right
+    from medlens.data.transforms import _affine
+
+    moved = _affine(x, torch.zeros(1), torch.ones(1), torch.tensor([[0.25, 0.0]]))
+    assert torch.allclose(moved, shifted)
+    zoomed = _affine(x, torch.zeros(1), torch.tensor([2.0]), torch.zeros(1, 2))
+    assert float(zoomed.sum()) == pytest.approx(4 * float(x.sum()), rel=0.05)  # twice the side: four times the area
+    out = random_augment(x.repeat(16, 1, 1, 1), torch.Generator().manual_seed(0),
+                         AugmentConfig(flip=False, scale=0.2, translate=0.1, brightness=0, contrast=0))
+    areas = out.sum((1, 2, 3))
+    assert ((areas > 0.8**2 * 64 - 1) & (areas < 1.2**2 * 64 + 1)).all() and areas.std() > 1
 
 
 @pytest.mark.parametrize("fn,alpha", [(mixup, 0.4), (cutmix, 1.0)])

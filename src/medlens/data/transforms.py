@@ -73,31 +73,43 @@ def load_prepared(manifest: pd.DataFrame, *, size: int, in_chans: int,
     return Preprocess(size=size, in_chans=in_chans, **preprocess.model_dump()).load(manifest["image"].tolist())
 
 
-def _rotate(batch: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image of an ``N×C×H×W`` batch about its centre (bilinear, zero fill)."""
+def _affine(batch: torch.Tensor, degrees: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate, zoom and shift each image of an ``N×C×H×W`` batch about its centre (bilinear, zero fill).
+
+    ``degrees`` and ``zoom`` are ``(N,)`` (zoom > 1 enlarges); ``shift`` is ``(N, 2)`` in units of the
+    image side (x, y). One resampling for all three.
+    """
     rad = degrees * (math.pi / 180)
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    cos, sin = torch.cos(rad) / zoom, torch.sin(rad) / zoom
+    tx, ty = -2 * shift[:, 0], -2 * shift[:, 1]
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(batch.dtype), list(batch.shape), align_corners=False)
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_augment(batch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
-    """Random flips, rotation and brightness/contrast on a normalised float batch ``N×C×H×W``.
+    """Random flips, rotation/zoom/shift and brightness/contrast on a normalised float batch ``N×C×H×W``.
 
-    Random numbers come from ``gen`` in a fixed order (flips, rotation, gain, bias); a
-    disabled augmentation draws nothing.
+    Random numbers come from ``gen`` in a fixed order (flips, rotation, zoom, shift, gain, bias); a
+    disabled augmentation draws nothing, so settings that leave the new ones off reproduce the
+    batches of earlier versions.
     """
     n = batch.shape[0]
     if cfg.flip:
         flip_h = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
-        flip_v = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
         batch = torch.where(flip_h[:, None, None, None], batch.flip(3), batch)
-        batch = torch.where(flip_v[:, None, None, None], batch.flip(2), batch)
-    if cfg.rotation > 0:
-        angles = (torch.rand(n, generator=gen) * 2 - 1) * cfg.rotation
-        batch = _rotate(batch, angles.to(batch.device))
+        if cfg.vertical_flip:
+            flip_v = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
+            batch = torch.where(flip_v[:, None, None, None], batch.flip(2), batch)
+    if cfg.rotation > 0 or cfg.scale > 0 or cfg.translate > 0:
+        def draw(shape: tuple[int, ...], half_width: float) -> torch.Tensor:
+            if half_width <= 0:
+                return torch.zeros(shape)
+            return (torch.rand(shape, generator=gen) * 2 - 1) * half_width
+
+        degrees, zoom = draw((n,), cfg.rotation), 1 + draw((n,), cfg.scale)
+        shift = draw((n, 2), cfg.translate)
+        batch = _affine(batch, degrees.to(batch.device), zoom.to(batch.device), shift.to(batch.device))
     if cfg.contrast > 0 or cfg.brightness > 0:
         gain = (1 + (2 * cfg.contrast) * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(batch.device)
         bias = ((2 * cfg.brightness) * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(batch.device)

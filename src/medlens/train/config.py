@@ -31,8 +31,14 @@ class PreprocessConfig(_Strict):
 class AugmentConfig(_Strict):
     """Random augmentation in the training step (only when ``train.augment`` is true)."""
 
-    flip: bool = True
+    flip: bool = Field(True, description="Random horizontal flips (and vertical ones unless vertical_flip is false).")
+    vertical_flip: bool = Field(True, description="With flip: also flip upside down. Set false where the vertical "
+                                "axis means something (chest X-ray, OCT, ultrasound, CT slices).")
     rotation: float = Field(0.0, ge=0, le=180, description="Maximum rotation in degrees (0: off).")
+    scale: float = Field(0.0, ge=0, lt=1, description="Zoom drawn from 1 ± scale (0: off), in the same affine "
+                         "resampling as the rotation.")
+    translate: float = Field(0.0, ge=0, le=0.5, description="Shift drawn from ± translate × the image side, per "
+                             "axis (0: off).")
     brightness: float = Field(0.1, ge=0, le=1, description="Additive shift drawn from ±brightness (normalised units).")
     contrast: float = Field(0.1, ge=0, le=1, description="Gain drawn from 1 ± contrast.")
     mixup_alpha: float = Field(0.0, ge=0, description="Beta(α, α) mixing of image pairs (0: off).")
