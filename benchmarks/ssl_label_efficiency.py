@@ -60,7 +60,12 @@ def table(cfg, summary: dict) -> str:
                      f"AUC {sup['auc']:.3f}), paired DeLong test on the same test images:")
         for c in summary["versus_supervised"]:
             p = f"p = {c['p_max']:.3g}" if c["p_max"] is not None else "multi-class: no DeLong"
-            verdict = "at least as good as" if c["difference"] >= 0 else "worse than"
+            if c["difference"] >= 0:
+                verdict = "at least as good as"
+            elif c["p_max"] is not None and c["p_max"] >= 0.05:
+                verdict = "lower (not significant at 0.05) than"
+            else:
+                verdict = "worse than"
             lines.append(f"  {c['encoder']} at {c['fraction']:.0%}: AUC {c['auc']:.3f} ({c['difference']:+.3f}, {p}); "
                          f"{verdict} supervised at {sup['fraction']:.0%}")
     return "\n".join(lines)
