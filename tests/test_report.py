@@ -58,3 +58,37 @@ def test_report_names_each_folds_calibration_map(tiny_run, tmp_path):
             "fold 2: T = 0.75, class intercepts +0.00 -1.70 +0.50.") in text
     assert ("Each fold model was calibrated by temperature scaling with class intercepts / Platt scaling (a slope "
             "and an intercept on the logit) / temperature scaling on its own validation patients") in text
+
+
+def test_comparison_with_published_rows_uses_their_accuracy_rule(tiny_run, tmp_path):
+    """A binary study's ACC beside published rows is p1 > 0.5 (arg-max), not the screening operating point."""
+    import json
+
+    import pandas as pd
+    import yaml
+    from sklearn.metrics import accuracy_score
+
+    from medlens.config import load_config
+    from medlens.evaluate.study import evaluate_run
+    from medlens.report.html import write_report
+
+    run = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    data["evaluate"]["baselines"] = [{"name": "Paper net", "auc": 0.9, "acc": 0.8, "source": "a table"}]
+    data["run_dir"] = str(tmp_path)
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_config(run / "config.yaml")
+    evaluate_run(run, cfg)
+    metrics = json.loads((run / "metrics.json").read_text())
+    pred = pd.read_parquet(run / "predictions.parquet")
+    test = pred[pred["part"] == "test"]
+    argmax = accuracy_score(test["label"], test[["p0", "p1"]].to_numpy().argmax(1))
+    assert metrics["test_accuracy_argmax"]["value"] == pytest.approx(argmax, abs=1e-12)
+    at_point = accuracy_score(test["label"], test["p1"] >= metrics["operating_point"]["threshold"])
+    assert metrics["test"]["accuracy"]["value"] == pytest.approx(at_point, abs=1e-12)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", write_report(run, cfg).read_text()))
+    row = re.search(r"this study \(\S+\)\s*([\d.]+) \(95% CI [^)]*\)\s*([\d.]+) \(95% CI", text)
+    assert row and float(row.group(2)) == pytest.approx(argmax, abs=5e-4)
+    assert "follows the rule of published tables" in text
+    assert f"accuracy is {metrics['test']['accuracy']['value']:.3f}" in text
