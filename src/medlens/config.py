@@ -58,9 +58,13 @@ class CsvColumns(_Strict):
     second_mask: str | None = Field(None, description="Column of a second observer's mask paths; segmentation scores "
                                     "that observer against `mask` as the human benchmark.")
     severity: str | None = Field(None, description="Column of a severity grade or score.")
-    date: str | None = Field(None, description="Column of the acquisition date (ISO 8601).")
-    metadata: list[str] = Field([], description="Further columns copied as they are, e.g. sex, age, device; "
-                                "name them in evaluate.subgroups for the subgroup analysis.")
+    date: str | None = Field(None, description="Column of the acquisition date (ISO 8601); each patient's dates are "
+                             "shifted by the patient's keyed offset (the DICOM date-shift rule), their order kept.")
+    age: str | None = Field(None, description="Column of the patient's age in years; kept as a bin of "
+                            "data.age_bin_years years (90 and over as one bin), as column 'age'.")
+    metadata: list[str] = Field([], description="Further columns copied as they are, e.g. sex, device; "
+                                "name them in evaluate.subgroups for the subgroup analysis. Columns not named "
+                                "here never enter the run.")
 
     @field_validator("roi")
     @classmethod
@@ -86,10 +90,14 @@ class DataConfig(_Strict):
     join_on: Literal["AccessionNumber", "SOPInstanceUID", "PatientID", "StudyInstanceUID"] = Field(
         "AccessionNumber", description="dicom: header attribute that the labels table's key column holds.")
     label_column: str = Field("label", description="dicom: column of the labels table holding the label.")
-    secret_file: Path | None = Field(None, description="dicom: file with the de-identification secret (>= 16 bytes); "
-                                     "else the environment variable MEDLENS_DEID_SECRET. Without one the run refuses to start.")
-    pseudonym_map: Path | None = Field(None, description="dicom: where to write pseudonyms.csv (original patient ID -> "
-                                       "pseudonym), outside the run directory; null: not written.")
+    secret_file: Path | None = Field(None, description="File with the pseudonymisation secret (>= 16 bytes); else the "
+                                     "environment variable MEDLENS_DEID_SECRET. dicom: without one the run refuses to "
+                                     "start; other sources: a secret is made once in <runs>/.medlens/secret (outside "
+                                     "the run directory, mode 0600) and reused.")
+    pseudonym_map: Path | None = Field(None, description="Where to write the map from pseudonyms back to the original "
+                                       "IDs (and image paths), outside the run directory, mode 0600. dicom: null "
+                                       "means not written; other sources: null means <runs>/.medlens/<name>-pseudonyms.csv.")
+    age_bin_years: int = Field(10, ge=1, le=50, description="Width of the age bins of csv_columns.age.")
 
     @model_validator(mode="after")
     def _path_given(self) -> "DataConfig":
@@ -307,6 +315,20 @@ def load_config(path: str | Path) -> StudyConfig:
     return parse_config(data, source=str(path))
 
 
-def dump_config(cfg: StudyConfig) -> str:
-    """The config as YAML (paths as strings), for ``config.yaml`` in the run directory."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+NOT_RECORDED = "not-recorded"
+
+
+def dump_config(cfg: StudyConfig, *, redact: bool = False) -> str:
+    """The config as YAML (paths as strings).
+
+    With ``redact`` (``config.yaml`` in a run directory), data paths are not recorded for
+    any source, since their folder and file names may identify a patient: ``data.path``,
+    ``data.labels``, ``data.secret_file``, ``data.pseudonym_map`` and ``ssl.unlabeled_path``
+    read ``not-recorded``.
+    """
+    out = cfg.model_dump(mode="json")
+    for section, key in (("data", "path"), ("data", "labels"), ("data", "secret_file"), ("data", "pseudonym_map"),
+                         ("ssl", "unlabeled_path")):
+        if redact and out[section].get(key) is not None:
+            out[section][key] = NOT_RECORDED
+    return yaml.safe_dump(out, sort_keys=False)

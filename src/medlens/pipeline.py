@@ -24,8 +24,10 @@ import medlens
 from medlens.config import StudyConfig, dump_config
 from medlens.data import sources
 from medlens.data.manifest import load_image, load_manifest, save_manifest
+from medlens.data.pseudonyms import PRIVATE_DIR, check_outside, project_secret, pseudonymise, save_key
 from medlens.data.splits import check_leakage, load_splits, make_splits, save_splits
 from medlens.data.synthetic import generate
+from medlens.dicom.deid import DeidContext
 from medlens.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,31 @@ def train_fold(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, k: int, p
     train_one_fold(cfg, manifest, splits, k, progress, resume="auto")
 
 
+def pseudonym_map_path(cfg: StudyConfig) -> Path:
+    """Where the map from pseudonyms back to the originals goes: ``data.pseudonym_map``, else beside the secret."""
+    return Path(cfg.data.pseudonym_map or cfg.out.parent / PRIVATE_DIR / f"{cfg.out.name}-pseudonyms.csv")
+
+
+def ingest_pseudonymised(cfg: StudyConfig, secret: bytes) -> None:
+    """Read an image folder, table or MedMNIST file; write the pseudonymised manifest and the staged pixels.
+
+    The originals are read here only: every later stage reads ``run/data/`` under
+    pseudonyms. The map back is written outside the run directory (mode 0600).
+    """
+    from rich.progress import track
+
+    run = cfg.out
+    original = sources.read_source(cfg.data, source_path(cfg))
+    key_path = pseudonym_map_path(cfg)
+    manifest, key = pseudonymise(original, secret, run.resolve() / "data", age_bin_years=cfg.data.age_bin_years,
+                                 progress=lambda it: track(it, total=len(original), description="ingest: pseudonymising",
+                                                           transient=True))
+    save_key(key, key_path, run)
+    save_manifest(manifest, run / "manifest.parquet")
+    log.info("ingest: %d images of %d patients under pseudonyms; the map back is %s", len(manifest),
+             manifest["patient_id"].nunique(), key_path)
+
+
 def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
     """The data stages every task shares; returns the manifest and the checked splits.
 
@@ -147,16 +174,15 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
         from medlens.dicom.study import study_secret
 
         secret = study_secret(cfg.data)  # before anything is written: no secret, no run
+    elif cfg.data.source != "synthetic":
+        check_outside(pseudonym_map_path(cfg), run)
+        secret, _ = project_secret(cfg.data.secret_file, cfg.out.parent / PRIVATE_DIR)
     run.mkdir(parents=True, exist_ok=True)
     cfg_key = cfg.model_dump(mode="json")
-    recorded = cfg
-    if cfg.data.source == "dicom":  # the original folder's and tables' names may identify a patient
-        hidden = Path("not-recorded")
-        recorded = cfg.model_copy(update={"data": cfg.data.model_copy(update={
-            "path": hidden, "labels": hidden, "secret_file": None, "pseudonym_map": None})})
-    (run / "config.yaml").write_text(dump_config(recorded) + f"# versions: medlens {medlens.__version__}, torch {torch.__version__}\n"
-                                     + ("# data.path and data.labels are not recorded for DICOM studies: their names may "
-                                        "identify a patient\n" if recorded is not cfg else ""))
+    (run / "config.yaml").write_text(dump_config(cfg, redact=True)
+                                     + f"# versions: medlens {medlens.__version__}, torch {torch.__version__}\n"
+                                     + ("# data paths are not recorded: their names may identify a patient\n"
+                                        if cfg.data.path is not None else ""))
     if cfg.data.source == "synthetic":
         s = cfg.data.synthetic
         run_stage(run, "synth", {"synthetic": cfg_key["data"]["synthetic"], "seed": cfg.seed},
@@ -172,9 +198,13 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
         run_stage(run, "ingest", {"data": cfg_key["data"], "audit": file_digest(audit),
                                   "labels": file_digest(Path(cfg.data.labels))}, [manifest_path],
                   lambda: save_manifest(read_labelled(cfg.data, run / "dicom", secret), manifest_path))
-    else:
+    elif cfg.data.source == "synthetic":
         run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
                   lambda: save_manifest(sources.read_source(cfg.data, source_path(cfg)), manifest_path))
+    else:
+        run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg)),
+                                  "secret": DeidContext(secret).join_key("secret-check", "")},
+                  [manifest_path, run / "data" / "images"], lambda: ingest_pseudonymised(cfg, secret))
     qc_path = run / "qc.parquet"
     run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path),
                           "external_site": cfg.split.external_site}, [qc_path, run / "qc_thresholds.json"],

@@ -4,7 +4,8 @@ Recognised: a folder with one sub-folder of images per class (``imagefolder``), 
 Parquet table with an image column (``csv``; label, patient and site columns found by
 name), a MedMNIST ``.npz`` (``medmnist``). The summary says what was found, including
 whether patient IDs exist: without them every image counts as its own patient, and
-images of one patient could land in train and test.
+images of one patient could land in train and test. The run pseudonymises what it reads
+(:mod:`medlens.data.pseudonyms`).
 """
 
 from __future__ import annotations
@@ -115,10 +116,9 @@ def study_yaml(path: Path, name: str | None = None) -> tuple[str, dict]:
              f"# Patient IDs: {summary['patient_ids']}."]
     if summary["patient_ids"].startswith("none"):
         lines.append("#   If patients have several images, give a CSV with a patient_id column instead, or splits leak.")
-    if data.get("source") in ("imagefolder", "csv"):
-        summary["privacy"] = (f"file names and patient IDs are used as they are (runs/{name}/manifest.parquet, "
-                              "splits.json, the report's tables): give pseudonymous ones for identifiable data "
-                              "(DICOM with data.secret_file is pseudonymised)")
-        lines.append(f"# Privacy: {summary['privacy']}.")
+    summary["privacy"] = (f"`medlens run` replaces file names and patient IDs by keyed pseudonyms and copies the "
+                          f"pixels under them; the secret and the map back are kept in runs/.medlens/, outside "
+                          f"runs/{name}")
+    lines.append(f"# Privacy: {summary['privacy']}.")
     lines.append("# Everything else takes its default; see configs/demo.yaml for every field.")
     return "\n".join(lines) + "\n" + yaml.safe_dump(study, sort_keys=False), summary

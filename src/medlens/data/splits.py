@@ -44,7 +44,7 @@ def assign_groups(labels: np.ndarray, groups: np.ndarray, weights: list[float], 
     labels, groups = np.asarray(labels), np.asarray(groups)
     w = np.asarray(weights, float) / np.sum(weights)
     classes, y = np.unique(labels, return_inverse=True)
-    uniq, g = np.unique(groups, return_inverse=True)
+    g, uniq = pd.factorize(groups)  # patients in order of first appearance: independent of the IDs' spelling
     counts = np.zeros((len(uniq), len(classes)))
     np.add.at(counts, (g, y), 1)
     target = w[:, None] * counts.sum(0)[None, :]
@@ -81,7 +81,9 @@ def make_splits(
     as one fold, or, with no val rows (or ``pool_val``: val rows joined to train), test as
     given and ``folds`` patient-grouped folds drawn from train. ``classify`` (classification
     studies) requires every class in every part (:func:`check_classes`); otherwise only that
-    no part is empty.
+    no part is empty. Sample ids are listed in the manifest's row order, and patients are
+    taken in order of first appearance, so the splits (and the training that follows them)
+    do not depend on how the IDs are spelled: pseudonyms give the original study's splits.
     """
     labeled = manifest[manifest["label"].notna()]
     if labeled.empty:
@@ -100,11 +102,11 @@ def make_splits(
         is_ext = pd.Series(False, index=labeled.index)
     internal = labeled[~is_ext]
     out: dict = {"seed": seed, "strategy": strategy, "external_site": external_site,
-                 "external": sorted(labeled.loc[is_ext, "sample_id"])}
+                 "external": labeled.loc[is_ext, "sample_id"].tolist()}
     if strategy == "predefined":
         if "split" not in internal.columns:
             raise DataError("split.strategy 'predefined' needs a 'split' column in the manifest (e.g. MedMNIST)")
-        by = {s: sorted(internal.loc[internal["split"] == s, "sample_id"]) for s in ("train", "val", "test")}
+        by = {s: internal.loc[internal["split"] == s, "sample_id"].tolist() for s in ("train", "val", "test")}
         if by["val"] and not pool_val:
             out.update(test=by["test"], folds=[{"train": by["train"], "val": by["val"]}])
         else:  # only train and test given, or val pooled with train: validation patients drawn from them, k-fold
@@ -112,21 +114,23 @@ def make_splits(
             fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * folds,
                                     seed=seed + 1)
             ids = dev["sample_id"].to_numpy()
-            out.update(test=by["test"], folds=[{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])}
+            out.update(test=by["test"], folds=[{"train": ids[fold_of != k].tolist(), "val": ids[fold_of == k].tolist()}
                                                for k in range(folds)])
         _check_parts(internal, out, classify)
         return out
     y, pid = internal["label"].to_numpy(int), internal["patient_id"].to_numpy()
     if strategy == "temporal":
         is_test = _newest(internal, test_fraction)
-        out["test_from"] = str(pd.to_datetime(internal.loc[is_test, "acquired"]).min().date())
+        out["test_from"] = (f"acquisition order {int(internal.loc[is_test, 'acquired_order'].min())} (dates are shifted "
+                            "per patient)" if "acquired_order" in internal.columns
+                            else str(pd.to_datetime(internal.loc[is_test, "acquired"]).min().date()))
     else:
         is_test = assign_groups(y, pid, [test_fraction, 1 - test_fraction], seed=seed) == 0
     dev = internal[~is_test]
     fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * folds, seed=seed + 1)
     ids = dev["sample_id"].to_numpy()
-    out["test"] = sorted(internal.loc[is_test, "sample_id"])
-    out["folds"] = [{"train": sorted(ids[fold_of != k]), "val": sorted(ids[fold_of == k])} for k in range(folds)]
+    out["test"] = internal.loc[is_test, "sample_id"].tolist()
+    out["folds"] = [{"train": ids[fold_of != k].tolist(), "val": ids[fold_of == k].tolist()} for k in range(folds)]
     _check_parts(internal, out, classify)
     return out
 
@@ -142,11 +146,16 @@ def _check_parts(internal: pd.DataFrame, out: dict, classify: bool) -> None:
 
 
 def _newest(internal: pd.DataFrame, fraction: float) -> np.ndarray:
-    """Rows of the newest ``fraction`` of patients by their first acquisition date (whole patients)."""
+    """Rows of the newest ``fraction`` of patients by their first acquisition date (whole patients).
+
+    A pseudonymised source's dates are shifted per patient, so its ``acquired_order`` (the
+    rank of the original dates) orders the patients.
+    """
     if "acquired" not in internal.columns or pd.to_datetime(internal["acquired"], errors="coerce").isna().all():
         raise DataError("split.strategy 'temporal' needs acquisition dates: map the date column in "
                         "data.csv_columns.date (ISO 8601, e.g. 2021-03-15)")
-    when = pd.to_datetime(internal["acquired"], errors="coerce")
+    when = (internal["acquired_order"].astype("Float64").astype(float) if "acquired_order" in internal.columns
+            else pd.to_datetime(internal["acquired"], errors="coerce"))  # pseudonymised sources: the original order
     if when.isna().any():
         raise DataError(f"split.strategy 'temporal': {int(when.isna().sum())} image(s) have no readable acquisition "
                         f"date, e.g. {internal.loc[when.isna(), 'sample_id'].iloc[0]}")

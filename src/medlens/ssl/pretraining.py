@@ -53,6 +53,17 @@ def pretrain_size(cfg: StudyConfig) -> int:
     return cfg.ssl.image_size or cfg.train.image_size
 
 
+def pseudonymised_pool(cfg: StudyConfig, rows: pd.DataFrame, stage: Path) -> pd.DataFrame:
+    """The unlabeled pool under keyed pseudonyms, its pixels copied into ``stage``; the map back kept outside the run."""
+    from medlens.data.pseudonyms import PRIVATE_DIR, project_secret, pseudonymise, save_key
+
+    private = cfg.out.parent / PRIVATE_DIR
+    secret, _ = project_secret(cfg.data.secret_file, private)
+    rows, key = pseudonymise(rows, secret, stage.resolve())
+    save_key(key, private / f"{cfg.out.name}-ssl-pool-pseudonyms.csv", cfg.out)
+    return rows
+
+
 def build_pool(cfg: StudyConfig) -> Path:
     """Write ``run/ssl/pool.parquet``: the unlabeled images pretraining may use.
 
@@ -90,6 +101,8 @@ def build_pool(cfg: StudyConfig) -> Path:
                 rows = sources.read_imagefolder(ssl.unlabeled_path, on_error=cfg.data.on_error)
             else:
                 rows = sources.read_csv(ssl.unlabeled_path, cfg.data.csv_columns, on_error=cfg.data.on_error)
+            if ssl.unlabeled == "path":  # another hospital folder or table: pseudonyms, as the study's own ingest
+                rows = pseudonymised_pool(cfg, rows, out / "pool_data")
             qc = quality_gate(rows, cfg)
             rows = rows[rows["sample_id"].isin(set(qc.loc[qc["passed"], "sample_id"]))]
         save_manifest(rows.reset_index(drop=True), path)
@@ -245,7 +258,7 @@ def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None,
                   str(out / "encoder.safetensors"))
         card = {"method": method, "model": name, "in_chans": chans, "image_size": size, "epochs": ssl.epochs,
                 "images": len(x), "patients": int(pd.Series(patients).nunique()), "pool": ssl.unlabeled,
-                "pool_source": str(ssl.unlabeled_path) if ssl.unlabeled == "path" else ssl.unlabeled,
+                "pool_source": ssl.unlabeled_source if ssl.unlabeled == "path" else ssl.unlabeled,
                 "loss_first_epoch": rows_hist[0]["loss"], "loss_last_epoch": rows_hist[-1]["loss"],
                 "processes": world, "medlens": medlens.__version__, "fingerprint": fp,
                 "use": {"model": {"name": name, "in_chans": chans, "pretrained": str(out / "encoder.safetensors")}}}

@@ -1,0 +1,211 @@
+"""Keyed pseudonyms for image folders, tables and MedMNIST: nothing identifying enters a run.
+
+A hospital's folder and file names carry patient names, record numbers and dates
+(``KIM_JH_00123456_20241103.png``), and its tables carry record numbers. At ingest every
+``sample_id`` and ``patient_id`` is replaced by a keyed hash (HMAC-SHA256 with the study's
+secret, as :class:`medlens.dicom.deid.DeidContext` does for DICOM), and every image and mask
+is copied into the run directory under its pseudonym (pixels only: no file metadata), so
+no later stage, log or report can see an original name. Dates move by the patient's keyed
+offset (the DICOM date-shift rule) and keep their order in ``acquired_order``; ages are
+binned. The map back to the originals is written outside the run directory, mode 0600.
+
+The same secret gives the same pseudonyms, so a re-run study is comparable; without a
+configured secret one is made once per project (:func:`project_secret`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from medlens.data.manifest import NPZ_SEP, validate_manifest
+from medlens.dicom.deid import DeidContext
+from medlens.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+SECRET_ENV = "MEDLENS_DEID_SECRET"
+PRIVATE_DIR = ".medlens"
+DATE_SHIFT_MAX_DAYS = 3650
+"""As :class:`medlens.dicom.deid.DeidOptions`: dates move back by 1..3650 days per patient."""
+MASK_COLUMNS = ("mask", "fov_mask", "mask_2")
+
+
+def read_secret(secret_file: Path | None) -> bytes | None:
+    """The secret from ``secret_file``, else ``$MEDLENS_DEID_SECRET``, else None.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, or the secret is shorter than 16 bytes.
+    """
+    if secret_file is not None:
+        if not Path(secret_file).is_file():
+            raise ConfigError(f"data.secret_file {secret_file} not found; give the file that holds the "
+                              "pseudonymisation secret")
+        secret = Path(secret_file).read_bytes().strip()
+    elif os.environ.get(SECRET_ENV):
+        secret = os.environ[SECRET_ENV].encode().strip()
+    else:
+        return None
+    if len(secret) < 16:
+        raise ConfigError(f"the pseudonymisation secret must be at least 16 bytes, got {len(secret)}")
+    return secret
+
+
+def project_secret(secret_file: Path | None, private: Path) -> tuple[bytes, Path | None]:
+    """The study's secret, and the file it was made in when medlens made it.
+
+    ``secret_file`` or ``$MEDLENS_DEID_SECRET`` when given; otherwise ``private/secret``,
+    made once (32 random bytes as hex, mode 0600) and reused by every later run of the
+    project, so re-running a study gives the same pseudonyms.
+    """
+    given = read_secret(secret_file)
+    if given is not None:
+        return given, None
+    path = private / "secret"
+    if not path.is_file():
+        private.mkdir(parents=True, exist_ok=True)
+        write_private(path, secrets.token_hex(32) + "\n")
+        log.warning("made the study's pseudonymisation secret %s (mode 0600); keep it with the pseudonym map, "
+                    "outside the run directory: the same secret gives the same pseudonyms", path)
+    return path.read_bytes().strip(), path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (0600), replacing it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def age_bin(age: float, width: int) -> str | None:
+    """The bin of an age in years: ``'40-49'`` for width 10; 90 and over is ``'90+'`` (HIPAA)."""
+    if pd.isna(age):
+        return None
+    if age >= 90:
+        return "90+"
+    lo = int(age // width * width)
+    return f"{lo}-{min(lo + width - 1, 89)}"
+
+
+def pseudonymise(manifest: pd.DataFrame, secret: bytes, stage: Path, *, age_bin_years: int = 10,
+                 progress: Callable[[Iterable], Iterable] = lambda it: it) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replace identifiers by keyed pseudonyms and copy the pixels into ``stage``.
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        A source's manifest with its original IDs and absolute image paths
+        (:mod:`medlens.data.sources`).
+    secret : bytes
+        The study's secret (>= 16 bytes).
+    stage : path
+        Folder in the run directory that receives ``images/<pseudonym>.png``,
+        ``masks/<pseudonym>_<column>.png`` and ``arrays/<hash>.npz``; emptied first.
+    age_bin_years : int, default=10
+        Width of the bins of an ``age`` column.
+    progress : callable
+        Wraps the row iterator (a progress bar).
+
+    Returns
+    -------
+    manifest : DataFrame
+        The same rows with pseudonymous ``sample_id`` (``IM`` + 12 hex digits) and
+        ``patient_id`` (``ML`` + 12, as DICOM's), images and masks under ``stage``, dates
+        shifted, ``acquired_order`` (the original dates' rank) and ages binned.
+    key : DataFrame
+        The map back: ``sample_id``, ``patient_id`` (pseudonyms), ``original_sample_id``,
+        ``original_patient_id``, ``original_image``, ``date_shift_days``. It must not be
+        written inside the run directory.
+    """
+    ctx = DeidContext(secret)
+    out = manifest.copy()
+    sid = ["IM" + ctx.join_key("sample", s)[:12].upper() for s in out["sample_id"]]
+    if len(set(sid)) != len(sid):
+        raise DataError("two images got the same pseudonym; report this (it should not happen)")
+    patients = [ctx.patient(p, DATE_SHIFT_MAX_DAYS) for p in out["patient_id"]]
+    key = pd.DataFrame({"sample_id": sid, "patient_id": [p for p, _ in patients],
+                        "original_sample_id": out["sample_id"].values, "original_patient_id": out["patient_id"].values,
+                        "original_image": out["image"].values, "date_shift_days": [d for _, d in patients]})
+    if stage.exists():
+        shutil.rmtree(stage)
+    for sub in ("images", "masks", "arrays"):
+        (stage / sub).mkdir(parents=True)
+    arrays: dict[str, str] = {}
+    images, masks = [], {c: [] for c in MASK_COLUMNS if c in out.columns}
+    for i, ref in enumerate(progress(out["image"].tolist())):
+        images.append(_stage_image(ref, stage, sid[i], ctx, arrays))
+        for col, staged in masks.items():
+            value = out[col].iloc[i]
+            staged.append(_stage_mask(value, stage / "masks" / f"{sid[i]}_{col}.png") if _given(value) else "")
+    out["sample_id"], out["patient_id"], out["image"] = sid, key["patient_id"].values, images
+    for col, staged in masks.items():
+        out[col] = staged
+    if "acquired" in out.columns:
+        when = pd.to_datetime(out["acquired"], errors="coerce")
+        out["acquired_order"] = when.rank(method="dense").astype("Int64")
+        out["acquired"] = when + pd.to_timedelta(key["date_shift_days"].values, unit="D")
+    if "age" in out.columns:
+        out["age"] = [age_bin(float(a), age_bin_years) if pd.notna(pd.to_numeric(a, errors="coerce")) else None
+                      for a in out["age"]]
+    return validate_manifest(out, source="pseudonymised manifest"), key
+
+
+def _given(value) -> bool:
+    return not (value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "")
+
+
+def _stage_image(ref: str, stage: Path, pseudonym: str, ctx: DeidContext, arrays: dict[str, str]) -> str:
+    """Copy one image's pixels under its pseudonym; return the new reference.
+
+    Files are re-encoded as PNG in the mode :func:`~medlens.data.manifest.load_image`
+    reads them in, so they load to the same array without the original's metadata.
+    Array references (``file.npz::key/i``) copy their file once, under a keyed name.
+    """
+    if NPZ_SEP in ref:
+        file, inner = ref.split(NPZ_SEP, 1)
+        if file not in arrays:
+            target = stage / "arrays" / f"{ctx.join_key('file', file)[:12]}.npz"
+            shutil.copyfile(file, target)
+            arrays[file] = str(target)
+        return f"{arrays[file]}{NPZ_SEP}{inner}"
+    target = stage / "images" / f"{pseudonym}.png"
+    try:
+        with Image.open(ref) as im:
+            im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+            im.save(target, format="PNG", compress_level=1)
+    except OSError as err:
+        raise DataError(f"{ref}: not a readable image ({err})") from None
+    return str(target)
+
+
+def _stage_mask(ref: str, target: Path) -> str:
+    """Copy a mask's pixels (as the grey levels :func:`~medlens.data.manifest.load_mask` reads)."""
+    with Image.open(str(ref)) as im:
+        im.convert("L").save(target, format="PNG", compress_level=1)
+    return str(target)
+
+
+def check_outside(path: Path, run: Path) -> None:
+    """Raise ConfigError when the pseudonym map ``path`` would lie inside the run directory ``run``."""
+    if Path(path).resolve().is_relative_to(Path(run).resolve()):
+        raise ConfigError(f"data.pseudonym_map {path} lies inside the run directory, which must hold no original "
+                          "identifier; put it outside (e.g. beside the secret); the run did not start")
+
+
+def save_key(key: pd.DataFrame, path: Path, run: Path) -> None:
+    """Write the pseudonym map (mode 0600) outside the run directory, merged with an earlier one."""
+    check_outside(path, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        key = pd.concat([pd.read_csv(path, dtype=str), key.astype(str)]).drop_duplicates("sample_id", keep="last")
+    write_private(path, key.to_csv(index=False))

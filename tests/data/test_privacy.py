@@ -1,0 +1,191 @@
+"""Issue 32: no original identifier in any run, from image folders and tables as from DICOM.
+
+A hospital's folder and file names carry names, record numbers and dates, and its tables
+carry record numbers and free text. Each study below plants unique strings (Latin and
+Hangul, with dates) in every such place, runs `medlens init` and `medlens run` as a user
+would, and searches every file of the run directory (inside parquet, zip archives and PNG
+text chunks too) and the commands' output: none may be found. The pseudonym map outside
+the run directory maps every pseudonym back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+HANGUL = ["김민준", "이서연", "박지호", "최수아", "정예준", "강하은"]
+FAST = {"split": {"folds": 2, "external_site": None}, "train": {"epochs": 1, "image_size": 32},
+        "evaluate": {"n_bootstrap": 100}, "explain": {"max_images": 8, "faithfulness_images": 2, "sanity_images": 2}}
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> pd.DataFrame:
+    """A small phantom (real PNG files with labels and patients) to rename as a hospital would."""
+    from medlens.data.synthetic import generate
+
+    folder = tmp_path_factory.mktemp("phantom")
+    m = generate(folder, seed=0, n_patients=36, image_size=64)
+    return m.assign(image=[str(folder / p) for p in m["image"]])
+
+
+def _medlens(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medlens.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, **(env or {})})
+
+
+def _contents(path: Path) -> list[bytes]:
+    """The bytes of a file, and what compression or encoding could hide inside it."""
+    raw = path.read_bytes()
+    out = [raw]
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        out.append(df.to_csv(index=False).encode())
+        out.append(" ".join(map(str, df.columns)).encode())
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            out += [z.read(name) for name in z.namelist()] + [" ".join(z.namelist()).encode()]
+    if path.suffix.lower() == ".png":
+        with Image.open(path) as im:
+            out.append(repr(im.info).encode())
+    return out
+
+
+def _leaks(run: Path, planted: list[str], *streams: str) -> list[str]:
+    """Every (planted string, where) found in the run directory's files, names or the given output."""
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(set(planted), key=len, reverse=True)).encode())
+    found = []
+    for f in sorted(run.rglob("*")):
+        name = str(f.relative_to(run))
+        found += [f"{m.group().decode()} in the name {name}" for m in pattern.finditer(name.encode())]
+        if f.is_file():
+            found += [f"{m.group().decode()} in {name}" for blob in _contents(f) for m in pattern.finditer(blob)]
+    found += [f"{m.group().decode()} in the output" for text in streams for m in pattern.finditer(text.encode())]
+    return found
+
+
+def _private_map(run: Path) -> pd.DataFrame:
+    path = run.parent / ".medlens" / f"{run.name}-pseudonyms.csv"
+    assert path.is_file(), list(run.parent.rglob("*pseudonyms*"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((run.parent / ".medlens" / "secret").stat().st_mode) == 0o600
+    return pd.read_csv(path, dtype=str)
+
+
+def _run(study: Path, cwd: Path, **overrides) -> subprocess.CompletedProcess:
+    cfg = yaml.safe_load(study.read_text())
+    for key, value in {**FAST, **overrides}.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    study.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    res = _medlens("run", study.name, cwd=cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_image_folder_study_holds_no_original_name(phantom, tmp_path):
+    root, planted = tmp_path / "export_from_pacs", []
+    for i, r in enumerate(phantom.itertuples()):
+        who = f"{HANGUL[i % len(HANGUL)]}_PT{i:04d}Q"
+        folder = root / ("lesion" if r.label == 1 else "normal") / f"{who}_2024{(i % 12) + 1:02d}{(i % 27) + 1:02d}"
+        stem = f"KIM_JH_{10_000_000 + i * 7919}_2024110{i % 10}"
+        folder.mkdir(parents=True)
+        Image.open(r.image).save(folder / f"{stem}.png")
+        planted += [folder.name, stem, who]
+    res = _medlens("init", str(root), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "used as they are" not in res.stdout and "keyed pseudonyms" in res.stdout
+    out = _run(tmp_path / "export_from_pacs.yaml", tmp_path)
+    run = tmp_path / "runs" / "export_from_pacs"
+    assert (run / "report.html").is_file() and (run / "export" / "model.onnx").is_file()
+    assert not _leaks(run, planted + [str(root)], res.stdout, res.stderr, out.stdout, out.stderr)
+    key = _private_map(run)
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    assert set(manifest["sample_id"]) <= set(key["sample_id"])
+    back = key.set_index("sample_id").loc[manifest["sample_id"]]
+    assert all(Path(p).is_file() and Path(p).is_relative_to(root) for p in back["original_image"])
+    # the staged copy holds the same pixels as the original it stands for
+    from medlens.data.manifest import load_image
+
+    for sid, ref in manifest[["sample_id", "image"]].head(10).itertuples(index=False):
+        assert np.array_equal(load_image(ref), load_image(back.loc[sid, "original_image"]))
+
+
+def _table_study(phantom: pd.DataFrame, root: Path, planted: bool) -> tuple[Path, list[str]]:
+    """A CSV study of the phantom's images; with ``planted``, identifying names, IDs and free text everywhere."""
+    rows, strings = [], []
+    for i, r in enumerate(phantom.itertuples()):
+        p = int(r.patient_id[1:])
+        if planted:
+            pid = f"HOSP-{7_700_000 + p * 13}-{HANGUL[p % len(HANGUL)]}"
+            rel = Path(f"{HANGUL[p % len(HANGUL)]}_MRN{7_700_000 + p * 13}") / f"LEE_SY_{i:04d}_2023{(i % 12) + 1:02d}15.png"
+            note = f"pt lives at {i}-gil Gangnam {HANGUL[i % len(HANGUL)]}어머니 TEL010{i:08d}"
+            strings += [pid, rel.parent.name, rel.stem, note, f"TEL010{i:08d}"]
+        else:
+            pid, rel, note = f"p{p}", Path(f"img_{i:04d}.png"), ""
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(r.image).save(root / rel)
+        rows.append({"image": str(rel), "label": r.label, "patient_id": pid, "site": r.site, "notes": note,
+                     "exam_date": f"2023-{(p % 12) + 1:02d}-{(i % 27) + 1:02d}", "age": 20 + (p * 7) % 75})
+    table = root / "clinic_export.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return table, strings
+
+
+def _evaluated(cwd: Path, table: Path, columns: dict) -> Path:
+    """The neutral table's study trained and evaluated in-process (its predictions are what is compared)."""
+    from medlens.config import parse_config
+    from medlens.evaluate.study import evaluate_run
+    from medlens.pipeline import prepare_study
+    from medlens.train.fold import train_fold
+
+    cfg = parse_config({"name": "plain", "run_dir": str(cwd / "runs"), **FAST,
+                        "data": {"source": "csv", "path": str(table), "csv_columns": columns}})
+    manifest, splits = prepare_study(cfg)
+    for k in range(len(splits["folds"])):
+        train_fold(cfg, manifest, splits, k, None, resume="auto")
+    evaluate_run(cfg.out, cfg)
+    return cfg.out
+
+
+def test_table_study_holds_no_original_id_and_keeps_its_figures(phantom, tmp_path):
+    planted_root, plain_root = tmp_path / "planted", tmp_path / "plain"
+    table, strings = _table_study(phantom, planted_root, planted=True)
+    plain, _ = _table_study(phantom, plain_root, planted=False)
+    res = _medlens("init", str(table), "--name", "planted", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    study = tmp_path / "planted.yaml"
+    columns = {**yaml.safe_load(study.read_text())["data"]["csv_columns"], "date": "exam_date", "age": "age"}
+    out = _run(study, tmp_path, data={"csv_columns": columns})
+    runs = {"planted": (tmp_path / "runs" / "planted", res, out),
+            "plain": (_evaluated(tmp_path, plain, columns), None, None)}
+    run, init, out = runs["planted"]
+    dates = sorted(set(pd.read_csv(table)["exam_date"]))
+    assert not _leaks(run, strings + [str(planted_root), "clinic_export"] + dates,
+                      init.stdout, init.stderr, out.stdout, out.stderr)
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    assert "notes" not in manifest.columns  # undeclared free text never enters
+    assert set(manifest["age"].dropna()) <= {f"{lo}-{lo + 9}" for lo in range(0, 90, 10)} | {"90+"}
+    key = _private_map(run).set_index("sample_id")
+    original = pd.read_csv(table)
+    assert set(key.loc[manifest["sample_id"], "original_patient_id"]) == set(original["patient_id"])
+    # the same images in the same order give the same probabilities, whatever the IDs are called
+    probs = []
+    for (r, _, _), path in ((runs["planted"], table), (runs["plain"], plain)):
+        row_of = {str((path.parent / p).resolve()): i for i, p in enumerate(pd.read_csv(path)["image"])}
+        back = _private_map(r).set_index("sample_id")["original_image"]
+        pred = pd.read_parquet(r / "predictions.parquet")
+        pred["row"] = [row_of[str(Path(p).resolve())] for p in back.loc[pred["sample_id"]]]
+        probs.append(pred.set_index(["part", "row"]).sort_index())
+    a, b = probs
+    assert len(a) == len(b) > 0 and (a.index == b.index).all()
+    assert np.abs(a["p1"].to_numpy() - b["p1"].to_numpy()).max() <= 1e-6
