@@ -80,11 +80,10 @@ def dataset_to_image(ds: Dataset, frame: int = 0) -> np.ndarray:
         raise DataError(f"frame {frame} out of range; the file has {n} frame(s)")
     try:
         with quiet_pydicom():
+            ds.pixel_array_options(index=frame)  # decode this frame only, not all of them
             arr = ds.pixel_array
     except Exception as exc:
         raise DataError(f"cannot decode pixel data ({type(exc).__name__}: {str(exc)[:100]})") from None
-    if n > 1:
-        arr = arr[frame]
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     if spp > 1:  # colour (pydicom returns RGB for YBR inputs)
         bits = int(ds.get("BitsStored", 8) or 8)
