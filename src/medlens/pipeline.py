@@ -279,9 +279,10 @@ def run_study(cfg: StudyConfig) -> Path:
     run_stage(run, "trust", {**evaluated, "trust": cfg_key["trust"], "seed": cfg.seed},
               [run / "trust" / "summary.json", run / "trust" / "ood.safetensors"], lambda: trust_stage(run, cfg))
     gate = {"fit_images": cfg.trust.ood_fit_images, "pass_rate": cfg.trust.ood_pass_rate, "seed": cfg.seed}
-    run_stage(run, "export", {**evaluated, "ood_gate": gate,
+    run_stage(run, "export", {**evaluated, "ood_gate": gate, "explain": cfg_key["explain"],
                               "qc": file_digest(run / "qc_thresholds.json")},
-              [run / "export" / "model.onnx", run / "export" / "export.json", run / "export" / "model_repository"],
+              [run / "export" / "model.onnx", run / "export" / "export.json", run / "export" / "model_repository",
+               run / "export" / "cam.safetensors"],
               lambda: export_stage(run, cfg))
     report_inputs = [run / "metrics.json", run / "explain" / "summary.json", run / "trust" / "summary.json",
                      run / "export" / "export.json", run / "ssl" / "probe.json"]

@@ -1,16 +1,18 @@
 """`/v1/detect` on a real uvicorn over the tiny detection study: served boxes are the evaluated ones, bad inputs
-get 4xx, the gates and auth hold, and the audit log has one line per request."""
+get 4xx, the gates and auth hold, and the audit log has one line per request. The export folder alone (the run
+that wrote it deleted) serves the same answers and names no patient, sample or path."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.serve import BAD_INPUTS, TOKEN, phantom_png, running_server
+from helpers.serve import BAD_INPUTS, TOKEN, identifiers_in, phantom_png, running_server
 from medlens.detection.export import compare_boxes
 
 pytestmark = pytest.mark.slow
@@ -25,6 +27,29 @@ def det_server(det_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(det_server):
     with httpx.Client(base_url=det_server[0], headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def det_shipped(det_run, tmp_path_factory):
+    """``(det/export of a copy of the run, exported again there and copied away, the path the deleted copy had)``."""
+    from medlens.detection.export import export_detector
+    from medlens.export import run_config
+
+    root = tmp_path_factory.mktemp("det_alone")
+    run = root / "run"
+    shutil.copytree(det_run, run, ignore=shutil.ignore_patterns("export"))
+    export_detector(run, run_config(run))
+    shutil.copytree(run / "det" / "export", root / "shipped")
+    shutil.rmtree(run)
+    return root / "shipped", run
+
+
+@pytest.fixture(scope="module")
+def alone(det_shipped, tmp_path_factory):
+    """A client of ``medlens serve EXPORT`` on the detector's export folder alone."""
+    with running_server(det_shipped[0], tmp_path_factory.mktemp("det_alone_serve")) as (url, _), \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
         yield c
 
 
@@ -82,7 +107,7 @@ def test_qc_ood_auth_and_audit(client, det_server):
     url, audit = det_server
     dark = _detect(client, phantom_png(seed=0, qc_defect="dark"))
     assert dark.status_code == 422 and "too dark" in dark.json()["error"]["message"]
-    ood = _detect(client, phantom_png(size=96, seed=0, ood=True))
+    ood = _detect(client, phantom_png(size=96, seed=1, ood=True))  # a checkerboard: seed 0 draws smooth noise, QC: blurred
     assert ood.status_code == 200 and ood.json()["ood"]["flagged"] and ood.json()["boxes"] is None
     assert httpx.post(url + "/v1/detect", files={"file": ("x", phantom_png(), "image/png")}).status_code == 401
     bad = httpx.post(url + "/v1/detect", files={"file": ("x", phantom_png(), "image/png")},
@@ -94,3 +119,38 @@ def test_qc_ood_auth_and_audit(client, det_server):
     assert {"ood", "qc", "input_sha256"} <= set(next(x for x in reversed(lines) if x["path"] == "/v1/detect"
                                                      and x["status"] == 200))
     assert TOKEN not in audit.read_text()
+
+
+def test_export_folder_alone_serves_the_run_services_answers(alone, client, det_run, det_shipped):
+    """Every test image: the same boxes, scores and OOD verdict as `medlens serve RUN`; the same gates and card."""
+    manifest = pd.read_parquet(det_run / "manifest.parquet").set_index("sample_id")
+    ids = sorted(set(json.loads((det_run / "splits.json").read_text())["test"]) & set(manifest.index))
+    n_boxes = 0
+    for sid in ids:
+        with open(manifest.loc[sid, "image"], "rb") as f:
+            data = f.read()
+        body, before = _detect(alone, data, all="true").json(), _detect(client, data, all="true").json()
+        for key in ("boxes", "n_boxes", "ood", "qc", "decision", "operating_point"):
+            assert body[key] == before[key], (sid, key)
+        n_boxes += body["n_boxes"] or 0
+    assert n_boxes > 0
+    answers = []
+    for png in (phantom_png(seed=0, qc_defect="dark"), phantom_png(size=96, seed=0, ood=True)):
+        r, before = _detect(alone, png), _detect(client, png)
+        body, was = ({k: v for k, v in x.json().items() if k != "request_id"} for x in (r, before))
+        assert r.status_code == before.status_code and body == was
+        answers.append((r.status_code, body))
+    (dark_status, dark), (texture_status, texture) = answers
+    assert dark_status == 422 and not dark["qc"]["passed"]
+    assert texture_status == 422 or (texture["ood"]["flagged"] and texture["boxes"] is None)  # QC or the gate
+    card, before = alone.get("/v1/model").json(), client.get("/v1/model").json()
+    assert card["task"] == "detection" and card["metrics_95ci"] == before["metrics_95ci"]
+    assert card["operating_point"] == before["operating_point"]
+    assert card["operating_point"]["rule"] == json.loads((det_run / "det" / "metrics.json").read_text())["threshold_rule"]
+
+
+def test_detector_export_names_no_patient_sample_or_path(det_run, det_shipped):
+    folder, deleted_run = det_shipped
+    assert "config.yaml" not in {p.name for p in folder.iterdir()}
+    for export in (det_run / "det" / "export", folder):
+        assert identifiers_in(export, det_run, deleted_run) == []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medlens.export import OPSET, Ensemble, ParityError, parity_check
+from medlens.export import OPSET, Ensemble, ParityError, parity_check, run_config
 from medlens.export.onnx_export import export_onnx, latency_benchmark, read_metadata
 from medlens.inference.onnx import session
 
@@ -61,8 +61,17 @@ def test_parity_failure_raises(tmp_path):
 def test_export_run_outputs(exported):
     run, info = exported
     out = run / "export"
-    for name in ("model.onnx", "model.int8.onnx", "ood.safetensors", "ood.json", "export.json"):
+    for name in ("model.onnx", "model.int8.onnx", "ood.safetensors", "ood.json", "cam.safetensors", "export.json"):
         assert (out / name).is_file()
+    # what the service needs instead of the run directory: the CAM's model and layer, the card's aggregates
+    cfg = run_config(run)
+    assert info["task"] == "classification" and info["qc"]["checks"]
+    assert info["cam"] == {"weights": "cam.safetensors", "model_name": cfg.model.name, "in_chans": 3, "image_size": 32,
+                           "fold": cfg.explain.fold, "layer": json.loads((run / "explain" / "summary.json").read_text())
+                           ["layer"], "method": cfg.explain.method, "target_class": cfg.explain.target_class}
+    assert (out / "cam.safetensors").read_bytes() == (run / f"fold_{cfg.explain.fold}" / "model.safetensors").read_bytes()
+    assert set(info["card"]) == {"operating_point", "training_data", "metrics_95ci"}
+    assert info["card"]["training_data"]["development_patients"] > 0
     assert info["parity"]["passed"] and info["parity"]["max_abs_diff"] <= 1e-4
     assert info["parity"]["max_abs_diff_vs_predictions"] <= 1e-4  # from the raw files to predictions.parquet
     assert info["folds"] == [0, 1] and info["opset"] == OPSET == 17

@@ -92,3 +92,39 @@ BAD_INPUTS = {
     "png_declared_jpeg": (lambda: phantom_png(), "image/jpeg"),
 }
 """Uploads every endpoint must refuse with a 4xx and a message: (make bytes, content type)."""
+
+
+def _occurring(data: bytes, needles: list[bytes]) -> set[bytes]:
+    """The needles found in ``data``: one scan per distinct 3-byte prefix, each hit checked against its needles."""
+    by_prefix: dict[bytes, list[bytes]] = {}
+    for n in needles:
+        by_prefix.setdefault(n[:3], []).append(n)
+    found = set()
+    for prefix, group in by_prefix.items():
+        pos = data.find(prefix)
+        while pos != -1:
+            found.update(n for n in group if data.startswith(n, pos))
+            pos = data.find(prefix, pos + 1)
+    return found
+
+
+def identifiers_in(folder: Path, run: Path, *others: Path) -> list[tuple[str, str]]:
+    """``(file, needle)`` for every sample id, patient id, image path or data folder of ``run``'s manifest, or the
+    path of ``run`` or of ``others``, found as bytes in any file under ``folder`` (each distinct file read once)."""
+    import hashlib
+
+    import pandas as pd
+
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    images = [Path(p) for p in manifest["image"].astype(str)]
+    needles = sorted({*manifest["sample_id"].astype(str), *manifest["patient_id"].astype(str), *map(str, images),
+                      *(str(p.parent) for p in images), str(run), str(run.resolve()), *map(str, others)})
+    found, seen = [], set()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).digest()
+        if digest not in seen:
+            seen.add(digest)
+            hits = _occurring(data, [n.encode() for n in needles])
+            found += [(str(path.relative_to(folder)), n.decode()) for n in sorted(hits)]
+    return found

@@ -76,7 +76,7 @@ def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
     contract = Preprocess.from_dict(info["preprocess"])
     manifest = pd.read_parquet(exported_run / "manifest.parquet").set_index("sample_id")
     scored = np.load(exported_run / "explain" / "maps.npz")
-    overlay = GradCamOverlay(exported_run, info["class_names"])
+    overlay = GradCamOverlay(exported_run / "export", info["cam"], info["class_names"])
     pairs = list(zip(scored["sample_id"], scored["maps"]))[:6]
     assert sum(m.astype(np.float32).std() > 0.01 for _, m in pairs) >= 3  # real maps, not constants
     p1 = _test_rows(exported_run).set_index("sample_id")["p1"]

@@ -6,8 +6,11 @@ client gets boxes and scores, not maps. Outputs::
 
     det/export/model.onnx           image [N, C, S, S] in [0, 1] -> boxes [N, k, 4], scores [N, k], features [N, F]
     det/export/ood.safetensors, ood.json  the OOD gate on ``features`` (medlens.inference.ood)
-    det/export/export.json          parity against the evaluated boxes, gate calibration, preprocessing, QC
+    det/export/export.json          what the service needs (preprocessing, operating point, QC limits, the model
+                                    card's aggregate facts), parity against the evaluated boxes, gate calibration
     det/export/model_repository/    Triton (GPU + CPU variants) with README
+
+``medlens serve`` runs from this folder alone; nothing in it names a patient, a sample or a path.
 
 Parity is checked from the raw test files, through the preprocessing contract and ONNX
 Runtime, against ``det/predictions.parquet`` (what was evaluated): the same boxes per image
@@ -31,6 +34,7 @@ from medlens.data.preprocess import Preprocess
 from medlens.detection.boxes import box_iou
 from medlens.detection.stage import load_detector, study_rows
 from medlens.export import onnx_export as ox
+from medlens.export.card import detector_card
 from medlens.export.triton import write_repository
 from medlens.qc.learn import applied_config
 
@@ -55,8 +59,9 @@ the fold models' heat maps are averaged, peaks are the 3x3 local maxima, and the
 Outputs: `boxes` `[batch, {k}, 4]` (`x0, y0, x1, y1` in input pixels, exclusive ends), `scores`
 `[batch, {k}]` (highest first; 0 marks an empty slot), `features` `[batch, {feats}]` (for the OOD gate in
 `../ood.safetensors`, `../ood.json`). Show the boxes with score >= {threshold} (the operating point chosen on validation data);
-drop scores below {min_score} (never candidates). `medlens serve RUN` offers `POST /v1/detect` with the
-QC and OOD gates, auth and an audit log, and maps the boxes back to the uploaded image's pixels.
+drop scores below {min_score} (never candidates). `medlens serve` on the export folder (`..`, on its own)
+offers `POST /v1/detect` with the QC and OOD gates, auth and an audit log, and maps the boxes back to the
+uploaded image's pixels.
 """
 
 
@@ -157,7 +162,7 @@ def export_detector(run: Path, cfg: StudyConfig, *, n_parity: int = 256, max_bat
             "outputs": list(OUTPUTS), "n_features": ood_info["n_features"], "parity": parity, "ood": ood_info,
             "preprocess": prep.to_dict(), "qc": applied_config(run, cfg.qc).model_dump(mode="json"),
             "triton_name": name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-            "onnx_size_bytes": onnx_path.stat().st_size}
+            "onnx_size_bytes": onnx_path.stat().st_size, "card": detector_card(metrics)}
     readme = README.format(name=name, version=medlens.__version__, in_chans=chans, size=size, k=detector.k,
                            feats=info["n_features"], threshold=f"{metrics['threshold']:.4f}", min_score=d.min_score,
                            steps=prep.to_dict()["steps"])

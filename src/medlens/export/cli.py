@@ -33,6 +33,7 @@ def export(
         typer.echo(f"wrote {run / 'det' / 'export' / 'model.onnx'}; parity on {p['n_images']} held-out images: "
                    f"min box IoU {p['min_iou']:.4f}, max score difference {p['max_score_diff']:.1e} -> ok")
         typer.echo(f"Triton repository: {run / 'det' / 'export' / 'model_repository'} (see its README.md)")
+        typer.echo(f"the service runs from {run / 'det' / 'export'} alone: medlens serve {run / 'det' / 'export'}")
         return
 
     info = export_run(run, fold=fold, quantize=quantize, max_batch_size=max_batch_size, tolerance=tolerance,
@@ -55,3 +56,4 @@ def export(
             typer.echo(f"{q['mode']}: written but not runnable here ({q['error']})")
     typer.echo(f"Triton repository: {run / 'export' / 'model_repository'} (see its README.md), shipping "
                f"{info['shipped']}")
+    typer.echo(f"the service runs from {run / 'export'} alone: medlens serve {run / 'export'}")

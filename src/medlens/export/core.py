@@ -5,8 +5,13 @@ Outputs::
     export/model.onnx            fp32, opset 17, dynamic batch, metadata (preprocessing, classes, threshold)
     export/model.<fp16|int8>.onnx  optional quantised copy
     export/ood.safetensors, ood.json  the OOD gate on the ``features`` output (medlens.inference.ood)
-    export/export.json           parity, latency vs PyTorch, quantisation AUC change, OOD calibration
+    export/cam.safetensors       the explained fold model, for the service's heat map (medlens.inference.cam)
+    export/export.json           what the service needs (preprocessing, classes, threshold, QC limits, the CAM's
+                                 layer and method, the model card's aggregate facts), and parity, latency vs
+                                 PyTorch, quantisation AUC change, OOD calibration
     export/model_repository/     Triton (GPU + CPU variants) with README
+
+``medlens serve`` runs from this folder alone; nothing in it names a patient, a sample or a path.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from medlens.data.preprocess import Preprocess
 from medlens.data.splits import load_splits
 from medlens.errors import ConfigError, MedlensError, StageInputMissing
 from medlens.export import onnx_export as ox
+from medlens.export.card import classifier_card
 from medlens.export.triton import README, classifier_outputs, write_repository
 from medlens.inference import load_ensemble
+from medlens.inference.cam import save_explained_member
 from medlens.qc.learn import applied_config
 
 log = logging.getLogger(__name__)
@@ -170,14 +177,16 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
     ood_info = ox.fit_served_gate(sess, tensor, by_id["label"], splits, folds, n=cfg.trust.ood_fit_images,
                                   pass_rate=cfg.trust.ood_pass_rate, seed=cfg.seed, out=out,
                                   held_out={"test": test_x, "external": ext_x})
+    cam = save_explained_member(run, cfg, out)  # the heat map's model, so that serve needs no run directory
     info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "medlens_version": medlens.__version__,
-        "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size, "in_chans": chans,
-        "class_names": names, "operating_threshold": threshold, "num_classes": k_classes,
+        "task": "classification", "model_name": cfg.model.name, "folds": folds, "opset": ox.OPSET, "image_size": size,
+        "in_chans": chans, "class_names": names, "operating_threshold": threshold, "num_classes": k_classes,
         "n_features": ood_info["n_features"], "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "parity": parity, "ood": ood_info, "triton_name": triton_name(cfg.name), "preprocess": pre.to_dict(),
         "calibration": ensemble.calibrations, "qc": applied_config(run, cfg.qc).model_dump(mode="json"),
         "onnx_size_bytes": onnx_path.stat().st_size, "shipped": shipped.name,
+        "cam": cam, "card": classifier_card(manifest, splits, metrics, threshold),
     }
     if benchmark:
         info["latency_batch1"] = ox.latency_benchmark(ensemble, onnx_path, held_x[:1])

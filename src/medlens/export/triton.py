@@ -99,7 +99,8 @@ The operating point chosen on validation data is threshold {threshold} on `proba
 
 KServe v2 request: `POST /v2/models/{name}/infer` with
 `{{"inputs": [{{"name": "image", "shape": [1, {in_chans}, {size}, {size}], "datatype": "FP32", "data": [...]}}]}}`.
-`medlens serve RUN` offers the same endpoint plus the QC and OOD gates, auth and an audit log.
+`medlens serve` on the export folder (`..`, on its own) offers the same endpoint plus the QC and OOD gates,
+auth and an audit log.
 """
 
 

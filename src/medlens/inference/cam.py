@@ -3,7 +3,9 @@
 The explain stage scores these maps against the expert's region and the service overlays
 them (``POST /v1/predict?cam=true``): both take the model and layer from
 :func:`explained_member` and the method and class from the run's ``explain`` section, so
-the map a clinician is shown is the map the report scored.
+the map a clinician is shown is the map the report scored. The export ships that member
+(:func:`save_explained_member`: its weights and the resolved layer, method and class rule)
+and the service loads it from the export folder alone (:func:`load_explained_member`).
 
 :func:`explain_images` turns a uint8 image tensor ``N×C×S×S`` into float32 maps
 ``N×S×S`` in [0, 1] (one per image, min-max scaled as pytorch-grad-cam does). Hooks live
@@ -17,6 +19,7 @@ averaged after each is scaled to [0, 1].
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from rich.progress import Progress
 from medlens.data.arrays import normalise
 from medlens.config import StudyConfig
 from medlens.errors import ConfigError, DataError, MedlensError, did_you_mean
-from medlens.inference.core import fold_count, load_fold_model
+from medlens.inference.core import fold_count, load_fold_model, load_weights
 from medlens.inference.layers import CamTarget, resolve_target
 
 METHODS = {
@@ -42,6 +45,8 @@ METHODS = {
     "xgradcam": XGradCAM,
 }
 """Method name -> pytorch-grad-cam class."""
+CAM_WEIGHTS = "cam.safetensors"
+"""The explained fold model's weights in an export folder (``export.json``'s ``cam`` says how to use them)."""
 
 
 def method_class(method: str) -> type:
@@ -185,6 +190,49 @@ def explained_member(run: Path, cfg: StudyConfig) -> tuple[torch.nn.Module, CamT
     model = load_fold_model(run, cfg, ex.fold)
     return model, resolve_target(model, size=cfg.train.image_size, in_chans=cfg.model.in_chans, layer=ex.target_layer,
                                  min_grid=ex.min_grid)
+
+
+def save_explained_member(run: Path, cfg: StudyConfig, folder: Path) -> dict:
+    """Ship the explained member to an export folder: its weights (:data:`CAM_WEIGHTS`) and how to explain with them.
+
+    Parameters
+    ----------
+    run : path
+        A trained run directory.
+    cfg : StudyConfig
+        The config that trained the run (see :func:`explained_member`).
+    folder : path
+        The export folder.
+
+    Returns
+    -------
+    dict
+        ``export.json``'s ``cam`` entry for :func:`load_explained_member`: ``weights``,
+        ``model_name``, ``in_chans``, ``image_size``, ``fold``, ``layer`` (the target layer
+        :func:`explained_member` resolved), ``method`` and ``target_class`` (the
+        ``explain.target_class`` rule of :func:`explained_classes`).
+    """
+    ex = cfg.explain
+    _, target = explained_member(run, cfg)
+    shutil.copyfile(Path(run) / f"fold_{ex.fold}" / "model.safetensors", Path(folder) / CAM_WEIGHTS)
+    return {"weights": CAM_WEIGHTS, "model_name": cfg.model.name, "in_chans": cfg.model.in_chans,
+            "image_size": cfg.train.image_size, "fold": ex.fold, "layer": target.name, "method": ex.method,
+            "target_class": ex.target_class}
+
+
+def load_explained_member(folder: Path, cam: dict) -> tuple[torch.nn.Module, CamTarget]:
+    """The model and target layer shipped by :func:`save_explained_member`, from the export folder alone.
+
+    Parameters
+    ----------
+    folder : path
+        The export folder.
+    cam : dict
+        Its ``export.json``'s ``cam`` entry.
+    """
+    model = load_weights(Path(folder) / cam["weights"], cam["model_name"], in_chans=cam["in_chans"],
+                         image_size=cam["image_size"])
+    return model, resolve_target(model, size=cam["image_size"], in_chans=cam["in_chans"], layer=cam["layer"])
 
 
 def explained_classes(target_class: int | str | None, proba: np.ndarray) -> np.ndarray:

@@ -25,7 +25,24 @@ def fold_count(run: Path) -> int:
 
 
 def load_fold_model(run: Path, cfg: StudyConfig, k: int) -> torch.nn.Module:
-    """Rebuild fold ``k``'s network from ``cfg.model`` and load ``fold_k/model.safetensors`` (eval mode).
+    """Rebuild fold ``k``'s network from ``cfg.model`` and load ``fold_k/model.safetensors`` (eval mode)."""
+    path = Path(run) / f"fold_{k}" / "model.safetensors"
+    if not path.is_file():
+        raise StageInputMissing(f"{path} not found; train the study first with `medlens run CONFIG`")
+    return load_weights(path, cfg.model.name, in_chans=cfg.model.in_chans, image_size=cfg.train.image_size)
+
+
+def load_weights(path: Path, model_name: str, *, in_chans: int, image_size: int) -> torch.nn.Module:
+    """Rebuild the network ``model_name`` and load the weights file ``path`` into it (eval mode).
+
+    Parameters
+    ----------
+    path : path
+        A ``model.safetensors`` written by training (or its copy in an export folder).
+    model_name : str
+        The timm name it was trained as (``model.name``).
+    in_chans, image_size : int
+        ``model.in_chans`` and ``train.image_size`` of the study.
 
     The number of classes is read from the head's weight in the file.
     """
@@ -33,20 +50,16 @@ def load_fold_model(run: Path, cfg: StudyConfig, k: int) -> torch.nn.Module:
 
     from medlens.models import create_model
 
-    path = Path(run) / f"fold_{k}" / "model.safetensors"
-    if not path.is_file():
-        raise StageInputMissing(f"{path} not found; train the study first with `medlens run CONFIG`")
     state = load_file(str(path))
     with torch.device("meta"):  # no weight initialisation: every tensor comes from the file
-        model = create_model(cfg.model.name, num_classes=2, in_chans=cfg.model.in_chans, image_size=cfg.train.image_size)
+        model = create_model(model_name, num_classes=2, in_chans=in_chans, image_size=image_size)
         head_weight = f"{model.pretrained_cfg.get('classifier', 'fc')}.weight"
         n_classes = int(state[head_weight].shape[0]) if head_weight in state else 2
         if n_classes != 2:
-            model = create_model(cfg.model.name, num_classes=n_classes, in_chans=cfg.model.in_chans,
-                                 image_size=cfg.train.image_size)
+            model = create_model(model_name, num_classes=n_classes, in_chans=in_chans, image_size=image_size)
     missing = set(model.state_dict()) - set(state)
     if missing:
-        raise StageInputMissing(f"{path} lacks {len(missing)} tensor(s) of {cfg.model.name} (e.g. {sorted(missing)[0]}); "
+        raise StageInputMissing(f"{path} lacks {len(missing)} tensor(s) of {model_name} (e.g. {sorted(missing)[0]}); "
                                 "was it trained with another model.name?")
     model.load_state_dict(state, assign=True)
     return model.eval()

@@ -4,7 +4,7 @@ from medlens._lazy import lazy_exports
 
 _WHERE = {
     "ServeSettings": "app", "create_app": "app", "UploadError": "decode", "decode_upload": "decode",
-    "Engine": "engine", "preprocess": "engine", "qc_verdict": "engine", "AuditLog": "security",
+    "Engine": "engine", "locate_export": "engine", "preprocess": "engine", "qc_verdict": "engine", "AuditLog": "security",
     "RateLimiter": "security", "TokenAuth": "security", "load_tokens": "security",
 }
 __all__ = sorted(_WHERE)

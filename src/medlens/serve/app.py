@@ -1,4 +1,4 @@
-"""The FastAPI inference service over an exported run (``medlens serve RUN``).
+"""The FastAPI inference service over an export folder alone (``medlens serve EXPORT``).
 
 Endpoints: ``POST /v1/predict`` (PNG/JPEG/DICOM upload, multipart field ``file`` or a raw
 body), ``POST /v2/models/{name}/infer`` (KServe v2 tensors), ``GET /v2/models/{name}``,
@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from medlens.serve.decode import UploadError, decode_upload
-from medlens.serve.engine import Engine, MicroBatcher, preprocess, qc_verdict
+from medlens.serve.engine import Engine, MicroBatcher, locate_export, preprocess, qc_verdict
 from medlens.serve.gradcam import GradCamOverlay
 from medlens.serve.security import AuditLog, RateLimiter, TokenAuth
 
@@ -243,33 +243,36 @@ def base_app(engine, lifespan) -> FastAPI:
     return app
 
 
-def create_app(run: Path, *, tokens: dict[str, str], audit_path: Path | None = None,
+def create_app(export: Path, *, tokens: dict[str, str], audit_path: Path | None = None,
                settings: ServeSettings = ServeSettings()) -> "Guard":
-    """Build the service for an exported run: the FastAPI app wrapped in its :class:`Guard` (an ASGI app).
+    """Build the service for an exported model: the FastAPI app wrapped in its :class:`Guard` (an ASGI app).
 
     Parameters
     ----------
-    run : path
-        Run directory with ``export/`` (``medlens export RUN``).
+    export : path
+        The export folder (``RUN/export``, ``RUN/det/export``, or a copy of either on the
+        service machine), or a run directory holding it (:func:`medlens.serve.engine.locate_export`).
+        Nothing outside the export folder is read.
     tokens : dict
         token id -> bearer token (see :func:`medlens.serve.security.load_tokens`).
     audit_path : path, optional
-        JSONL audit log; default ``run/export/audit.jsonl``.
+        JSONL audit log; default ``audit.jsonl`` in the export folder.
     settings : ServeSettings
 
-    A detection run (``run/det/export/export.json``, ``task: detection``) gets the detection
-    service instead (:func:`medlens.serve.detect.detection_app`: ``POST /v1/detect``).
+    An exported detector (``export.json``: ``task: detection``) gets the detection service
+    instead (:func:`medlens.serve.detect.detection_app`: ``POST /v1/detect``).
     """
-    if (Path(run) / "det" / "export" / "export.json").is_file():
+    folder, info = locate_export(export)
+    if info.get("task") == "detection":
         from medlens.serve.detect import detection_app
 
-        audit = AuditLog(audit_path or Path(run) / "det" / "export" / "audit.jsonl")
-        return Guard(detection_app(run, audit, settings), auth=TokenAuth(tokens),
+        audit = AuditLog(audit_path or folder / "audit.jsonl")
+        return Guard(detection_app(folder, audit, settings), auth=TokenAuth(tokens),
                      limiter=RateLimiter(settings.rate_per_s, settings.burst), audit=audit, max_body=settings.max_body_bytes)
-    engine = Engine(run, threads=settings.threads)
+    engine = Engine(folder, threads=settings.threads)
     batcher = MicroBatcher(engine, max_batch=settings.max_batch, inline=settings.inline_inference)
-    overlay = GradCamOverlay(run, engine.class_names)
-    audit = AuditLog(audit_path or Path(run) / "export" / "audit.jsonl")
+    overlay = GradCamOverlay(folder, info["cam"], engine.class_names)
+    audit = AuditLog(audit_path or folder / "audit.jsonl")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

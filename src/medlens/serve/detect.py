@@ -1,4 +1,4 @@
-"""The detection service: ``POST /v1/detect`` over an exported detection run (``task: detection``).
+"""The detection service: ``POST /v1/detect`` over an exported detector (``export.json``: ``task: detection``).
 
 The same gates as ``/v1/predict``: the upload is decoded and validated
 (:func:`medlens.serve.decode.decode_upload`), judged by the run's single-image QC, prepared
@@ -14,7 +14,6 @@ evaluated).
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,11 +22,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from medlens.data.preprocess import Preprocess
-from medlens.errors import StageInputMissing
 from medlens.inference import onnx as ox
 from medlens.inference.ood import load_detectors
 from medlens.qc import QCConfig
-from medlens.serve.engine import SINGLE_IMAGE_CHECKS
+from medlens.serve.engine import SINGLE_IMAGE_CHECKS, locate_export
 
 __all__ = ["DetectionEngine", "detection_app"]
 
@@ -37,41 +35,34 @@ INTENDED_USE = ("Research and engineering evaluation of a lesion detector traine
 
 
 class DetectionEngine:
-    """The exported detector of a run: ONNX session, OOD gate, preprocessing, QC and operating point.
+    """The exported detector: ONNX session, OOD gate, preprocessing, QC and operating point.
 
     Parameters
     ----------
-    run : path
-        A detection run with ``det/export/`` (written by ``medlens run``).
+    export : path
+        The detector's export folder (``RUN/det/export``, written by ``medlens run``, or a
+        copy of it), or the detection run holding it (:func:`medlens.serve.engine.locate_export`).
     threads : int
         ONNX Runtime intra-op threads.
     """
 
-    def __init__(self, run: Path, *, threads: int = 1) -> None:
-        self.run = Path(run)
-        export = self.run / "det" / "export"
-        if not (export / "export.json").is_file():
-            raise StageInputMissing(f"{export / 'export.json'} not found; run `medlens run CONFIG` on the study first")
-        self.info = json.loads((export / "export.json").read_text())
-        self.session = ox.session(export / "model.onnx", threads=threads)
-        self.gate = load_detectors(export, written_by=f"medlens run CONFIG (the study of {self.run})")
+    def __init__(self, export: Path, *, threads: int = 1) -> None:
+        self.folder, self.info = locate_export(export)
+        self.session = ox.session(self.folder / "model.onnx", threads=threads)
+        self.gate = load_detectors(self.folder, written_by="medlens export RUN")
         self.preprocess = Preprocess.from_dict(self.info["preprocess"])
         self.threshold, self.min_score = float(self.info["operating_threshold"]), float(self.info["min_score"])
         self.name = self.info["triton_name"]
-        qc = dict(self.info.get("qc") or {})
+        qc = dict(self.info["qc"])
         qc["checks"] = [c for c in qc.get("checks", SINGLE_IMAGE_CHECKS) if c in SINGLE_IMAGE_CHECKS]
         self.qc_config = QCConfig(**qc)
-        metrics_path = self.run / "det" / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         self.card = {"name": self.name, "task": "detection",
                      "version": f"{self.info['medlens_version']}+{self.info['onnx_sha256'][:12]}",
                      "folds": self.info["folds"], "created": self.info["created"],
                      "input": {"image_size": self.preprocess.size, "in_chans": self.preprocess.in_chans,
                                "formats": ["PNG", "JPEG", "DICOM"]},
-                     "operating_point": {"threshold": self.threshold, "rule": metrics.get("threshold_rule")},
-                     "metrics_95ci": {p: {"cpm": metrics[p]["detector"].get("cpm")} for p in ("test", "external")
-                                      if p in metrics},
-                     "parity": self.info["parity"], "ood_gate": self.info["ood"], "intended_use": INTENDED_USE}
+                     **self.info["card"], "parity": self.info["parity"], "ood_gate": self.info["ood"],
+                     "intended_use": INTENDED_USE}
 
     def detect(self, image: np.ndarray, *, all_candidates: bool = False) -> dict:
         """Boxes of one decoded image (float ``C×H×W`` in [0, 1]) and the OOD verdict.
@@ -93,19 +84,20 @@ class DetectionEngine:
                         "threshold": round(float(self.gate.threshold), 3)}}
 
 
-def detection_app(run: Path, audit, settings) -> FastAPI:
-    """The FastAPI app of a detection run: the shared routes of :func:`medlens.serve.app.base_app` and ``/v1/detect``.
+def detection_app(export: Path, audit, settings) -> FastAPI:
+    """The FastAPI app of an exported detector: the shared routes of :func:`medlens.serve.app.base_app` and ``/v1/detect``.
 
     Parameters
     ----------
-    run : path
+    export : path
+        The export folder (see :class:`DetectionEngine`).
     audit : medlens.serve.security.AuditLog
         Closed when the app stops.
     settings : medlens.serve.app.ServeSettings
     """
     from medlens.serve.app import base_app, checked_upload
 
-    engine = DetectionEngine(run, threads=settings.threads)
+    engine = DetectionEngine(export, threads=settings.threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

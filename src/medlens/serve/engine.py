@@ -1,5 +1,10 @@
 """The inference engine behind the service: the exported ONNX model, its gates, and request batching.
 
+The service runs from an export folder alone (:func:`locate_export`): ``export.json``
+records everything it needs (preprocessing contract, classes, operating point, QC limits,
+the CAM's member and layer, the model card's aggregate facts) beside the ONNX graph, the
+OOD gate and the CAM weights; it reads no run directory, config or manifest.
+
 :class:`Engine` holds state that is real (an ONNX Runtime session, the OOD gate, the
 model card); the work per image is plain functions: ``preprocess`` (as in training),
 ``qc_verdict`` (the single-image checks of :mod:`medlens.qc`), and the OOD score.
@@ -11,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +29,41 @@ from medlens.inference.ood import load_detectors
 from medlens.qc import QCConfig
 from medlens.qc.checks import REGISTRY, luminance
 
-log = logging.getLogger(__name__)
 SINGLE_IMAGE_CHECKS = ("exposure", "contrast", "blur", "fov")
 INTENDED_USE = ("Research and engineering evaluation of a medical-image classifier trained with medlens. "
                 "Not a medical device: outputs must not drive clinical decisions without a qualified reader, "
                 "and only for images like the training data (same modality, device and population). "
                 "Images failing quality control or flagged out-of-distribution receive no label.")
+NEEDS = {"classification": ("card", "cam"), "detection": ("card",)}
+"""What an ``export.json`` must hold, per task, for the service to run from the export folder alone."""
+
+
+def locate_export(path: Path) -> tuple[Path, dict]:
+    """The export folder ``medlens serve PATH`` serves, and its ``export.json``.
+
+    Parameters
+    ----------
+    path : path
+        An export folder (``RUN/export`` or a copy of it: it holds ``export.json``), or a run
+        directory, whose ``det/export`` (a detection run) or ``export`` is taken.
+
+    Raises
+    ------
+    StageInputMissing
+        No ``export.json`` there, or one written by an older medlens that lacks what the
+        service needs (:data:`NEEDS`).
+    """
+    path = Path(path)
+    folder = next((f for f in (path, path / "det" / "export", path / "export") if (f / "export.json").is_file()), None)
+    if folder is None:
+        raise StageInputMissing(f"no export.json in {path} (nor in its export/ or det/export/); serve the folder "
+                                "`medlens export RUN` writes (RUN/export; RUN/det/export for a detection run)")
+    info = json.loads((folder / "export.json").read_text())
+    missing = [k for k in NEEDS[info.get("task", "classification")] if k not in info]
+    if missing:
+        raise StageInputMissing(f"{folder / 'export.json'} has no {' or '.join(missing)} (written by an older medlens); "
+                                "run `medlens export RUN` again so that the export folder serves on its own")
+    return folder, info
 
 
 def preprocess(image: np.ndarray, contract: Preprocess) -> np.ndarray:
@@ -52,38 +85,32 @@ def qc_verdict(image: np.ndarray, config: QCConfig) -> dict:
 
 
 class Engine:
-    """The exported model of a run, ready to answer requests.
+    """The exported classifier, ready to answer requests.
 
     Parameters
     ----------
-    run : path
-        A run directory on which ``medlens export`` has been run.
+    export : path
+        The export folder, or a run directory holding it (:func:`locate_export`).
     threads : int, default=1
         ONNX Runtime intra-op threads.
     """
 
-    def __init__(self, run: Path, *, threads: int = 1) -> None:
-        self.run = Path(run)
-        export = self.run / "export"
-        info_path = export / "export.json"
-        if not info_path.is_file():
-            raise StageInputMissing(f"{info_path} not found; run `medlens export {self.run}` first")
-        self.info = json.loads(info_path.read_text())
+    def __init__(self, export: Path, *, threads: int = 1) -> None:
+        self.folder, self.info = locate_export(export)
         from threadpoolctl import threadpool_limits
 
         # one BLAS thread for the per-request OOD matrix-vector product: multi-threaded BLAS
         # on a busy 2-core server costs milliseconds per call in thread hand-offs
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        self.session = ox.session(export / self.info.get("shipped", "model.onnx"), threads=threads)
-        self.gate = load_detectors(export, written_by=f"medlens export {self.run}")
+        self.session = ox.session(self.folder / self.info["shipped"], threads=threads)
+        self.gate = load_detectors(self.folder, written_by="medlens export RUN")
         self.size, self.in_chans = int(self.info["image_size"]), int(self.info["in_chans"])
-        self.preprocess = (Preprocess.from_dict(self.info["preprocess"]) if "preprocess" in self.info
-                           else Preprocess(size=self.size, in_chans=self.in_chans))
+        self.preprocess = Preprocess.from_dict(self.info["preprocess"])
         self.class_names: list[str] = list(self.info["class_names"])
         self.threshold = self.info.get("operating_threshold")
         self.name = self.info["triton_name"]
         # the run's own QC thresholds, restricted to the checks that judge one image alone
-        qc = dict(self.info.get("qc") or {})
+        qc = dict(self.info["qc"])
         qc["checks"] = [c for c in qc.get("checks", SINGLE_IMAGE_CHECKS) if c in SINGLE_IMAGE_CHECKS]
         self.qc_config = QCConfig(**qc)
         self.card = self._card()
@@ -114,39 +141,13 @@ class Engine:
         }
 
     def _card(self) -> dict:
-        """The model card served at ``/v1/model``."""
-        info, card = self.info, {}
-        metrics_path = self.run / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        for part in ("test", "external"):
-            if part in metrics:
-                card[part] = {k: v for k, v in metrics[part].items()
-                              if isinstance(v, dict) and {"value", "low", "high"} <= set(v)}
-                card[part]["n_images"] = metrics[part].get("n_images")
-                card[part]["n_patients"] = metrics[part].get("n_patients")
-        data = {}
-        try:
-            import pandas as pd
-
-            from medlens.data.splits import load_splits
-
-            manifest = pd.read_parquet(self.run / "manifest.parquet", columns=["sample_id", "patient_id", "site", "label"])
-            splits = load_splits(self.run / "splits.json")
-            dev = manifest[manifest["sample_id"].isin({s for f in splits["folds"] for s in f["train"] + f["val"]})]
-            data = {"development_images": int(len(dev)), "development_patients": int(dev["patient_id"].nunique()),
-                    "sites": sorted(map(str, dev["site"].unique())),
-                    "class_counts": {str(k): int(v) for k, v in dev["label"].value_counts().sort_index().items()},
-                    "test_images": len(splits["test"]), "external_images": len(splits["external"])}
-        except Exception as err:  # the card is informative; a missing table must not stop the service
-            log.warning("model card: training data summary unavailable (%s)", type(err).__name__)
+        """The model card served at ``/v1/model``: ``export.json``'s facts (aggregates only) and the intended use."""
+        info = self.info
         return {
             "name": self.name, "version": f"{info['medlens_version']}+{info['onnx_sha256'][:12]}",
             "architecture": info["model_name"], "folds": info["folds"], "created": info["created"],
             "input": {"image_size": self.size, "in_chans": self.in_chans, "formats": ["PNG", "JPEG", "DICOM"]},
-            "class_names": self.class_names,
-            "operating_point": metrics.get("operating_point") or {"threshold": self.threshold},
-            "training_data": data, "metrics_95ci": card, "parity": info["parity"],
-            "ood_gate": info["ood"],
+            "class_names": self.class_names, **info["card"], "parity": info["parity"], "ood_gate": info["ood"],
             "intended_use": INTENDED_USE,
         }
 

@@ -1,12 +1,11 @@
 """The heat-map overlay of the service (on request): the map the explain stage scored.
 
-ONNX Runtime gives no gradients, so the PyTorch weights of the run are loaded on the
-first request that asks for a heat map. The map is computed exactly as the explain stage
-computed the maps in the report: the same fold model and target layer
-(:func:`medlens.inference.cam.explained_member`), the same method and class rule
-(``explain.method``; ``explain.target_class`` of ``run/config.yaml`` through
-:func:`medlens.inference.cam.explained_classes`) and the same code
-(:func:`medlens.inference.cam.explain_images`).
+ONNX Runtime gives no gradients, so the export ships the PyTorch weights of the explained
+fold model (``cam.safetensors``) with the target layer, method and class rule the explain
+stage used (``export.json``'s ``cam``, :func:`medlens.inference.cam.save_explained_member`).
+They are loaded from the export folder on the first request that asks for a heat map, and
+the map is computed with the explain stage's own code
+(:func:`medlens.inference.cam.explain_images`, :func:`medlens.inference.cam.explained_classes`).
 """
 
 from __future__ import annotations
@@ -27,26 +26,25 @@ class GradCamOverlay:
 
     Parameters
     ----------
-    run : path
-        The run directory (``config.yaml`` and ``fold_k/model.safetensors``).
+    folder : path
+        The export folder (holds the weights ``cam`` names).
+    cam : dict
+        ``export.json``'s ``cam`` entry: weights, network, fold, layer, method and class rule.
     class_names : list of str
         The exported model's classes, to name the explained class.
     """
 
-    def __init__(self, run: Path, class_names: list[str]) -> None:
-        from medlens.config import load_config
-
-        self.run, self.class_names = Path(run), list(class_names)
-        self.cfg = load_config(self.run / "config.yaml")
+    def __init__(self, folder: Path, cam: dict, class_names: list[str]) -> None:
+        self.folder, self.cam, self.class_names = Path(folder), dict(cam), list(class_names)
         self._member = None
         self._lock = threading.Lock()
 
     def _load(self):
         with self._lock:
             if self._member is None:
-                from medlens.inference.cam import explained_member
+                from medlens.inference.cam import load_explained_member
 
-                self._member = explained_member(self.run, self.cfg)
+                self._member = load_explained_member(self.folder, self.cam)
             return self._member
 
     def heatmap(self, x01: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, int]:
@@ -55,11 +53,10 @@ class GradCamOverlay:
         from medlens.inference.cam import explain_images, explained_classes
 
         model, target = self._load()
-        ex = self.cfg.explain
         x = torch.from_numpy(np.clip(np.rint(x01 * 255.0), 0, 255).astype(np.uint8)[None])
-        cls = explained_classes(ex.target_class, np.asarray(proba)[None])
+        cls = explained_classes(self.cam["target_class"], np.asarray(proba)[None])
         with self._lock:  # the hooks of one model: one map at a time
-            return explain_images(model, x, target, method=ex.method, target_class=cls)[0], int(cls[0])
+            return explain_images(model, x, target, method=self.cam["method"], target_class=cls)[0], int(cls[0])
 
     def __call__(self, x01: np.ndarray, proba: np.ndarray) -> tuple[str, dict]:
         """Base64 PNG of the image with the heat map blended in (JET colour map, 40 %), and what the map
@@ -71,8 +68,7 @@ class GradCamOverlay:
         blend = (0.6 * rgb8 + 0.4 * colour).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(blend).save(buf, format="PNG")
-        ex = self.cfg.explain
-        about = {"method": ex.method, "fold": ex.fold, "layer": self._load()[1].name,
+        about = {"method": self.cam["method"], "fold": self.cam["fold"], "layer": self.cam["layer"],
                  "class": self.class_names[cls] if cls < len(self.class_names) else str(cls),
                  "as_in": "the report's explain section (explain/maps.npz)"}
         return base64.b64encode(buf.getvalue()).decode(), about
