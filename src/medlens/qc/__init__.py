@@ -2,7 +2,7 @@
 
 from medlens._lazy import lazy_exports
 
-_WHERE = {name: "checks" for name in ("REGISTRY", "QCCheck", "dhash", "field_of_view", "list_checks", "phash",
-                                      "register", "sharpness")} | {"QCConfig": "config", "run_qc": "core"}
+_WHERE = {name: "checks" for name in ("REGISTRY", "QCCheck", "blur_effect", "dhash", "field_of_view", "list_checks",
+                                      "phash", "register")} | {"QCConfig": "config", "run_qc": "core"}
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

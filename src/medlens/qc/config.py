@@ -11,10 +11,13 @@ measure                   clean images         defect
 p99 luminance             0.25 - 0.52          dark: 0.02 - 0.07
 p05 luminance             0.00                 bright: 0.28 - 0.43
 p95 - p05 luminance       0.23 - 0.47          dark: 0.02 - 0.07
-sharpness (see blur)      0.038 - 0.069        blur: 0.0001 - 0.0003
+blur effect (see blur)    0.43 - 0.55          blur: 0.91 - 0.96
 FOV centre offset         0.01 - 0.07          off-centre: 0.19 - 0.31
 pHash distance, 256 bit   >= 30 (pairs)        copies: <= 12
 ========================  ===================  ==========================
+
+The blur effect is bounded by 1, so ``max_blur`` sits near the middle of the gap on the
+logit scale (64 to 192 px phantoms) rather than a factor 1.5 from each side.
 
 Real data differ (X-ray, other cameras): so by default these are only starting values.
 ``medlens run`` learns every threshold the config does not pin from the study's own
@@ -24,7 +27,9 @@ ships them with the model; ``learn: false`` keeps the constants.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medlens.errors import did_you_mean
 
@@ -44,11 +49,14 @@ class QCConfig(BaseModel):
         Too bright when the median luminance is above this.
     min_contrast : float, default=0.1
         Low contrast when the 95th minus 5th percentile of luminance is below this.
-    min_sharpness : float, default=0.01
-        Blurred when var(Laplacian) / var(image), both on the luminance resized to
-        ``blur_size`` square, is below this (the ratio is independent of brightness and
-        of the original size).
+    max_blur : float, default=0.8
+        Blurred when the blur effect (Crété-Roffet 2007, :func:`medlens.qc.blur_effect`:
+        0 sharp, 1 fully blurred) of the luminance is above this. It replaces
+        ``min_sharpness`` (var(Laplacian) / var(image)), which on 8-bit images mistook
+        quantisation noise for detail and passed blurred X-rays.
     blur_size : int, default=128
+        Blur is measured on the luminance resized so that its shorter side has this many
+        pixels, so that it reads alike at every resolution.
     fov_threshold : float, default=0.25
         Field-of-view pixels are brighter than this fraction of the 99th percentile.
     fov_max_offset : float, default=0.12
@@ -76,7 +84,7 @@ class QCConfig(BaseModel):
     bright_p05: float = Field(0.2, ge=0, le=1)
     bright_p50: float = Field(0.8, ge=0, le=1)
     min_contrast: float = Field(0.1, ge=0, le=1)
-    min_sharpness: float = Field(0.01, gt=0)
+    max_blur: float = Field(0.8, gt=0, le=1)
     blur_size: int = Field(128, ge=16)
     fov_threshold: float = Field(0.25, gt=0, lt=1)
     fov_max_offset: float = Field(0.12, gt=0, le=1)
@@ -85,6 +93,17 @@ class QCConfig(BaseModel):
     fail_on: tuple[str, ...] | None = None
     learn: bool = True
     learn_k: float = Field(4.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_sharpness" in data:
+            raise ValueError(
+                "qc.min_sharpness is retired: blur is now measured by the blur effect (0 sharp, 1 fully blurred; "
+                "see medlens.qc.blur_effect). Replace it by qc.max_blur (e.g. max_blur: 0.9; blurred above it) or "
+                "remove it to learn the limit. A run or export made before this change: run `medlens run` again "
+                "(its qc stage re-learns the limits), then `medlens export`")
+        return data
 
     @field_validator("checks", "fail_on")
     @classmethod
