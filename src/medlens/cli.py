@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.logging import RichHandler
 
 from medlens.dicom.cli import deid as deid_cmd
@@ -41,6 +42,15 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log ev
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)], force=True)
     logging.captureWarnings(True)  # e.g. undefined bootstrap replicates: one log line, not a warning dump
+    stages = logging.getLogger("medlens.stages")
+    stages.handlers.clear()
+    stages.propagate = True
+    if not err_console.is_terminal:  # a pipe, a log file, a batch scheduler: no progress bars, so a line per stage
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        stages.addHandler(handler)
+        stages.setLevel(logging.INFO)
+        stages.propagate = False
 
 
 @app.command()
@@ -229,7 +239,7 @@ def main() -> None:
     try:
         app()
     except MedlensError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print("[bold red]error:[/]", escape(str(err)), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -31,6 +31,8 @@ from medlens.dicom.deid import DeidContext
 from medlens.errors import DataError
 
 log = logging.getLogger(__name__)
+stage_log = logging.getLogger("medlens.stages")
+"""One line at each stage's start and end (the CLI prints them in a pipe, where no progress bar shows)."""
 
 
 def file_digest(path: Path) -> str:
@@ -57,20 +59,36 @@ def run_stage(run: Path, name: str, key: dict, outputs: list[Path], fn: Callable
     state = run / ".stages" / f"{name}.json"
     digest = hashlib.sha256(json.dumps({"v": medlens.__version__, **key}, sort_keys=True, default=str).encode()).hexdigest()
     if state.is_file() and json.loads(state.read_text()).get("key") == digest and all(p.exists() for p in outputs):
-        log.info("stage %s: up to date, skipped", name)
+        stage_log.info("stage %s: up to date, skipped", name)
         return False
     state.parent.mkdir(parents=True, exist_ok=True)
     state.unlink(missing_ok=True)
+    stage_log.info("stage %s: started", name)
     t0 = time.perf_counter()
     fn()
     state.write_text(json.dumps({"key": digest, "seconds": round(time.perf_counter() - t0, 3)}))
-    log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+    stage_log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
     return True
 
 
 def progress_bar() -> Progress:
     """The progress display used by every long stage."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+                    disable=not in_terminal())
+
+
+def in_terminal() -> bool:
+    """True when progress bars can be drawn; in a pipe or a log file they would only leave blank lines."""
+    from rich.console import Console
+
+    return Console().is_terminal
+
+
+def track(it, *, total: int | None = None, description: str):
+    """A transient progress bar over ``it`` in a terminal; nothing in a pipe."""
+    from rich.progress import track as rich_track
+
+    return rich_track(it, total=total, description=description, transient=True, disable=not in_terminal())
 
 
 def source_path(cfg: StudyConfig) -> Path:
@@ -94,17 +112,14 @@ def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig, run: Path) -> None:
     DataError
         When no image passes: the message gives the commonest reasons and what to change.
     """
-    from rich.progress import track
-
     from medlens.qc import run_qc
     from medlens.qc.learn import learn_thresholds, save_thresholds
 
     ext = cfg.split.external_site
     internal = manifest if ext is None else manifest[manifest["site"] != ext]
     learned, report = learn_thresholds((load_image(ref) for ref in internal["image"]), cfg.qc,
-                                       progress=lambda it: track(it, total=len(internal), description="QC: learning limits",
-                                                                 transient=True))
-    images = (load_image(ref) for ref in track(manifest["image"], description="quality gate", transient=True))
+                                       progress=lambda it: track(it, total=len(internal), description="QC: learning limits"))
+    images = (load_image(ref) for ref in track(manifest["image"], description="quality gate"))
     qc = run_qc(images, manifest["sample_id"].tolist(), learned)
     qc.to_parquet(run / "qc.parquet", index=False)
     save_thresholds(run / "qc_thresholds.json", learned, report, len(internal))
@@ -112,7 +127,7 @@ def quality_gate(manifest: pd.DataFrame, cfg: StudyConfig, run: Path) -> None:
         top = qc["reason"].str.split(";").explode().str.split(":").str[0].str.strip().value_counts().head(3)
         raise DataError(f"the quality gate rejected all {len(qc)} images ({', '.join(f'{k}: {v}' for k, v in top.items())}); "
                         f"see {run / 'qc.parquet'} and {run / 'qc_thresholds.json'}. Pin looser thresholds under qc: "
-                        "(e.g. qc: {min_sharpness: 0.001}) or drop a check (qc: {checks: [exposure, contrast]})")
+                        "(e.g. qc: {max_blur: 0.98}) or drop a check (qc: {checks: [exposure, contrast]})")
 
 
 def passed_qc(manifest: pd.DataFrame, qc_path: Path) -> pd.DataFrame:
@@ -148,14 +163,11 @@ def ingest_pseudonymised(cfg: StudyConfig, secret: bytes) -> None:
     The originals are read here only: every later stage reads ``run/data/`` under
     pseudonyms. The map back is written outside the run directory (mode 0600).
     """
-    from rich.progress import track
-
     run = cfg.out
     original = sources.read_source(cfg.data, source_path(cfg))
     key_path = pseudonym_map_path(cfg)
     manifest, key = pseudonymise(original, secret, run.resolve() / "data", age_bin_years=cfg.data.age_bin_years,
-                                 progress=lambda it: track(it, total=len(original), description="ingest: pseudonymising",
-                                                           transient=True))
+                                 progress=lambda it: track(it, total=len(original), description="ingest: pseudonymising"))
     save_key(key, key_path, run)
     save_manifest(manifest, run / "manifest.parquet")
     log.info("ingest: %d images of %d patients under pseudonyms; the map back is %s", len(manifest),

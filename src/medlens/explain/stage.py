@@ -142,8 +142,10 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     for i, (sid, part) in enumerate(zip(rows["sample_id"], rows["part"])):
         proba[i] = member[i, ensemble.folds.index(val_fold[sid])] if part == "val" else member[i].mean(0)
     tc = explained_classes(ex.target_class, proba)
+    from rich.console import Console
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True) as progress:
+                  transient=True, disable=not Console().is_terminal) as progress:
         maps = explain_images(model, x, target, method=ex.method, target_class=tc, batch_size=ex.batch_size,
                               progress=progress)
     score_col = ex.target_class if isinstance(ex.target_class, int) else 1  # binary: p1, as predictions.parquet
