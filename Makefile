@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/medlens run configs/demo.yaml
 
 test: $(STAMP) browser
+	d=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$d && rm -rf $$d
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium renders the report in tests/test_report.py; installed when missing and we are root.

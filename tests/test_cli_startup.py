@@ -1,7 +1,7 @@
 """Commands that need no model start without importing torch (issue 16: they must start in < 1 s).
 
 Each command runs in a fresh interpreter; at exit it reports which heavy packages were
-imported. Wall time is not asserted (CI machines are shared); README reports it.
+imported. Wall time is not asserted (CI machines are shared); docs/benchmarks.md reports it.
 """
 
 from __future__ import annotations

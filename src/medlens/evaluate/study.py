@@ -136,7 +136,7 @@ def _failures(points: list[dict], default: str) -> list[str]:
 def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
     """Adopt the model at a new site with a small labelled local acceptance set.
 
-    The procedure (documented in README, "A new site"): draw ``ev.local_fraction`` of the
+    The procedure (documented in docs/evaluation.md, "A new site"): draw ``ev.local_fraction`` of the
     new site's patients, stratified by whether a patient has a positive image; choose the
     threshold on them by ``ev.new_site_rule`` (default Youden: with a few dozen local images
     a target-sensitivity threshold rests on the one or two lowest-scoring positives; on
