@@ -1,4 +1,5 @@
 import json
+import re
 import time
 
 import pandas as pd
@@ -81,6 +82,12 @@ def test_regression_study_trains_folds_and_stops_before_classification_stages(tm
     r = subprocess.run([sys.executable, "-m", "medlens.cli", "run", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "engine.task regression: folds trained" in r.stdout
+    # in a pipe (a log file, CI, a batch scheduler): one start and one end line per stage, no progress-bar residue
+    started = [m.group(1) for ln in r.stderr.splitlines() if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): started", ln))]
+    done = [m.group(1) for ln in r.stderr.splitlines()
+            if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): done in [\d.]+ s", ln))]
+    assert started == done == ["synth", "ingest", "qc", "split", "train_fold_0", "train_fold_1"], r.stderr
+    assert not [ln for ln in (r.stdout + r.stderr).splitlines() if not ln.strip()]
     pred = pd.read_parquet(cfg.out / "fold_0" / "predictions.parquet")
     assert {"label", "pred"} <= set(pred.columns) and pred["pred"].notna().all()
     assert not (cfg.out / "metrics.json").exists()

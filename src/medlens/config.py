@@ -60,11 +60,10 @@ class CsvColumns(_Strict):
     severity: str | None = Field(None, description="Column of a severity grade or score.")
     date: str | None = Field(None, description="Column of the acquisition date (ISO 8601); each patient's dates are "
                              "shifted by the patient's keyed offset (the DICOM date-shift rule), their order kept.")
-    age: str | None = Field(None, description="Column of the patient's age in years; kept as a bin of "
-                            "data.age_bin_years years (90 and over as one bin), as column 'age'.")
-    metadata: list[str] = Field([], description="Further columns copied as they are, e.g. sex, device; "
-                                "name them in evaluate.subgroups for the subgroup analysis. Columns not named "
-                                "here never enter the run.")
+    metadata: list[str] = Field([], description="Further columns copied as they are, e.g. sex, age, device; "
+                                "name them in evaluate.subgroups for the subgroup analysis. A column named age "
+                                "(years) is binned at ingest by data.age_bins. Columns not named here never enter "
+                                "the run.")
 
     @field_validator("roi")
     @classmethod
@@ -97,7 +96,8 @@ class DataConfig(_Strict):
     pseudonym_map: Path | None = Field(None, description="Where to write the map from pseudonyms back to the original "
                                        "IDs (and image paths), outside the run directory, mode 0600. dicom: null "
                                        "means not written; other sources: null means <runs>/.medlens/<name>-pseudonyms.csv.")
-    age_bin_years: int = Field(10, ge=1, le=50, description="Width of the age bins of csv_columns.age.")
+    age_bins: tuple[int, ...] = Field((40, 60, 75), min_length=1, description="Edges (years) of the bins an age "
+                                      "column is kept as, e.g. <40, 40-59, 60-74, >=75; the exact age never enters.")
 
     @model_validator(mode="after")
     def _path_given(self) -> "DataConfig":

@@ -24,7 +24,8 @@ import medlens
 from medlens.config import StudyConfig, dump_config
 from medlens.data import sources
 from medlens.data.manifest import load_image, load_manifest, save_manifest
-from medlens.data.pseudonyms import PRIVATE_DIR, check_outside, project_secret, pseudonymise, save_key
+from medlens.data.pseudonyms import (PRIVATE_DIR, STAGED_BOXES, check_outside, project_secret, pseudonymise,
+                                     save_key, stage_box_table)
 from medlens.data.splits import check_leakage, load_splits, make_splits, save_splits
 from medlens.data.synthetic import generate
 from medlens.dicom.deid import DeidContext
@@ -166,9 +167,11 @@ def ingest_pseudonymised(cfg: StudyConfig, secret: bytes) -> None:
     run = cfg.out
     original = sources.read_source(cfg.data, source_path(cfg))
     key_path = pseudonym_map_path(cfg)
-    manifest, key = pseudonymise(original, secret, run.resolve() / "data", age_bin_years=cfg.data.age_bin_years,
+    manifest, key = pseudonymise(original, secret, run.resolve() / "data", age_bins=cfg.data.age_bins,
                                  progress=lambda it: track(it, total=len(original), description="ingest: pseudonymising"))
     save_key(key, key_path, run)
+    if cfg.task == "detection" and cfg.detection.boxes:  # its image column names the originals
+        stage_box_table(Path(cfg.detection.boxes), manifest, key, run / STAGED_BOXES)
     save_manifest(manifest, run / "manifest.parquet")
     log.info("ingest: %d images of %d patients under pseudonyms; the map back is %s", len(manifest),
              manifest["patient_id"].nunique(), key_path)
@@ -214,8 +217,10 @@ def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:
         run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg))}, [manifest_path],
                   lambda: save_manifest(sources.read_source(cfg.data, source_path(cfg)), manifest_path))
     else:
+        boxes = cfg.detection.boxes if cfg.task == "detection" else None
         run_stage(run, "ingest", {"data": cfg_key["data"], "source": file_digest(source_path(cfg)),
-                                  "secret": DeidContext(secret).join_key("secret-check", "")},
+                                  "secret": DeidContext(secret).join_key("secret-check", ""),
+                                  "boxes": file_digest(Path(boxes)) if boxes else None},
                   [manifest_path, run / "data" / "images"], lambda: ingest_pseudonymised(cfg, secret))
     qc_path = run / "qc.parquet"
     run_stage(run, "qc", {"qc": cfg_key["qc"], "manifest": file_digest(manifest_path),

@@ -164,20 +164,26 @@ def test_table_study_holds_no_original_id_and_keeps_its_figures(phantom, tmp_pat
     res = _medlens("init", str(table), "--name", "planted", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     study = tmp_path / "planted.yaml"
-    columns = {**yaml.safe_load(study.read_text())["data"]["csv_columns"], "date": "exam_date", "age": "age"}
+    columns = {**yaml.safe_load(study.read_text())["data"]["csv_columns"], "date": "exam_date", "metadata": ["age"]}
     out = _run(study, tmp_path, data={"csv_columns": columns})
     runs = {"planted": (tmp_path / "runs" / "planted", res, out),
             "plain": (_evaluated(tmp_path, plain, columns), None, None)}
     run, init, out = runs["planted"]
-    dates = sorted(set(pd.read_csv(table)["exam_date"]))
-    assert not _leaks(run, strings + [str(planted_root), "clinic_export"] + dates,
-                      init.stdout, init.stderr, out.stdout, out.stderr)
+    assert not _leaks(run, strings + [str(planted_root), "clinic_export"], init.stdout, init.stderr, out.stdout,
+                      out.stderr)
     manifest = pd.read_parquet(run / "manifest.parquet")
     assert "notes" not in manifest.columns  # undeclared free text never enters
-    assert set(manifest["age"].dropna()) <= {f"{lo}-{lo + 9}" for lo in range(0, 90, 10)} | {"90+"}
+    assert set(manifest["age"]) == {"<40", "40-59", "60-74", ">=75"}  # binned: the exact age never enters
     key = _private_map(run).set_index("sample_id")
     original = pd.read_csv(table)
     assert set(key.loc[manifest["sample_id"], "original_patient_id"]) == set(original["patient_id"])
+    # every date moved by its patient's offset (never 0), and the order of the original dates is kept
+    by_path = original.assign(path=[str((table.parent / p).resolve()) for p in original["image"]]).set_index("path")
+    first = by_path.loc[[str(Path(p).resolve()) for p in key.loc[manifest["sample_id"], "original_image"]]]
+    true_date = pd.to_datetime(first["exam_date"]).to_numpy()
+    shift = (pd.to_datetime(manifest["acquired"]).to_numpy() - true_date).astype("timedelta64[D]").astype(int)
+    assert (shift < 0).all() and (shift == key.loc[manifest["sample_id"], "date_shift_days"].astype(int).to_numpy()).all()
+    assert (pd.Series(true_date).rank(method="dense").to_numpy() == manifest["acquired_order"].to_numpy()).all()
     # the same images in the same order give the same probabilities, whatever the IDs are called
     probs = []
     for (r, _, _), path in ((runs["planted"], table), (runs["plain"], plain)):

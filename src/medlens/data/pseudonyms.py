@@ -36,6 +36,10 @@ PRIVATE_DIR = ".medlens"
 DATE_SHIFT_MAX_DAYS = 3650
 """As :class:`medlens.dicom.deid.DeidOptions`: dates move back by 1..3650 days per patient."""
 MASK_COLUMNS = ("mask", "fov_mask", "mask_2")
+STAGED_BOXES = Path("data") / "boxes.parquet"
+"""A detection study's lesion-box table in the run directory, its images under pseudonyms."""
+AGE_BINS = (40, 60, 75)
+"""Default edges of the age bins (years): <40, 40-59, 60-74, >=75."""
 
 
 def read_secret(secret_file: Path | None) -> bytes | None:
@@ -87,17 +91,18 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def age_bin(age: float, width: int) -> str | None:
-    """The bin of an age in years: ``'40-49'`` for width 10; 90 and over is ``'90+'`` (HIPAA)."""
-    if pd.isna(age):
-        return None
-    if age >= 90:
-        return "90+"
-    lo = int(age // width * width)
-    return f"{lo}-{min(lo + width - 1, 89)}"
+def age_levels(ages: pd.Series, edges: tuple[int, ...] = AGE_BINS) -> pd.Series:
+    """Ages in years as bins: ``'<40'``, ``'40-59'``, ``'60-74'``, ``'>=75'`` for edges (40, 60, 75).
+
+    Values that are not numbers are kept as they are (already binned, or missing).
+    """
+    numeric = pd.to_numeric(ages, errors="coerce")
+    labels = [f"<{edges[0]}", *(f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])), f">={edges[-1]}"]
+    binned = pd.cut(numeric, [-np.inf, *edges, np.inf], right=False, labels=labels).astype(object)
+    return binned.where(numeric.notna(), ages.where(ages.isna(), ages.astype(str)))
 
 
-def pseudonymise(manifest: pd.DataFrame, secret: bytes, stage: Path, *, age_bin_years: int = 10,
+def pseudonymise(manifest: pd.DataFrame, secret: bytes, stage: Path, *, age_bins: tuple[int, ...] = AGE_BINS,
                  progress: Callable[[Iterable], Iterable] = lambda it: it) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replace identifiers by keyed pseudonyms and copy the pixels into ``stage``.
 
@@ -111,8 +116,8 @@ def pseudonymise(manifest: pd.DataFrame, secret: bytes, stage: Path, *, age_bin_
     stage : path
         Folder in the run directory that receives ``images/<pseudonym>.png``,
         ``masks/<pseudonym>_<column>.png`` and ``arrays/<hash>.npz``; emptied first.
-    age_bin_years : int, default=10
-        Width of the bins of an ``age`` column.
+    age_bins : tuple of int, default=(40, 60, 75)
+        Edges of the bins an ``age`` column (any case) is kept as (:func:`age_levels`).
     progress : callable
         Wraps the row iterator (a progress bar).
 
@@ -154,9 +159,8 @@ def pseudonymise(manifest: pd.DataFrame, secret: bytes, stage: Path, *, age_bin_
         when = pd.to_datetime(out["acquired"], errors="coerce")
         out["acquired_order"] = when.rank(method="dense").astype("Int64")
         out["acquired"] = when + pd.to_timedelta(key["date_shift_days"].values, unit="D")
-    if "age" in out.columns:
-        out["age"] = [age_bin(float(a), age_bin_years) if pd.notna(pd.to_numeric(a, errors="coerce")) else None
-                      for a in out["age"]]
+    for col in [c for c in out.columns if c.lower() == "age"]:
+        out[col] = age_levels(out[col], age_bins)
     return validate_manifest(out, source="pseudonymised manifest"), key
 
 
@@ -209,3 +213,34 @@ def save_key(key: pd.DataFrame, path: Path, run: Path) -> None:
     if path.is_file():
         key = pd.concat([pd.read_csv(path, dtype=str), key.astype(str)]).drop_duplicates("sample_id", keep="last")
     write_private(path, key.to_csv(index=False))
+
+
+def stage_box_table(path: Path, manifest: pd.DataFrame, key: pd.DataFrame, target: Path) -> None:
+    """Write a lesion-box table with its images named by their staged, pseudonymous copies.
+
+    ``path``'s ``image`` column is resolved against its folder and matched to the original
+    image of each row of ``key``; only ``image, x0, y0, x1, y1`` (and ``class``) are kept.
+
+    Raises
+    ------
+    DataError
+        The table is unreadable, lacks ``image``, or names an image that is not in the study
+        (the message names the row, and goes to the terminal only).
+    """
+    path = Path(path)
+    try:
+        table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable table is the user's to fix
+        raise DataError(f"detection.boxes: cannot read {path} ({type(err).__name__})") from None
+    if "image" not in table.columns:
+        raise DataError(f"detection.boxes: {path} lacks column image (has {', '.join(map(str, table.columns))})")
+    staged = dict(zip(key["sample_id"], manifest.set_index("sample_id").loc[key["sample_id"], "image"]))
+    by_original = {str(Path(o).resolve()): staged[s] for o, s in zip(key["original_image"], key["sample_id"])}
+    refs = [str((Path(v) if Path(str(v)).is_absolute() else path.parent / str(v)).resolve()) for v in table["image"]]
+    unknown = [i for i, r in enumerate(refs) if r not in by_original]
+    if unknown:
+        raise DataError(f"detection.boxes: {path} row {unknown[0] + 2}: image {table['image'].iloc[unknown[0]]!r} "
+                        "is not in the study's manifest (paths are resolved against the table's folder)")
+    keep = [c for c in ("x0", "y0", "x1", "y1", "class") if c in table.columns]
+    table[keep].assign(image=[by_original[r] for r in refs])[["image", *keep]].to_parquet(target, index=False)
+

@@ -132,7 +132,7 @@ def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: 
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError, OSError) as err:
         raise DataError(f"{path}: not a readable table ({err})") from None
     extra = [*(columns.annotators or []), *(columns.roi or []), columns.mask, columns.fov_mask, columns.second_mask,
-             columns.severity, columns.date, columns.age, *columns.metadata]
+             columns.severity, columns.date, *columns.metadata]
     need = [c for c in (columns.image, columns.label, columns.patient_id, columns.site, *extra) if c]
     missing = [c for c in dict.fromkeys(need) if c not in raw.columns]
     if missing:
@@ -176,8 +176,6 @@ def read_csv(path: str | Path, columns: CsvColumns = CsvColumns(), *, on_error: 
         df["severity"] = pd.to_numeric(raw[columns.severity], errors="coerce").values
     if columns.date:
         df["acquired"] = pd.to_datetime(raw[columns.date], errors="coerce").values
-    if columns.age:
-        df["age"] = pd.to_numeric(raw[columns.age], errors="coerce").values
     for col in columns.metadata:
         if col in df.columns:
             raise DataError(f"{path}: metadata column '{col}' clashes with a manifest column; rename it")

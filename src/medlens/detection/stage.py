@@ -34,6 +34,7 @@ from medlens.config import StudyConfig
 from medlens.data.manifest import load_manifest
 from medlens.data.preprocess import Preprocess
 from medlens.data.splits import check_leakage, load_splits
+from medlens.data.pseudonyms import STAGED_BOXES
 from medlens.detection.data import DetArrays, load_box_table, load_det_arrays
 from medlens.detection.froc import froc, match
 from medlens.detection.model import DetNet, Detector
@@ -86,6 +87,12 @@ def load_detector(run: Path, cfg: StudyConfig) -> Detector:
     return Detector(members, cfg.detection.max_detections).eval()
 
 
+def box_table(cfg: StudyConfig, run: Path) -> Path:
+    """The lesion-box table: the pseudonymised copy ingest wrote, else ``detection.boxes`` (a phantom's or DICOM study's)."""
+    staged = Path(run) / STAGED_BOXES
+    return staged if staged.is_file() else Path(cfg.detection.boxes)
+
+
 def train_fold(cfg: StudyConfig, run: Path, k: int, *, progress=None, resume: bool | str = "auto",
                on_epoch_end=None) -> None:
     """Train fold ``k``'s detector into ``run/det/fold_k`` (resumes from a matching ``last.pt``).
@@ -93,7 +100,7 @@ def train_fold(cfg: StudyConfig, run: Path, k: int, *, progress=None, resume: bo
     Runs alone or as one rank under ``torchrun`` (rank 0 writes).
     """
     by_id, splits = study_rows(run)
-    table = load_box_table(cfg.detection.boxes, by_id.reset_index()) if cfg.detection.boxes else None
+    table = load_box_table(box_table(cfg, run), by_id.reset_index()) if cfg.detection.boxes else None
     prep = Preprocess.from_config(cfg)
 
     def part(ids: list[str]) -> DetArrays:
@@ -125,7 +132,7 @@ def det_stage(run: Path, cfg: StudyConfig) -> dict:
     t0 = time.perf_counter()
     run, d = Path(run), cfg.detection
     by_id, splits = study_rows(run)
-    table = load_box_table(d.boxes, by_id.reset_index()) if d.boxes else None
+    table = load_box_table(box_table(cfg, run), by_id.reset_index()) if d.boxes else None
     prep = Preprocess.from_config(cfg)
     out = run / "det"
 

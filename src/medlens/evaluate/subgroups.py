@@ -14,17 +14,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2_contingency
 
+from medlens.data.pseudonyms import age_levels
 from medlens.evaluate.ci import bootstrap_distribution, percentile_interval
 from medlens.evaluate.metrics import sensitivity_score, specificity_score
 
-AGE_BINS = (0, 40, 60, 75, np.inf)
-
-
 def _levels(values: pd.Series, name: str) -> pd.Series:
     numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().mean() > 0.9 and name.lower() == "age":
-        labels = ["<40", "40-59", "60-74", ">=75"]
-        return pd.cut(numeric, AGE_BINS, right=False, labels=labels).astype(str)
+    if numeric.notna().mean() > 0.9 and name.lower() == "age":  # a source that is not pseudonymised
+        return age_levels(values).astype(str)
     if numeric.notna().mean() > 0.9 and numeric.nunique() > 8:
         cuts = np.unique(np.nanquantile(numeric, [0, 1 / 3, 2 / 3, 1]))
         return pd.cut(numeric, cuts, include_lowest=True, duplicates="drop").astype(str)
