@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers.dicom import SHARED
+from helpers.privacy import HANGUL, leaks, private_map
 from PIL import Image
 
 MEDMNIST = SHARED / "data" / "medmnist"
@@ -98,8 +100,24 @@ def _medlens(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
                           timeout=900, env={**os.environ, **(env or {})})
 
 
+def _as_a_hospital_names_it(xray: Path, root: Path) -> list[str]:
+    """A copy of the folder whose sub-folders and files carry names, record numbers and dates (Latin and Hangul)."""
+    planted = []
+    for i, f in enumerate(sorted(xray.rglob("*.png"))):
+        who = f"{HANGUL[i % len(HANGUL)]}_PT{i:04d}Q"
+        folder = root / f.parent.name / f"{who}_2024{(i % 12) + 1:02d}{(i % 27) + 1:02d}"
+        stem = f"KIM_JH_{10_000_000 + i * 7919}_2024110{i % 10}"
+        folder.mkdir(parents=True)
+        shutil.copyfile(f, folder / f"{stem}.png")
+        planted += [folder.name, stem, who]
+    return planted
+
+
 def test_init_then_run_on_the_xray_folder(xray, tmp_path):
-    res = _medlens("init", str(xray), cwd=tmp_path)
+    """A new user's X-ray folder, named as a hospital names it: the study runs, and names none of its files."""
+    planted = _as_a_hospital_names_it(xray, tmp_path / "xray")
+    xray = tmp_path / "xray"
+    init = res = _medlens("init", str(xray), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "300 images, 300 patients" in res.stdout and "normal 150, pneumonia 150" in res.stdout
     assert "privacy: `medlens run` replaces file names and patient IDs by keyed pseudonyms" in res.stdout
@@ -118,6 +136,16 @@ def test_init_then_run_on_the_xray_folder(xray, tmp_path):
     assert qc["passed"].mean() >= 0.95
     html = (run / "report.html").read_text()
     assert "Thresholds: learned from the 300 internal images" in html and "test" in res.stdout
+    # issue 32: no folder or file name anywhere in the run directory or the output; the map outside maps back
+    assert not leaks(run, planted + [str(xray)], init.stdout, init.stderr, res.stdout, res.stderr)
+    key = private_map(run).set_index("sample_id")
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    back = key.loc[manifest["sample_id"], "original_image"]
+    assert all(Path(p).is_file() and Path(p).is_relative_to(xray) for p in back)
+    from medlens.data.manifest import load_image
+
+    for ref, original in list(zip(manifest["image"], back))[:20]:  # the staged copy holds the original's pixels
+        assert np.array_equal(load_image(ref), load_image(original))
 
 
 def _stop(tmp_path: Path, study: dict) -> str:

@@ -171,6 +171,9 @@ def ingest_pseudonymised(cfg: StudyConfig, secret: bytes) -> None:
                                  progress=lambda it: track(it, total=len(original), description="ingest: pseudonymising"))
     save_key(key, key_path, run)
     if cfg.task == "detection" and cfg.detection.boxes:  # its image column names the originals
+        from medlens.detection.data import load_box_table
+
+        load_box_table(Path(cfg.detection.boxes), original)  # every check, naming the user's table and row
         stage_box_table(Path(cfg.detection.boxes), manifest, key, run / STAGED_BOXES)
     save_manifest(manifest, run / "manifest.parquet")
     log.info("ingest: %d images of %d patients under pseudonyms; the map back is %s", len(manifest),

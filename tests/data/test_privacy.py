@@ -1,4 +1,4 @@
-"""Issue 32: no original identifier in any run, from image folders and tables as from DICOM.
+"""Issue 32: no original identifier in any run, from a table as from DICOM (image folders: tests/test_own_data.py).
 
 A hospital's folder and file names carry names, record numbers and dates, and its tables
 carry record numbers and free text. Each study below plants unique strings (Latin and
@@ -11,20 +11,17 @@ the run directory maps every pseudonym back.
 from __future__ import annotations
 
 import os
-import re
-import stat
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers.privacy import HANGUL, leaks, private_map
 from PIL import Image
 
-HANGUL = ["김민준", "이서연", "박지호", "최수아", "정예준", "강하은"]
 FAST = {"split": {"folds": 2, "external_site": None}, "train": {"epochs": 1, "image_size": 32},
         "evaluate": {"n_bootstrap": 100}, "explain": {"max_images": 8, "faithfulness_images": 2, "sanity_images": 2}}
 
@@ -35,51 +32,13 @@ def phantom(tmp_path_factory) -> pd.DataFrame:
     from medlens.data.synthetic import generate
 
     folder = tmp_path_factory.mktemp("phantom")
-    m = generate(folder, seed=0, n_patients=36, image_size=64)
+    m = generate(folder, seed=0, n_patients=24, image_size=64)
     return m.assign(image=[str(folder / p) for p in m["image"]])
 
 
 def _medlens(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medlens.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=900, env={**os.environ, **(env or {})})
-
-
-def _contents(path: Path) -> list[bytes]:
-    """The bytes of a file, and what compression or encoding could hide inside it."""
-    raw = path.read_bytes()
-    out = [raw]
-    if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-        out.append(df.to_csv(index=False).encode())
-        out.append(" ".join(map(str, df.columns)).encode())
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            out += [z.read(name) for name in z.namelist()] + [" ".join(z.namelist()).encode()]
-    if path.suffix.lower() == ".png":
-        with Image.open(path) as im:
-            out.append(repr(im.info).encode())
-    return out
-
-
-def _leaks(run: Path, planted: list[str], *streams: str) -> list[str]:
-    """Every (planted string, where) found in the run directory's files, names or the given output."""
-    pattern = re.compile("|".join(re.escape(s) for s in sorted(set(planted), key=len, reverse=True)).encode())
-    found = []
-    for f in sorted(run.rglob("*")):
-        name = str(f.relative_to(run))
-        found += [f"{m.group().decode()} in the name {name}" for m in pattern.finditer(name.encode())]
-        if f.is_file():
-            found += [f"{m.group().decode()} in {name}" for blob in _contents(f) for m in pattern.finditer(blob)]
-    found += [f"{m.group().decode()} in the output" for text in streams for m in pattern.finditer(text.encode())]
-    return found
-
-
-def _private_map(run: Path) -> pd.DataFrame:
-    path = run.parent / ".medlens" / f"{run.name}-pseudonyms.csv"
-    assert path.is_file(), list(run.parent.rglob("*pseudonyms*"))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE((run.parent / ".medlens" / "secret").stat().st_mode) == 0o600
-    return pd.read_csv(path, dtype=str)
 
 
 def _run(study: Path, cwd: Path, **overrides) -> subprocess.CompletedProcess:
@@ -90,34 +49,6 @@ def _run(study: Path, cwd: Path, **overrides) -> subprocess.CompletedProcess:
     res = _medlens("run", study.name, cwd=cwd)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
-
-
-def test_image_folder_study_holds_no_original_name(phantom, tmp_path):
-    root, planted = tmp_path / "export_from_pacs", []
-    for i, r in enumerate(phantom.itertuples()):
-        who = f"{HANGUL[i % len(HANGUL)]}_PT{i:04d}Q"
-        folder = root / ("lesion" if r.label == 1 else "normal") / f"{who}_2024{(i % 12) + 1:02d}{(i % 27) + 1:02d}"
-        stem = f"KIM_JH_{10_000_000 + i * 7919}_2024110{i % 10}"
-        folder.mkdir(parents=True)
-        Image.open(r.image).save(folder / f"{stem}.png")
-        planted += [folder.name, stem, who]
-    res = _medlens("init", str(root), cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "used as they are" not in res.stdout and "keyed pseudonyms" in res.stdout
-    out = _run(tmp_path / "export_from_pacs.yaml", tmp_path)
-    run = tmp_path / "runs" / "export_from_pacs"
-    assert (run / "report.html").is_file() and (run / "export" / "model.onnx").is_file()
-    assert not _leaks(run, planted + [str(root)], res.stdout, res.stderr, out.stdout, out.stderr)
-    key = _private_map(run)
-    manifest = pd.read_parquet(run / "manifest.parquet")
-    assert set(manifest["sample_id"]) <= set(key["sample_id"])
-    back = key.set_index("sample_id").loc[manifest["sample_id"]]
-    assert all(Path(p).is_file() and Path(p).is_relative_to(root) for p in back["original_image"])
-    # the staged copy holds the same pixels as the original it stands for
-    from medlens.data.manifest import load_image
-
-    for sid, ref in manifest[["sample_id", "image"]].head(10).itertuples(index=False):
-        assert np.array_equal(load_image(ref), load_image(back.loc[sid, "original_image"]))
 
 
 def _table_study(phantom: pd.DataFrame, root: Path, planted: bool) -> tuple[Path, list[str]]:
@@ -169,12 +100,12 @@ def test_table_study_holds_no_original_id_and_keeps_its_figures(phantom, tmp_pat
     runs = {"planted": (tmp_path / "runs" / "planted", res, out),
             "plain": (_evaluated(tmp_path, plain, columns), None, None)}
     run, init, out = runs["planted"]
-    assert not _leaks(run, strings + [str(planted_root), "clinic_export"], init.stdout, init.stderr, out.stdout,
+    assert not leaks(run, strings + [str(planted_root), "clinic_export"], init.stdout, init.stderr, out.stdout,
                       out.stderr)
     manifest = pd.read_parquet(run / "manifest.parquet")
     assert "notes" not in manifest.columns  # undeclared free text never enters
     assert set(manifest["age"]) == {"<40", "40-59", "60-74", ">=75"}  # binned: the exact age never enters
-    key = _private_map(run).set_index("sample_id")
+    key = private_map(run).set_index("sample_id")
     original = pd.read_csv(table)
     assert set(key.loc[manifest["sample_id"], "original_patient_id"]) == set(original["patient_id"])
     # every date moved by its patient's offset (never 0), and the order of the original dates is kept
@@ -188,7 +119,7 @@ def test_table_study_holds_no_original_id_and_keeps_its_figures(phantom, tmp_pat
     probs = []
     for (r, _, _), path in ((runs["planted"], table), (runs["plain"], plain)):
         row_of = {str((path.parent / p).resolve()): i for i, p in enumerate(pd.read_csv(path)["image"])}
-        back = _private_map(r).set_index("sample_id")["original_image"]
+        back = private_map(r).set_index("sample_id")["original_image"]
         pred = pd.read_parquet(r / "predictions.parquet")
         pred["row"] = [row_of[str(Path(p).resolve())] for p in back.loc[pred["sample_id"]]]
         probs.append(pred.set_index(["part", "row"]).sort_index())

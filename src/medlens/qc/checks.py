@@ -143,9 +143,30 @@ def blur_effect(lum: np.ndarray, size: int) -> float:
     F. Crété-Roffet, T. Dolmière, P. Ladret, M. Nicolas, "The blur effect: perception and
     estimation with a new no-reference perceptual blur metric", Proc. SPIE 6492 (2007).
     """
-    from skimage.measure import blur_effect as crete_roffet  # deferred: importing skimage.measure takes ~0.7 s
+    return crete_roffet(resize_short_side(lum, size))
 
-    return float(crete_roffet(resize_short_side(lum, size), h_size=11, reduce_func=np.mean))
+
+def crete_roffet(image: np.ndarray, h_size: int = 11) -> float:
+    """:func:`skimage.measure.blur_effect` of a 2-D image with ``reduce_func=np.mean``, 3x faster.
+
+    The same steps (uniform re-blur of ``h_size`` pixels along each axis, absolute Sobel
+    derivatives floored at float64 epsilon, sums inside a 2-pixel border) in float64 with
+    :mod:`scipy.ndimage` directly: skimage's ``sobel`` is ``ndimage.sobel / 4``, and its
+    input checks cost two thirds of the time on a 128 px image. The QC tests check it
+    against skimage on real images.
+    """
+    from scipy import ndimage as ndi
+
+    im = np.asarray(image, np.float64)
+    inner = tuple(slice(2, s - 1) for s in im.shape)
+    eps = np.finfo(np.float64).eps
+    ratios = []
+    for ax in range(im.ndim):
+        sharp = np.maximum(eps, np.abs(ndi.sobel(im, axis=ax)) / 4)
+        blurred = np.maximum(eps, np.abs(ndi.sobel(ndi.uniform_filter1d(im, h_size, axis=ax), axis=ax)) / 4)
+        m1 = sharp[inner].sum()
+        ratios.append(abs(m1 - np.maximum(0, sharp - blurred)[inner].sum()) / m1)
+    return float(np.mean(ratios))
 
 
 @register
