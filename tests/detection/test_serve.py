@@ -5,14 +5,13 @@ that wrote it deleted) serves the same answers and names no patient, sample or p
 from __future__ import annotations
 
 import json
-import shutil
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.serve import BAD_INPUTS, TOKEN, identifiers_in, phantom_png, running_server
+from helpers.serve import BAD_INPUTS, TOKEN, identifiers_in, phantom_png, running_server, ship_alone
 from medlens.detection.export import compare_boxes
 
 pytestmark = pytest.mark.slow
@@ -36,13 +35,8 @@ def det_shipped(det_run, tmp_path_factory):
     from medlens.detection.export import export_detector
     from medlens.export import run_config
 
-    root = tmp_path_factory.mktemp("det_alone")
-    run = root / "run"
-    shutil.copytree(det_run, run, ignore=shutil.ignore_patterns("export"))
-    export_detector(run, run_config(run))
-    shutil.copytree(run / "det" / "export", root / "shipped")
-    shutil.rmtree(run)
-    return root / "shipped", run
+    return ship_alone(det_run, tmp_path_factory.mktemp("det_alone"), lambda run: export_detector(run, run_config(run)),
+                      "det/export")
 
 
 @pytest.fixture(scope="module")

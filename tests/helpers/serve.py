@@ -128,3 +128,31 @@ def identifiers_in(folder: Path, run: Path, *others: Path) -> list[tuple[str, st
             hits = _occurring(data, [n.encode() for n in needles])
             found += [(str(path.relative_to(folder)), n.decode()) for n in sorted(hits)]
     return found
+
+
+def ship_alone(run_dir: Path, root: Path, export, folder: str) -> tuple[Path, Path]:
+    """Export a copy of ``run_dir`` again, copy its ``folder`` away and delete the copy.
+
+    ``export(run)`` writes the export (``export_run`` or ``export_detector``); returns
+    ``(the export folder alone, the path the deleted copy had)``.
+    """
+    import shutil
+
+    run = root / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("export"))
+    export(run)
+    shutil.copytree(run / folder, root / "shipped")
+    shutil.rmtree(run)
+    return root / "shipped", run
+
+
+def held_out_rows(run: Path):
+    """The run's test predictions with each image's path from the manifest."""
+    import pandas as pd
+
+    pred = pd.read_parquet(run / "predictions.parquet")
+    manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
+    test = pred[pred["part"] == "test"].copy()
+    test["image"] = manifest.loc[test["sample_id"], "image"].to_numpy()
+    return test
+

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers.serve import TOKEN, identifiers_in, phantom_png, running_server
+from helpers.serve import TOKEN, held_out_rows, identifiers_in, phantom_png, running_server, ship_alone
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +31,8 @@ def shipped(exported_run, tmp_path_factory) -> tuple[Path, Path]:
     """``(the export folder alone, the path the deleted run had)``."""
     from medlens.export import export_run
 
-    root = tmp_path_factory.mktemp("alone")
-    run = root / "run"
-    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("export"))
-    export_run(run, benchmark=False)
-    shutil.copytree(run / "export", root / "shipped")
-    shutil.rmtree(run)
-    return root / "shipped", run
+    return ship_alone(exported_run, tmp_path_factory.mktemp("alone"), lambda run: export_run(run, benchmark=False),
+                      "export")
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +41,6 @@ def alone(shipped, tmp_path_factory):
     with running_server(shipped[0], tmp_path_factory.mktemp("alone_serve")) as (url, _), \
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
         yield c
-
-
-def _test_images(run: Path) -> pd.DataFrame:
-    pred = pd.read_parquet(run / "predictions.parquet")
-    manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
-    test = pred[pred["part"] == "test"].copy()
-    test["image"] = manifest.loc[test["sample_id"], "image"].to_numpy()
-    return test
 
 
 def _predict(client: httpx.Client, image: str, **params) -> dict:
@@ -76,7 +62,7 @@ def test_export_folder_names_no_patient_sample_or_path(exported_run, shipped):
 def test_every_test_image_is_answered_as_evaluated(alone, client, exported_run, shipped):
     """The evaluated probability to 1e-4, the run-directory service's answer, and the refusals export.json recorded."""
     info = json.loads((shipped[0] / "export.json").read_text())
-    test = _test_images(exported_run)
+    test = held_out_rows(exported_run)
     assert len(test) >= 5
     refused, diffs = [], []
     for _, row in test.iterrows():
@@ -104,7 +90,7 @@ def test_served_heat_map_is_the_one_the_report_scored(alone, exported_run, shipp
     overlay = GradCamOverlay(folder, info["cam"], info["class_names"])
     manifest = pd.read_parquet(exported_run / "manifest.parquet").set_index("sample_id")
     scored = np.load(exported_run / "explain" / "maps.npz")
-    p1 = _test_images(exported_run).set_index("sample_id")["p1"]
+    p1 = held_out_rows(exported_run).set_index("sample_id")["p1"]
     for sid, expected in list(zip(scored["sample_id"], scored["maps"]))[:4]:
         got, cls = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract),
                                    np.array([1 - p1[sid], p1[sid]]))

@@ -12,14 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-
-def _test_rows(run: Path) -> pd.DataFrame:
-    pred = pd.read_parquet(run / "predictions.parquet")
-    manifest = pd.read_parquet(run / "manifest.parquet").set_index("sample_id")
-    test = pred[pred["part"] == "test"].copy()
-    test["image"] = manifest.loc[test["sample_id"], "image"].to_numpy()
-    return test
+from helpers.serve import held_out_rows
 
 
 def test_run_used_the_crop_and_clahe_and_saved_the_contract(exported_run):
@@ -33,7 +26,7 @@ def test_served_probability_equals_evaluated_for_every_test_image(client, export
 
     The OOD threshold passes 95% of validation images, so a test image may be refused.
     """
-    test = _test_rows(exported_run)
+    test = held_out_rows(exported_run)
     assert len(test) >= 5
     flags = pd.read_parquet(exported_run / "trust" / "uncertainty.parquet").set_index("sample_id")["ood_flag"]
     diffs = []
@@ -53,7 +46,7 @@ def test_served_probability_equals_evaluated_for_every_test_image(client, export
 
 
 def test_explain_and_trust_probabilities_equal_evaluated(exported_run):
-    test = _test_rows(exported_run).set_index("sample_id")
+    test = held_out_rows(exported_run).set_index("sample_id")
     ex = pd.read_parquet(exported_run / "explain" / "agreement.parquet").set_index("sample_id")
     shared = ex.index.intersection(test.index)
     assert len(shared) == len(test)
@@ -79,7 +72,7 @@ def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
     overlay = GradCamOverlay(exported_run / "export", info["cam"], info["class_names"])
     pairs = list(zip(scored["sample_id"], scored["maps"]))[:6]
     assert sum(m.astype(np.float32).std() > 0.01 for _, m in pairs) >= 3  # real maps, not constants
-    p1 = _test_rows(exported_run).set_index("sample_id")["p1"]
+    p1 = held_out_rows(exported_run).set_index("sample_id")["p1"]
     for sid, expected in pairs:  # from the raw file, through the service's own preprocessing
         got, cls = overlay.heatmap(preprocess(load_image(manifest.loc[sid, "image"]), contract),
                                    np.array([1 - p1[sid], p1[sid]]))

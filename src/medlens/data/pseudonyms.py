@@ -16,7 +16,6 @@ configured secret one is made once per project (:func:`project_secret`).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterable
@@ -28,10 +27,11 @@ from PIL import Image
 
 from medlens.data.manifest import NPZ_SEP, validate_manifest
 from medlens.dicom.deid import DeidContext
+from medlens.dicom.study import read_secret
+from medlens.dicom.tree import write_private
 from medlens.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-SECRET_ENV = "MEDLENS_DEID_SECRET"
 PRIVATE_DIR = ".medlens"
 DATE_SHIFT_MAX_DAYS = 3650
 """As :class:`medlens.dicom.deid.DeidOptions`: dates move back by 1..3650 days per patient."""
@@ -40,28 +40,6 @@ STAGED_BOXES = Path("data") / "boxes.parquet"
 """A detection study's lesion-box table in the run directory, its images under pseudonyms."""
 AGE_BINS = (40, 60, 75)
 """Default edges of the age bins (years): <40, 40-59, 60-74, >=75."""
-
-
-def read_secret(secret_file: Path | None) -> bytes | None:
-    """The secret from ``secret_file``, else ``$MEDLENS_DEID_SECRET``, else None.
-
-    Raises
-    ------
-    ConfigError
-        The file is missing, or the secret is shorter than 16 bytes.
-    """
-    if secret_file is not None:
-        if not Path(secret_file).is_file():
-            raise ConfigError(f"data.secret_file {secret_file} not found; give the file that holds the "
-                              "pseudonymisation secret")
-        secret = Path(secret_file).read_bytes().strip()
-    elif os.environ.get(SECRET_ENV):
-        secret = os.environ[SECRET_ENV].encode().strip()
-    else:
-        return None
-    if len(secret) < 16:
-        raise ConfigError(f"the pseudonymisation secret must be at least 16 bytes, got {len(secret)}")
-    return secret
 
 
 def project_secret(secret_file: Path | None, private: Path) -> tuple[bytes, Path | None]:
@@ -81,14 +59,6 @@ def project_secret(secret_file: Path | None, private: Path) -> tuple[bytes, Path
         log.warning("made the study's pseudonymisation secret %s (mode 0600); keep it with the pseudonym map, "
                     "outside the run directory: the same secret gives the same pseudonyms", path)
     return path.read_bytes().strip(), path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by the owner only (0600), replacing it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
 
 
 def age_levels(ages: pd.Series, edges: tuple[int, ...] = AGE_BINS) -> pd.Series:

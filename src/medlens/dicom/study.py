@@ -32,17 +32,31 @@ def study_secret(data) -> bytes:
     ConfigError
         When neither is given or the secret is shorter than 16 bytes: the run refuses to start.
     """
-    if data.secret_file is not None:
-        if not Path(data.secret_file).is_file():
-            raise ConfigError(f"data.secret_file {data.secret_file} not found; give the file that holds the "
-                              "de-identification secret")
-        secret = Path(data.secret_file).read_bytes().strip()
-    elif os.environ.get(SECRET_ENV):
-        secret = os.environ[SECRET_ENV].encode().strip()
-    else:
+    secret = read_secret(data.secret_file)
+    if secret is None:
         raise ConfigError("data.source 'dicom' de-identifies the images before anything else and needs a secret: "
                           f"set data.secret_file (a file with >= 16 random bytes, kept outside the run directory) "
                           f"or the environment variable {SECRET_ENV}; the run did not start")
+    return secret
+
+
+def read_secret(secret_file: Path | None) -> bytes | None:
+    """The secret in ``secret_file``, else ``$MEDLENS_DEID_SECRET``, else None (every source's study reads it so).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, or the secret is shorter than 16 bytes.
+    """
+    if secret_file is not None:
+        if not Path(secret_file).is_file():
+            raise ConfigError(f"data.secret_file {secret_file} not found; give the file that holds the "
+                              "de-identification secret")
+        secret = Path(secret_file).read_bytes().strip()
+    elif os.environ.get(SECRET_ENV):
+        secret = os.environ[SECRET_ENV].encode().strip()
+    else:
+        return None
     if len(secret) < 16:
         raise ConfigError(f"the de-identification secret must be at least 16 bytes, got {len(secret)}")
     return secret

@@ -175,7 +175,7 @@ def _to_bytes(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by the owner only (0o600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -367,4 +367,4 @@ def _write_map(map_path: Path, pseudonyms: dict[str, tuple[str, int]]) -> None:
     writer.writerow(["patient_id", "pseudonym", "date_shift_days"])
     for key in sorted(rows):
         writer.writerow([key, *rows[key]])
-    _write_private(map_path, out.getvalue())
+    write_private(map_path, out.getvalue())
