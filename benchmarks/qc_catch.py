@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image
 
 from medlens.data.manifest import load_image
-from medlens.qc import QCConfig, run_qc
+from medlens.config import QCConfig
+from medlens.qc import run_qc
 from medlens.qc.checks import luminance
 from medlens.qc.learn import learn_thresholds
 

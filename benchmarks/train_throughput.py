@@ -92,7 +92,7 @@ def medlens_loop(name: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, 
     """(wall, CPU) images/s of :func:`medlens.train.loop.fit` (one epoch, with validation and checkpoint)."""
     from medlens.config import TrainConfig
     from medlens.models import create_model
-    from medlens.train.config import EngineConfig
+    from medlens.config.engine import EngineConfig
     from medlens.train.loop import fit
 
     torch.manual_seed(0)

@@ -55,7 +55,8 @@ def _defects(img: np.ndarray) -> dict[str, np.ndarray]:
 
 def _qc(folder: Path):
     from medlens.data.manifest import load_image
-    from medlens.qc import QCConfig, run_qc
+    from medlens.config import QCConfig
+    from medlens.qc import run_qc
     from medlens.qc.learn import learn_thresholds
 
     images = [load_image(str(p)) for p in sorted(folder.rglob("*.png"))]
@@ -74,7 +75,8 @@ def test_quality_gate_learns_real_xrays(xray):
     assert passed >= 0.95, passed
     assert min(caught.values()) >= 0.90, caught
     from medlens.data.manifest import load_image
-    from medlens.qc import QCConfig, run_qc
+    from medlens.config import QCConfig
+    from medlens.qc import run_qc
 
     images = [load_image(str(p)) for p in sorted(xray.rglob("*.png"))]
     fixed = run_qc(images, [str(i) for i in range(len(images))], QCConfig(learn=False))

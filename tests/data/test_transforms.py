@@ -14,7 +14,7 @@ from medlens.data.synthetic import ImageSpec, generate, render_image
 from medlens.data.sources import read_synthetic
 from medlens.data.preprocess import Preprocess, fov_box
 from medlens.data.transforms import clahe, cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast
-from medlens.train.config import AugmentConfig, PreprocessConfig
+from medlens.config.engine import AugmentConfig, PreprocessConfig
 
 
 @pytest.fixture(scope="module")

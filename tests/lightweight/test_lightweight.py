@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from medlens.cli import app
 from medlens.config import dump_config, parse_config
-from medlens.lightweight.config import Requirement
+from medlens.config.requirement import Requirement
 from medlens.lightweight.decide import choose, confirmation, pareto_front, requirement_estimate
 
 SPACE = ["--backbones", "mobilenetv3_small_050,test_resnet", "--sizes", "32"]

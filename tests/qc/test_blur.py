@@ -20,7 +20,8 @@ from skimage.transform import resize
 
 from medlens.data.manifest import load_image
 from medlens.data.synthetic import generate
-from medlens.qc import QCConfig, blur_effect, run_qc
+from medlens.config import QCConfig
+from medlens.qc import blur_effect, run_qc
 from medlens.qc.checks import luminance, resize_short_side
 from medlens.qc.learn import learn_thresholds, load_thresholds, save_thresholds
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from medlens.errors import DataError
-from medlens.qc import QCConfig, list_checks, phash, run_qc
+from medlens.config import QCConfig
+from medlens.qc import list_checks, phash, run_qc
 
 
 def fundus(size: int = 96, cx: float = 0.5, scale: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -94,3 +95,10 @@ def test_cli_writes_parquet(tmp_path):
     assert df["passed"].tolist() == [True, False] and "1 of 2" in res.output
     bad = CliRunner().invoke(app, ["qc", str(tmp_path / "none.csv")])
     assert isinstance(bad.exception, DataError)
+
+
+def test_config_knows_every_registered_check():
+    from medlens.config.qc import CHECKS
+    from medlens.qc.checks import REGISTRY
+
+    assert set(CHECKS) == set(REGISTRY)

@@ -158,7 +158,7 @@ def test_predefined_train_test_split_draws_patient_grouped_validation_folds():
 
 
 def test_fov_scale_normalises_the_field_of_view_not_the_image():
-    from medlens.seg.config import SegConfig
+    from medlens.config.seg import SegConfig
     from medlens.seg.fullres import fov_scale, prepare
 
     yy, xx = np.mgrid[:584, :565]

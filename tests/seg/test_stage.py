@@ -93,7 +93,7 @@ def test_segmentation_learns_small_lesions(tmp_path):
     """A U-Net at 64 px, 6 epochs on ~100 training images: honest floor, well below the demo's 0.85."""
     from medlens.data.sources import read_synthetic
     from medlens.data.synthetic import generate
-    from medlens.seg.config import SegConfig
+    from medlens.config.seg import SegConfig
     from medlens.seg.data import load_seg_arrays
     from medlens.seg.metrics import dice_score
     from medlens.seg.models import create_segnet
@@ -117,7 +117,7 @@ def test_segmentation_learns_small_lesions(tmp_path):
 
 def test_patch_training_with_sliding_window(tmp_path):
     from medlens.config import TrainConfig
-    from medlens.seg.config import SegConfig
+    from medlens.config.seg import SegConfig
     from medlens.seg.data import SegArrays
     from medlens.seg.models import create_segnet
     from medlens.seg.train import fit_segnet, predict
@@ -141,7 +141,7 @@ def test_patch_training_with_sliding_window(tmp_path):
 def test_timm_encoder_unet_trains_on_patches(tmp_path):
     """segmentation-models-pytorch's U-Net on a timm encoder, through the same patch loop and sliding window."""
     from medlens.config import TrainConfig
-    from medlens.seg.config import SegConfig
+    from medlens.config.seg import SegConfig
     from medlens.seg.fullres import FullResImage
     from medlens.seg.models import create_segnet
     from medlens.seg.train import fit_segnet, predict_fullres
@@ -168,7 +168,7 @@ def test_timm_encoder_unet_trains_on_patches(tmp_path):
 def test_multitask_options_train(tmp_path):
     """Ordinal severity, learned (uncertainty) weights and Dice+focal run and record each task loss."""
     from medlens.config import TrainConfig
-    from medlens.seg.config import SegConfig
+    from medlens.config.seg import SegConfig
     from medlens.seg.data import SegArrays
     from medlens.seg.models import create_segnet
     from medlens.seg.train import fit_segnet, predict

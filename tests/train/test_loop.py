@@ -12,7 +12,7 @@ from medlens.config import TrainConfig
 from medlens.errors import ConfigError, StageInputMissing
 from medlens.models import create_model
 from medlens.train.checkpoint import LAST, load_last
-from medlens.train.config import AugmentConfig, EngineConfig
+from medlens.config.engine import AugmentConfig, EngineConfig
 from medlens.train.loop import classifier_bias_key, fit, predict_proba
 from medlens.train.report import kept_row
 

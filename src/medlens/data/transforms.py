@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from medlens.data.arrays import normalise, resize, to_channels
-from medlens.train.config import AugmentConfig, PreprocessConfig
+from medlens.config.engine import AugmentConfig, PreprocessConfig
 
 __all__ = ["clahe", "rms_contrast", "load_prepared", "random_augment", "mixup",
            "cutmix", "one_hot", "normalise", "resize", "to_channels"]

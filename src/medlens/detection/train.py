@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
-from medlens.detection.config import DetectionConfig
+from medlens.config.detection import DetectionConfig
 from medlens.detection.data import DetArrays
 from medlens.detection.model import DetNet, Detector
 from medlens.errors import DataError

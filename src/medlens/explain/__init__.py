@@ -8,8 +8,6 @@
 - :mod:`~medlens.explain.sanity` — cascading model-parameter randomisation;
 - :mod:`~medlens.explain.stage` — ``explain_stage(run, cfg)`` writing ``run/explain/``,
   ``report_section(run)``, ``agreement_comparison(run_a, run_b)``.
-
-Imports are lazy so that ``medlens.config`` can import :class:`ExplainConfig` cheaply.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 from medlens._lazy import lazy_exports
 
 _WHERE = {
-    "Requirement": "config", "requirement_estimate": "decide", "pareto_front": "decide", "choose": "decide",
+    "requirement_estimate": "decide", "pareto_front": "decide", "choose": "decide",
     "Space": "search", "search": "search", "chosen_config": "search", "report_section": "report",
 }
 __all__ = sorted(_WHERE)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from medlens.evaluate.summary import binary_summary
 from medlens.evaluate.threshold import choose_threshold
-from medlens.lightweight.config import Requirement
+from medlens.config.requirement import Requirement
 
 
 def requirement_estimate(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray, req: Requirement, *,

@@ -3,6 +3,6 @@
 from medlens._lazy import lazy_exports
 
 _WHERE = {name: "checks" for name in ("REGISTRY", "QCCheck", "blur_effect", "dhash", "field_of_view", "list_checks",
-                                      "phash", "register")} | {"QCConfig": "config", "run_qc": "core"}
+                                      "phash", "register")} | {"run_qc": "core"}
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

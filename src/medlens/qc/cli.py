@@ -69,7 +69,7 @@ def qc(
     Writes one row per image. Exit status: 0 the table was written (failing images are a
     result, listed in it); 2 bad input (missing or malformed manifest, unreadable image).
     """
-    from medlens.qc.config import QCConfig
+    from medlens.config.qc import QCConfig
     from medlens.qc.core import run_qc
     from medlens.qc.learn import learn_thresholds, load_thresholds, save_thresholds
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from medlens.errors import DataError
 from medlens.qc.checks import REGISTRY, luminance
-from medlens.qc.config import QCConfig
+from medlens.config.qc import QCConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def run_qc(images: Iterable[np.ndarray], sample_ids: Sequence[str], config: QCCo
     sample_ids : sequence of str
         One per image.
     config : QCConfig, optional
-        Checks and thresholds; defaults documented in :mod:`medlens.qc.config`.
+        Checks and thresholds; defaults documented in :mod:`medlens.config.qc`.
 
     Returns
     -------

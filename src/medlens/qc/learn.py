@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from medlens.qc.checks import blur_effect, field_of_view, luminance
-from medlens.qc.config import QCConfig
+from medlens.config.qc import QCConfig
 
 _EPS = 1e-3
 #: Smallest distance, on the [0, 1] luminance range, between a learned exposure limit and the median.

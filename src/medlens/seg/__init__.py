@@ -1,6 +1,5 @@
 """Lesion segmentation, multi-task learning and severity regression.
 
-- :mod:`medlens.seg.config`: the ``seg:`` section of a study config.
 - :mod:`medlens.seg.metrics`: Dice, IoU, HD95, ASD, per-lesion matching (functional core).
 - :mod:`medlens.seg.summary`: per-image statistics and patient-level bootstrap CIs.
 - :mod:`medlens.seg.models`: a MONAI BasicUNet with optional classification/severity heads.
@@ -8,9 +7,5 @@
 - :mod:`medlens.seg.stage`: ``seg_stage(run, cfg)`` and ``seg_stages(cfg)`` (``medlens run`` with ``task: segmentation``).
 - :mod:`medlens.seg.report`: ``report_section(run)`` with mask overlays.
 
-Only the config is imported here, so ``medlens.config`` stays cheap to import.
+The ``seg:`` section of a study config is :class:`medlens.config.SegConfig`.
 """
-
-from medlens.seg.config import SegConfig
-
-__all__ = ["SegConfig"]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from medlens.data.manifest import load_image, load_mask
 from medlens.errors import DataError
-from medlens.seg.config import SegConfig
+from medlens.config.seg import SegConfig
 from medlens.seg.data import clahe
 
 __all__ = ["FullResImage", "fov_scale", "load_fullres", "prepare", "to_native"]

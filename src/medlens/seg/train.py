@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
-from medlens.seg.config import SegConfig
+from medlens.config.seg import SegConfig
 from medlens.seg.data import SegArrays
 from medlens.seg.losses import MultiTaskLoss, segmentation_loss, severity_from_output, severity_loss
 from medlens.seg.models import SegNet

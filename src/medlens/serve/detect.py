@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from medlens.data.preprocess import Preprocess
 from medlens.inference import onnx as ox
 from medlens.inference.ood import load_detectors
-from medlens.qc import QCConfig
+from medlens.config import QCConfig
 from medlens.serve.engine import SINGLE_IMAGE_CHECKS, locate_export
 
 __all__ = ["DetectionEngine", "detection_app"]

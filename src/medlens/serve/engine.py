@@ -26,7 +26,7 @@ from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
 from medlens.inference import onnx as ox
 from medlens.inference.ood import load_detectors
-from medlens.qc import QCConfig
+from medlens.config import QCConfig
 from medlens.qc.checks import REGISTRY, luminance
 
 SINGLE_IMAGE_CHECKS = ("exposure", "contrast", "blur", "fov")

@@ -6,14 +6,12 @@ images (never the study's test or external images) and writes
 ``run/ssl/<method>/encoder.safetensors``, which ``model.pretrained`` loads. ``medlens probe
 CONFIG`` draws label-efficiency curves (linear probe or fine-tuning) against random
 initialisation and reports how many labels pretraining saves.
-
-Imports are lazy so that ``medlens.config`` can import :class:`SSLConfig` cheaply.
 """
 
 from __future__ import annotations
 
 _WHERE = {
-    "SSLConfig": "config", "MAE": "methods", "micle_partners": "methods", "nt_xent": "methods",
+    "MAE": "methods", "micle_partners": "methods", "nt_xent": "methods",
     "random_views": "methods", "build_pool": "pretraining", "pretrain": "pretraining", "Encoder": "probing",
     "find_encoders": "probing", "labels_saved": "probing", "probe": "probing", "sample_patients": "probing",
     "report_section": "report", "pixel_similarity": "pairs", "feature_similarity": "pairs",

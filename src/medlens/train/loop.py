@@ -32,7 +32,7 @@ from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
 from medlens.data.transforms import cutmix, mixup, one_hot, random_augment
 from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, resumable_state, snapshot
-from medlens.train.config import AugmentConfig, EngineConfig
+from medlens.config.engine import AugmentConfig, EngineConfig
 from medlens.train.distributed import dist_info, pick_device
 
 log = logging.getLogger(__name__)
