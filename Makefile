@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/medlens run configs/demo.yaml
 
 test: $(STAMP) browser
+	$(BIN)/lint-imports --no-cache
 	d=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$d && rm -rf $$d
 	$(BIN)/python -m pytest -q
 

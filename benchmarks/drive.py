@@ -23,7 +23,7 @@ from pathlib import Path
 
 from medlens.config import load_config
 from medlens.data.drive import drive_table
-from medlens.pipeline import run_study
+from medlens.stages.runner import run_study
 
 HERE = Path(__file__).resolve().parent
 KEYS = ("f1", "auc", "sensitivity", "specificity", "accuracy", "mcc", "cldice")

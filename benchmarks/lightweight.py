@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.chdir(REPO)
     from medlens.errors import MedlensError
-    from medlens.lightweight.cli import tune_lightweight
+    from medlens.cli.lightweight import tune_lightweight
     from medlens.lightweight.search import Space
 
     cfg = study(args.target, args.run_dir, args.requirement)

@@ -2,7 +2,7 @@
 
 For every dataset it runs the whole study (``medlens run``: ingest → QC → official split →
 train → evaluate → explain → trust → report), scores the test predictions with the
-MedMNIST evaluator's definitions (:mod:`medlens.data.medmnist`: binary AUC on p1 and ACC of
+MedMNIST evaluator's definitions (:mod:`medlens.evaluate.medmnist`: binary AUC on p1 and ACC of
 p1 > 0.5; multi-class macro one-vs-rest AUC and arg-max ACC), checks both numbers against
 scikit-learn on the saved ``predictions.parquet``, and prints one table: dataset, ours (AUC
 and ACC with 95% CIs), the paper's rows from ``../shared/reference/medmnist_v2.csv``, and
@@ -97,8 +97,8 @@ def study_config(target: Path, *, quick: bool = False, run_dir: Path | None = No
 
 def run_one(cfg) -> dict:
     """Run the study, score it the MedMNIST way, check against scikit-learn; return the summary."""
-    from medlens.data.medmnist import medmnist_stage
-    from medlens.pipeline import run_study
+    from medlens.evaluate.medmnist import medmnist_stage
+    from medlens.stages.runner import run_study
 
     t0 = time.perf_counter()
     run_study(cfg)

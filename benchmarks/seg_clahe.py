@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from medlens.config import load_config
-from medlens.pipeline import run_study
+from medlens.stages.runner import run_study
 
 ROWS = [("dice", "Dice (images with lesions)"), ("dice_global", "Dice (pooled pixels)"),
         ("hd95", "HD95 (px)"), ("lesion_sensitivity", "lesion sensitivity"),

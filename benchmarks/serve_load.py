@@ -54,7 +54,7 @@ TOKEN = "bench-token-0123456789abcdef"
 
 def build_run(tmp: Path, model: str) -> Path:
     from medlens.config import StudyConfig
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     cfg = StudyConfig.model_validate({"run_dir": str(tmp), "name": "bench", "model": {"name": model},
                                       "data": {"synthetic": {"n_patients": 24, "image_size": 64}},

@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from medlens.config import load_config, parse_config
     from medlens.data.medmnist import dataset_name
-    from medlens.pipeline import progress_bar
-    from medlens.ssl import build_pool, pretrain, probe
+    from medlens.progress import progress_bar
+    from medlens.ssl import pretrain, probe
+    from medlens.stages.runner import build_pool
 
     if args.target.suffix == ".npz":
         base = load_config(REPO / "configs" / "medmnist" / "pneumoniamnist.yaml").model_dump(mode="json")

@@ -33,7 +33,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished run directory of the tiny study (trained once per test session)."""
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     return run_study(make_tiny_config(tmp_path_factory.mktemp("runs")))
 

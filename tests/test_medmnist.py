@@ -11,15 +11,9 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from medlens.config import load_config
-from medlens.data.medmnist import (
-    dataset_name,
-    medmnist_metrics,
-    paper_baselines,
-    paper_rows,
-    report_section,
-    sklearn_metrics,
-)
+from medlens.data.medmnist import dataset_name, paper_baselines, paper_rows
 from medlens.errors import DataError
+from medlens.evaluate.medmnist import medmnist_metrics, report_section, sklearn_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {n: REPO / "configs" / "medmnist" / f"{n}.yaml" for n in ("pneumoniamnist", "retinamnist")}

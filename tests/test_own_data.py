@@ -204,7 +204,7 @@ def test_csv_with_annotators_boxes_and_metadata_drives_audit_agreement_and_subgr
     import pandas as pd
 
     from medlens.data.synthetic import generate
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
     from helpers.study import make_tiny_config
 
     m = generate(tmp_path / "images", n_patients=40, seed=1, image_size=64)
@@ -258,7 +258,7 @@ def test_drive_from_a_csv_is_a_segmentation_study_scored_inside_the_fov(tmp_path
     import pandas as pd
 
     from helpers.study import make_tiny_config
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     drive = SHARED / "data" / "drive"
     if not drive.is_dir():

@@ -7,7 +7,7 @@ import pytest
 
 from medlens.data.splits import load_splits, save_splits
 from medlens.errors import LeakageError
-from medlens.pipeline import run_study
+from medlens.stages.runner import run_study
 
 
 def test_run_writes_every_artifact(tiny_run):
@@ -51,8 +51,9 @@ def test_changed_config_reruns_only_downstream(tmp_path, tiny_config):
     run_study(tiny_config(tmp_path, data={"synthetic": {"n_patients": 16, "image_size": 48}},
                           train={"epochs": 1}, evaluate={"n_bootstrap": 300}))
     after = {p.stem: p.stat().st_mtime_ns for p in (run / ".stages").iterdir()}
-    # explain reports its agreement CIs with evaluate.n_bootstrap; training, QC and trust are untouched
-    assert sorted(k for k in stamps if after[k] != stamps[k]) == ["evaluate", "explain", "report"]
+    # explain reports its agreement CIs with evaluate.n_bootstrap, the export card and the report show the new CIs;
+    # training, QC and trust (which reads the operating point, unchanged) are untouched
+    assert sorted(k for k in stamps if after[k] != stamps[k]) == ["evaluate", "explain", "export", "report"]
 
 
 def test_tampered_splits_are_caught(tmp_path, tiny_config):
@@ -83,10 +84,12 @@ def test_regression_study_trains_folds_and_stops_before_classification_stages(tm
     assert r.returncode == 0, r.stderr[-2000:]
     assert "engine.task regression: folds trained" in r.stdout
     # in a pipe (a log file, CI, a batch scheduler): one start and one end line per stage, no progress-bar residue
-    started = [m.group(1) for ln in r.stderr.splitlines() if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): started", ln))]
+    started = [m.group(1) for ln in r.stderr.splitlines()
+               if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): started \(first run\)", ln))]
     done = [m.group(1) for ln in r.stderr.splitlines()
             if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): done in [\d.]+ s", ln))]
-    assert started == done == ["synth", "ingest", "qc", "split", "train_fold_0", "train_fold_1"], r.stderr
+    assert started == ["synth", "ingest", "qc", "split", "train", "train_fold_0", "train_fold_1"], r.stderr
+    assert sorted(done) == sorted(started), r.stderr
     assert not [ln for ln in (r.stdout + r.stderr).splitlines() if not ln.strip()]
     pred = pd.read_parquet(cfg.out / "fold_0" / "predictions.parquet")
     assert {"label", "pred"} <= set(pred.columns) and pred["pred"].notna().all()

@@ -76,7 +76,7 @@ def _evaluated(cwd: Path, table: Path, columns: dict) -> Path:
     """The neutral table's study trained and evaluated in-process (its predictions are what is compared)."""
     from medlens.config import parse_config
     from medlens.evaluate.study import evaluate_run
-    from medlens.pipeline import prepare_study
+    from medlens.stages.runner import prepare_study
     from medlens.train.fold import train_fold
 
     cfg = parse_config({"name": "plain", "run_dir": str(cwd / "runs"), **FAST,

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medlens.data.manifest import load_image, load_manifest, save_manifest
+from medlens.data.images import load_image
+from medlens.data.manifest import load_manifest, save_manifest
 from medlens.data.sources import NO_PATIENT_IDS, read_csv, read_imagefolder, read_medmnist, read_synthetic
 from medlens.data.synthetic import generate
 from medlens.errors import DataError

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medlens.data.splits import assign_groups, at_most, check_leakage, make_splits
+from medlens.data.splits import assign_groups, check_leakage, make_splits
 from medlens.errors import DataError, LeakageError
 
 
@@ -136,11 +136,3 @@ def test_temporal_split_tests_on_the_newest_patients():
     with pytest.raises(DataError, match="needs acquisition dates"):
         make_splits(m.drop(columns="acquired"), folds=3, test_fraction=0.2, external_site=None, seed=0,
                     strategy="temporal")
-
-
-def test_at_most_is_a_seeded_subset_in_order():
-    ids = [f"s{i:05d}" for i in range(20000)]
-    a = at_most(ids, 8192, seed=0)
-    assert len(a) == len(set(a)) == 8192 and set(a) <= set(ids) and a == sorted(a)
-    assert a == at_most(ids, 8192, seed=0) and a != at_most(ids, 8192, seed=1)
-    assert at_most(ids[:500], 8192, seed=0) == ids[:500]

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medlens.data.manifest import load_image, load_mask
+from medlens.data.images import load_image, load_mask
 from medlens.data.synthetic import generate
 
 

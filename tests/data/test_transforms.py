@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from medlens.data.arrays import load_tensor
 from medlens.data.synthetic import ImageSpec, generate, render_image
 from medlens.data.sources import read_synthetic
-from medlens.data.preprocess import Preprocess, fov_box
-from medlens.data.transforms import clahe, cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast
+from medlens.data.preprocess import Preprocess, clahe, fov_box
+from medlens.data.transforms import cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast
 from medlens.config.engine import AugmentConfig, PreprocessConfig
 
 

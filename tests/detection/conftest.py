@@ -20,6 +20,6 @@ def det_run(tmp_path_factory) -> Path:
     """Every stage of `medlens run` on the tiny detection study: folds, evaluation, export, report."""
     from helpers.study import make_tiny_config
 
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     return run_study(make_tiny_config(tmp_path_factory.mktemp("det"), **DET))

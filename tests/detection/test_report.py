@@ -1,4 +1,7 @@
-"""The detection report from a hand-written run directory: numbers as in metrics.json, the winner, figures, NaN."""
+"""The detection report from a hand-written run directory: numbers as in metrics.json, the winner, figures, NaN.
+
+The detection stages write their sections (``write_det_section``, ``write_det_export_section``) and the one
+report writer (:func:`medlens.report.write_report`) renders them, as for every task."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medlens.detection.report import write_det_report
+from medlens.detection.report import write_det_export_section, write_det_section
+from medlens.report import write_report
 
 BINS = ("< 16", "16-36", "36-64", ">= 64")
 
@@ -89,7 +93,7 @@ class Tables(HTMLParser):
             self._table.append([])
         elif tag in ("td", "th"):
             self._cell = ""
-        elif tag == "p" and a.get("id") == "summary":
+        elif tag == "p" and a.get("id") == "summary-det":
             self._in_summary = True
         elif tag == "img":
             self.images.append(a)
@@ -113,7 +117,9 @@ class Tables(HTMLParser):
 
 def parse(run: Path) -> Tables:
     p = Tables()
-    p.feed(write_det_report(run).read_text())
+    write_det_section(run)
+    write_det_export_section(run)
+    p.feed(write_report(run).read_text())
     return p
 
 
@@ -164,4 +170,6 @@ def test_missing_metrics(tmp_path):
     from medlens.errors import StageInputMissing
 
     with pytest.raises(StageInputMissing):
-        write_det_report(tmp_path)
+        write_det_section(tmp_path)
+    with pytest.raises(StageInputMissing):
+        write_report(tmp_path)  # nothing to report

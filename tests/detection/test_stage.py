@@ -102,7 +102,7 @@ def test_report_agrees_with_metrics(det_run):
 def _prepared(root: Path, name: str) -> StudyConfig:
     from helpers.study import make_tiny_config
 
-    from medlens.pipeline import prepare_study
+    from medlens.stages.runner import prepare_study
 
     cfg = make_tiny_config(root, **{**DET, "name": name})
     prepare_study(cfg)
@@ -173,7 +173,7 @@ def _user_table(tmp_path: Path):
 def test_a_users_table_with_a_box_table(tmp_path):
     from helpers.study import make_tiny_config
 
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     data, n_boxes = _user_table(tmp_path)
     run = run_study(make_tiny_config(tmp_path / "runs", **{**DET, **data, "detection": {

@@ -168,7 +168,7 @@ def test_map_inside_output_rejected(tmp_path):
 
 
 def test_cli_exit_codes(tmp_path, monkeypatch):
-    from medlens.dicom.cli import deid
+    from medlens.cli.dicom import deid
     import typer
 
     app = typer.Typer()

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from medlens.dicom import DeidOptions, deidentify_tree, verify_tree
 from medlens.dicom.safelist import is_standard_uid, safe_attributes
-from medlens.dicom.tree import quiet_pydicom
+from medlens.dicom.reader import quiet_pydicom
 
 pytest.importorskip("deid_data", reason="deid-data (a test dependency) provides part of the corpus")
 

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from medlens.dicom import DeidOptions, deidentify_tree, verify_tree
-from medlens.dicom.tree import quiet_pydicom
+from medlens.dicom.reader import quiet_pydicom
 
 from helpers.dicom import SECRET, SHARED
 

@@ -17,7 +17,7 @@ import yaml
 from helpers.dicom import SECRET, corpus_files
 
 from medlens.dicom.safelist import is_standard_uid, safe_attributes
-from medlens.dicom.tree import quiet_pydicom, read_dicom_file
+from medlens.dicom.reader import quiet_pydicom, read_dicom_file
 
 pytest.importorskip("deid_data", reason="deid-data (a test dependency) provides part of the corpus")
 

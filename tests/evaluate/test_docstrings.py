@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["metrics", "ci", "delong", "calibration", "threshold", "summary"]
+MODULES = ["metrics", "ci", "delong", "calibration", "threshold", "summary", "medmnist"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medlens.explain import agreement_comparison, explain_stage, report_section
+from medlens.explain import agreement_comparison, explain_stage, write_explain_section
+from medlens.sections import read_section, section_dir
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def test_shortcut_model_has_high_auc_but_low_agreement_and_is_flagged(shortcut_s
     assert e["model"]["value"] < e["random"]["value"], e  # the maps sit on the corner marker, outside the box
     assert shortcut_summary["shortcut_suspected"] and not shortcut_summary["rationale_ok"]
     assert any("wrong reason" in f for f in shortcut_summary["flags"])
-    section = report_section(shortcut_run)
+    section = read_section(section_dir(shortcut_run, "explain") / "section.json")  # written by the stage
     assert any("wrong reason" in f for f in section["flags"])
     assert "NOT point" in section["summary"]
 
@@ -68,12 +69,12 @@ def test_outputs_follow_the_contract(plain_summary, plain_run):
 
 
 def test_report_section(plain_summary, plain_run, tmp_path):
-    section = report_section(plain_run)
-    assert section["figures"]["gallery"].startswith("data:image/png;base64,")
-    assert section["figures"]["sanity"].startswith("data:image/png;base64,")
-    assert [r["score"].split(" ")[0] for r in section["tables"]["agreement"]][:2] == ["Pointing", "Energy"]
-    assert section["tables"]["faithfulness"] and not section["flags"]
-    assert report_section(tmp_path) is None
+    section = read_section(write_explain_section(plain_run))
+    assert section["figures"]["gallery"]["path"].read_bytes()[:4] == b"\x89PNG"
+    assert section["figures"]["sanity"]["path"].read_bytes()[:4] == b"\x89PNG"
+    assert [r["score"].split(" ")[0] for r in section["tables"]["agreement"]["rows"]][:2] == ["Pointing", "Energy"]
+    assert section["tables"]["faithfulness"]["rows"] and not section["flags"]
+    assert write_explain_section(tmp_path) is None
 
 
 def test_agreement_comparison_paired_wilcoxon(plain_summary, plain_run, tmp_path):

@@ -90,7 +90,8 @@ def test_report_says_agreement_was_not_measured_without_an_expert_region(tmp_pat
 
     import pandas as pd
 
-    from medlens.explain.report import report_section
+    from medlens.explain.report import write_explain_section
+    from medlens.sections import read_section
 
     nan = {"value": float("nan"), "low": float("nan"), "high": float("nan")}
     summary = {"agreement": {k: {"model": nan, "random": nan} for k in ("energy", "pointing", "iou", "dice")},
@@ -102,7 +103,7 @@ def test_report_says_agreement_was_not_measured_without_an_expert_region(tmp_pat
     (tmp_path / "explain" / "summary.json").write_text(json.dumps(summary))
     pd.DataFrame({"sample_id": [], "score": [], "label": [], "energy": []}).to_parquet(
         tmp_path / "explain" / "agreement.parquet")
-    text = report_section(tmp_path)["summary"]
+    text = read_section(write_explain_section(tmp_path))["summary"]
     assert "nan" not in text and "does NOT point" not in text
     assert text == ("Heat maps (gradcam, layer layer2, 8×8 cells) of 12 test images were drawn, but no positive image "
                     "has an expert region, so whether the model looks where the expert looks was not measured.")

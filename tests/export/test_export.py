@@ -140,11 +140,12 @@ def test_cli_export_and_errors(tmp_path, exported):
 
 
 def test_report_section(exported, tmp_path):
-    from medlens.export import report_section
+    from medlens.export import write_export_section
+    from medlens.sections import read_section, section_dir
 
     run, _ = exported
-    assert report_section(tmp_path) is None
-    sec = report_section(run)
+    assert write_export_section(tmp_path) is None
+    sec = read_section(section_dir(run, "export") / "section.json")  # written by the export
     assert sec["title"] and "parity" in json.dumps(sec["tables"]).lower() and len(sec["summary"]) > 100
 
 
@@ -179,14 +180,15 @@ def test_ship_quantized(exported, tmp_path):
 
 
 def test_deployment_summary_warns_when_the_gate_refuses_the_external_site(exported, tmp_path):
-    from medlens.export.stage import EXTERNAL_REFUSAL_WARNING, report_section
+    from medlens.export.report import EXTERNAL_REFUSAL_WARNING, write_export_section
+    from medlens.sections import read_section
 
     run, info = exported
     for refused, warned in ((EXTERNAL_REFUSAL_WARNING, True), (EXTERNAL_REFUSAL_WARNING - 0.01, False)):
         (tmp_path / "export").mkdir(exist_ok=True)
         changed = {**info, "ood": {**info["ood"], "flagged": {"test": 0.05, "external": refused}}}
         (tmp_path / "export" / "export.json").write_text(json.dumps(changed))
-        summary = report_section(tmp_path)["summary"]
+        summary = read_section(write_export_section(tmp_path))["summary"]
         assert ("Before deploying at another site" in summary) is warned
         if warned:
             assert f"refuses {refused:.0%} of the external site's images" in summary

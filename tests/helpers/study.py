@@ -23,7 +23,7 @@ def make_tiny_config(run_dir: Path, **overrides):
 
 def trained_run(root: Path, **overrides) -> Path:
     """Run the whole tiny study (train, evaluate, explain, trust, export, report) and return its directory."""
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     return run_study(make_tiny_config(root, **overrides))
 
@@ -34,7 +34,7 @@ def evaluated_run(root: Path, **overrides) -> Path:
     What ``medlens compare`` reads, without the explain, trust, export and report stages.
     """
     from medlens.evaluate.study import evaluate_run
-    from medlens.pipeline import prepare_study
+    from medlens.stages.runner import prepare_study
     from medlens.train.fold import train_fold
 
     cfg = make_tiny_config(root, **overrides)

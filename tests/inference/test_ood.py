@@ -75,3 +75,11 @@ def test_gate_ids_share_one_pool_and_never_fit_on_validation():
     for (fit, thr), fold in zip(capped, folds):
         assert not set(fit) & set(fold["val"]) and set(thr) <= set(fold["val"]) and len(thr) == 200
     assert ood.gate_ids(splits, [3], 400, seed=0) == [capped[3]]  # one exported fold: the same images
+
+
+def test_at_most_is_a_seeded_subset_in_order():
+    ids = [f"s{i:05d}" for i in range(20000)]
+    a = ood.at_most(ids, 8192, seed=0)
+    assert len(a) == len(set(a)) == 8192 and set(a) <= set(ids) and a == sorted(a)
+    assert a == ood.at_most(ids, 8192, seed=0) and a != ood.at_most(ids, 8192, seed=1)
+    assert ood.at_most(ids[:500], 8192, seed=0) == ids[:500]

@@ -81,7 +81,7 @@ def test_cli_writes_parquet(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from medlens.qc.cli import qc
+    from medlens.cli.qc import qc
 
     for i, img in enumerate([fundus(seed=1), fundus(seed=2, scale=0.1)]):
         Image.fromarray((img.transpose(1, 2, 0) * 255).astype(np.uint8)).save(tmp_path / f"im{i}.png")

@@ -23,7 +23,7 @@ def _cfg(tmp, **seg):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     cfg = _cfg(tmp_path_factory.mktemp("seg"))
     return run_study(cfg), cfg
@@ -69,7 +69,7 @@ def test_report_section(tiny_run):
 
 
 def test_rerun_skips_and_missing_inputs(tiny_run, tmp_path):
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
     from medlens.seg.stage import seg_stage
 
     run, cfg = tiny_run

@@ -79,7 +79,7 @@ def test_every_test_image_is_answered_as_evaluated(alone, client, exported_run, 
 
 def test_served_heat_map_is_the_one_the_report_scored(alone, exported_run, shipped):
     """The map of the shipped CAM model equals explain/maps.npz; the served overlay is that map."""
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
     from medlens.data.preprocess import Preprocess
     from medlens.serve.engine import preprocess
     from medlens.serve.gradcam import GradCamOverlay

@@ -60,7 +60,7 @@ def test_explain_and_trust_probabilities_equal_evaluated(exported_run):
 
 def test_served_heat_map_is_the_one_the_report_scored(client, exported_run):
     """The overlay's map (fold, layer, method, class of the explain section) equals ``explain/maps.npz``."""
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
     from medlens.data.preprocess import Preprocess
     from medlens.serve.engine import preprocess
     from medlens.serve.gradcam import GradCamOverlay

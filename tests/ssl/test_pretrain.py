@@ -59,7 +59,8 @@ def test_pretrain_writes_a_loadable_encoder_and_card(study):
 
 
 def test_killed_pretraining_resumes_to_the_same_encoder(study, monkeypatch):
-    from medlens.ssl import build_pool, pretrain
+    from medlens.ssl import pretrain
+    from medlens.stages.runner import build_pool
     from medlens.ssl import pretraining as module
 
     cfg, _ = study("full", epochs=3)
@@ -124,7 +125,7 @@ def test_torchrun_two_processes_gather_negatives(study):
 
 
 def test_probe_writes_curves_and_report_section(study):
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     cfg, path = study("probe", methods=["simclr"])
     run_study(cfg)
@@ -145,7 +146,7 @@ def test_probe_writes_curves_and_report_section(study):
 
 def test_probe_both_modes_compares_with_the_supervised_baseline(study):
     """--mode both: linear probes on every draw, fine-tunes on the first, and the DeLong comparison."""
-    from medlens.pipeline import prepare_study
+    from medlens.stages.runner import prepare_study
     from medlens.ssl.probing import SUPERVISED
 
     cfg, path = study("both", methods=["simclr"], finetune_seeds=1, finetune_steps=6)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from medlens.config import load_config, parse_config
-from medlens.ssl import build_pool, pretrain, probe
+from medlens.ssl import pretrain, probe
+from medlens.stages.runner import build_pool
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "medmnist" / "pneumoniamnist.yaml"
 

@@ -16,9 +16,15 @@ import torch
 from typer.testing import CliRunner
 
 from medlens.config import StudyConfig
-from medlens.pipeline import run_study
+from medlens.stages.runner import run_study
 from medlens.inference.ood import load_detectors
-from medlens.trust import report_section, trust_stage
+from medlens.sections import read_section, section_dir
+from medlens.trust import trust_stage, write_trust_section
+
+
+def report_section(run):
+    """The trust section the audit wrote (``run/sections/trust/section.json``), as the report reads it."""
+    return read_section(section_dir(run, "trust") / "section.json")
 from medlens.inference import load_fold_model
 from medlens.trust.features import features_and_logits, load_images
 
@@ -139,7 +145,7 @@ def test_cli_audit_and_report(audited):
     assert len(pd.read_csv(run / "trust" / "relabel_queue.csv")) == 7
     section = report_section(run)
     assert section["title"] and "unreliable" in section["summary"]
-    assert all(v.startswith("data:image/png;base64,") for v in section["figures"].values())
+    assert all(f["path"].read_bytes()[:4] == b"\x89PNG" for f in section["figures"].values())
     assert {"ood", "annotators", "label_issues", "class_quality", "selective"} <= set(section["tables"])
 
 
@@ -162,4 +168,4 @@ def test_missing_run_is_one_line_error(tmp_path):
 
     res = CliRunner().invoke(app, ["audit", str(tmp_path)])
     assert res.exit_code != 0
-    assert report_section(tmp_path) is None
+    assert write_trust_section(tmp_path) is None

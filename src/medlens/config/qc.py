@@ -10,6 +10,7 @@ measure                   clean images         defect
 ========================  ===================  ==========================
 p99 luminance             0.25 - 0.52          dark: 0.02 - 0.07
 p05 luminance             0.00                 bright: 0.28 - 0.43
+clipped share (FOV)       0.00                 bright: 0.003 - 0.50
 p95 - p05 luminance       0.23 - 0.47          dark: 0.02 - 0.07
 blur effect (see blur)    0.43 - 0.55          blur: 0.91 - 0.96
 FOV centre offset         0.01 - 0.07          off-centre: 0.19 - 0.31
@@ -50,6 +51,11 @@ class QCConfig(BaseModel):
         Too bright (washed out) when the 5th percentile of luminance is above this.
     bright_p50 : float, default=0.8
         Too bright when the median luminance is above this.
+    bright_clipped : float, default=0.01
+        Too bright when a larger share of the field of view is clipped in at least two
+        colour channels (:func:`medlens.qc.checks.clipped_share`; grey images: of the
+        whole image). Catches overexposed fundus photographs, whose whole-image quantiles
+        barely move (the black surround stays black).
     min_contrast : float, default=0.1
         Low contrast when the 95th minus 5th percentile of luminance is below this.
     max_blur : float, default=0.8
@@ -86,6 +92,7 @@ class QCConfig(BaseModel):
     dark_p99: float = Field(0.15, ge=0, le=1)
     bright_p05: float = Field(0.2, ge=0, le=1)
     bright_p50: float = Field(0.8, ge=0, le=1)
+    bright_clipped: float = Field(0.01, ge=0, le=1)
     min_contrast: float = Field(0.1, ge=0, le=1)
     max_blur: float = Field(0.8, gt=0, le=1)
     blur_size: int = Field(128, ge=16)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medlens.data.manifest import load_image
+from medlens.data.images import load_image
 
 MEAN, STD = 0.5, 0.25
 """Normalisation applied to [0, 1] images before the network (recorded with the model)."""

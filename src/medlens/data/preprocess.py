@@ -17,12 +17,46 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from medlens.data.arrays import resize, to_channels
+from medlens.data.images import load_image
 
-__all__ = ["Preprocess", "fov_box"]
+__all__ = ["Preprocess", "clahe", "fov_box"]
+
+
+def clahe(img: np.ndarray, *, mode: str = "lab", clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (OpenCV) of a float ``C×H×W`` image.
+
+    Parameters
+    ----------
+    img : ndarray of shape (C, H, W), float in [0, 1]
+    mode : {'lab', 'channels'}, default='lab'
+        'lab' equalises only the lightness of an RGB image (colours keep their hue, the
+        usual choice for fundus photographs); 'channels' equalises each channel on its own.
+        A grey image is equalised directly in either mode.
+    clip_limit : float, default=2.0
+        OpenCV's contrast limit per tile.
+    tiles : int, default=8
+        Tiles per side.
+
+    Returns
+    -------
+    ndarray of shape (C, H, W), float32 in [0, 1]
+    """
+    if mode not in ("lab", "channels"):
+        raise ValueError(f"clahe mode must be 'lab' or 'channels', got {mode!r}")
+    op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tiles), int(tiles)))
+    u8 = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    if mode == "lab" and img.shape[0] == 3:
+        lab = cv2.cvtColor(np.ascontiguousarray(u8.transpose(1, 2, 0)), cv2.COLOR_RGB2LAB)
+        lab[..., 0] = op.apply(np.ascontiguousarray(lab[..., 0]))
+        out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).transpose(2, 0, 1)
+    else:
+        out = np.stack([op.apply(np.ascontiguousarray(ch)) for ch in u8])
+    return out.astype(np.float32) / 255.0
 
 
 def fov_box(img: np.ndarray, *, level: float = 0.1) -> tuple[int, int, int, int] | None:
@@ -105,8 +139,6 @@ class Preprocess:
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """Prepare one decoded image (float ``C×H×W`` in [0, 1]) -> uint8 ``in_chans×size×size``."""
-        from medlens.data.transforms import clahe
-
         img = np.asarray(img, np.float32)
         x0, y0, x1, y1 = self.crop(img)
         img = img[:, y0:y1, x0:x1]
@@ -117,8 +149,6 @@ class Preprocess:
 
     def load(self, refs: list[str]) -> torch.Tensor:
         """Decode and prepare image files (manifest ``image`` references): uint8 tensor ``N×C×S×S``."""
-        from medlens.data.manifest import load_image
-
         out = np.empty((len(refs), self.in_chans, self.size, self.size), np.uint8)
         for i, ref in enumerate(refs):
             out[i] = self(load_image(ref))

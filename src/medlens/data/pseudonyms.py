@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from medlens.data.manifest import NPZ_SEP, validate_manifest
+from medlens.data.images import NPZ_SEP
+from medlens.data.manifest import validate_manifest
 from medlens.dicom.deid import DeidContext
 from medlens.dicom.study import read_secret
 from medlens.dicom.tree import write_private
@@ -141,7 +142,7 @@ def _given(value) -> bool:
 def _stage_image(ref: str, stage: Path, pseudonym: str, ctx: DeidContext, arrays: dict[str, str]) -> str:
     """Copy one image's pixels under its pseudonym; return the new reference.
 
-    Files are re-encoded as PNG in the mode :func:`~medlens.data.manifest.load_image`
+    Files are re-encoded as PNG in the mode :func:`~medlens.data.images.load_image`
     reads them in, so they load to the same array without the original's metadata.
     Array references (``file.npz::key/i``) copy their file once, under a keyed name.
     """
@@ -163,7 +164,7 @@ def _stage_image(ref: str, stage: Path, pseudonym: str, ctx: DeidContext, arrays
 
 
 def _stage_mask(ref: str, target: Path) -> str:
-    """Copy a mask's pixels (as the grey levels :func:`~medlens.data.manifest.load_mask` reads)."""
+    """Copy a mask's pixels (as the grey levels :func:`~medlens.data.images.load_mask` reads)."""
     with Image.open(str(ref)) as im:
         im.convert("L").save(target, format="PNG", compress_level=1)
     return str(target)

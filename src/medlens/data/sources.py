@@ -21,7 +21,8 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from medlens.config import CsvColumns, DataConfig
-from medlens.data.manifest import NPZ_SEP, validate_manifest
+from medlens.data.images import NPZ_SEP
+from medlens.data.manifest import validate_manifest
 from medlens.errors import DataError
 
 log = logging.getLogger(__name__)

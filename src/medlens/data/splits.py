@@ -213,18 +213,6 @@ def check_leakage(manifest: pd.DataFrame, splits: dict) -> None:
         raise LeakageError("patient leakage between splits: " + "; ".join(problems))
 
 
-def at_most(ids: list[str], n: int, *, seed: int) -> list[str]:
-    """A seeded random subset of at most ``n`` of ``ids`` (all of them, in order, when there are fewer).
-
-    Used where a statistic of the training images (the OOD gates' class means and covariance)
-    needs thousands of them, not a large data set's hundred thousand forward passes.
-    """
-    if len(ids) <= n:
-        return list(ids)
-    keep = np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
-    return [ids[i] for i in keep]
-
-
 def save_splits(splits: dict, path: str | Path) -> Path:
     """Write ``splits.json`` (indented, sorted keys, human-readable)."""
     path = Path(path)

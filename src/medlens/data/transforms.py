@@ -1,6 +1,7 @@
-"""Image transforms: CLAHE (a step of :class:`medlens.data.preprocess.Preprocess`, which
-prepares every image once when a data set is loaded into memory) and random augmentation
-on batches (flip, rotation, brightness/contrast, mixup, cutmix).
+"""Image transforms: the study's preparation of a whole manifest (:func:`load_prepared`,
+through :class:`medlens.data.preprocess.Preprocess`, once when a data set is loaded into
+memory) and random augmentation on batches (flip, rotation, brightness/contrast, mixup,
+cutmix).
 
 Augmentation runs on normalised float batches inside the training
 step and draws every random number from one ``torch.Generator``, so an epoch is
@@ -14,49 +15,17 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from medlens.data.arrays import normalise, resize, to_channels
+from medlens.data.preprocess import Preprocess
 from medlens.config.engine import AugmentConfig, PreprocessConfig
 
-__all__ = ["clahe", "rms_contrast", "load_prepared", "random_augment", "mixup",
+__all__ = ["rms_contrast", "load_prepared", "random_augment", "mixup",
            "cutmix", "one_hot", "normalise", "resize", "to_channels"]
-
-
-def clahe(img: np.ndarray, *, mode: str = "lab", clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation (OpenCV) of a float ``C×H×W`` image.
-
-    Parameters
-    ----------
-    img : ndarray of shape (C, H, W), float in [0, 1]
-    mode : {'lab', 'channels'}, default='lab'
-        'lab' equalises only the lightness of an RGB image (colours keep their hue, the
-        usual choice for fundus photographs); 'channels' equalises each channel on its own.
-        A grey image is equalised directly in either mode.
-    clip_limit : float, default=2.0
-        OpenCV's contrast limit per tile.
-    tiles : int, default=8
-        Tiles per side.
-
-    Returns
-    -------
-    ndarray of shape (C, H, W), float32 in [0, 1]
-    """
-    if mode not in ("lab", "channels"):
-        raise ValueError(f"clahe mode must be 'lab' or 'channels', got {mode!r}")
-    op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tiles), int(tiles)))
-    u8 = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-    if mode == "lab" and img.shape[0] == 3:
-        lab = cv2.cvtColor(np.ascontiguousarray(u8.transpose(1, 2, 0)), cv2.COLOR_RGB2LAB)
-        lab[..., 0] = op.apply(np.ascontiguousarray(lab[..., 0]))
-        out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).transpose(2, 0, 1)
-    else:
-        out = np.stack([op.apply(np.ascontiguousarray(ch)) for ch in u8])
-    return out.astype(np.float32) / 255.0
 
 
 def rms_contrast(img: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -68,8 +37,6 @@ def rms_contrast(img: np.ndarray, mask: np.ndarray | None = None) -> float:
 def load_prepared(manifest: pd.DataFrame, *, size: int, in_chans: int,
                   preprocess: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
     """The manifest's images through the study's :class:`medlens.data.preprocess.Preprocess`: uint8 ``N×C×S×S``."""
-    from medlens.data.preprocess import Preprocess
-
     return Preprocess(size=size, in_chans=in_chans, **preprocess.model_dump()).load(manifest["image"].tolist())
 
 

@@ -32,6 +32,7 @@ import medlens
 from medlens.config import StudyConfig
 from medlens.data.preprocess import Preprocess
 from medlens.detection.boxes import box_iou
+from medlens.detection.report import write_det_export_section
 from medlens.detection.stage import load_detector, study_rows
 from medlens.export import onnx_export as ox
 from medlens.export.card import detector_card
@@ -172,4 +173,5 @@ def export_detector(run: Path, cfg: StudyConfig, *, n_parity: int = 256, max_bat
     (out / "export.json").write_text(json.dumps(info, indent=1, sort_keys=True))
     log.info("det export: parity over %d images, min IoU %.4f, max score diff %.1e", parity["n_images"],
              parity["min_iou"], parity["max_score_diff"])
+    write_det_export_section(run)  # the report's deployment section: run/sections/det_export/
     return info

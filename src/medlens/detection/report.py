@@ -1,25 +1,25 @@
-"""The report of a lesion-detection study: FROC plot, metric tables, per-size sensitivity, box overlays.
+"""The report sections of a lesion-detection study: FROC plot, metric tables, per-size sensitivity, box overlays.
 
-:func:`write_det_report` renders ``run/report.html`` (self-contained: CSS and images inline, no
-external resources) from the files the detection stages leave in ``run/det``: ``metrics.json``
-(required), ``overlays.npz`` and ``export/export.json`` (both optional). It reads those files
-only, so the report can be rebuilt from a finished run without the stage code.
+:func:`write_det_section` writes ``run/sections/det/`` from ``run/det/metrics.json`` and
+``run/det/overlays.npz`` at the end of the evaluation (:func:`medlens.detection.stage.det_stage`);
+:func:`write_det_export_section` writes the deployment section ``run/sections/det_export/`` from
+``run/det/export/export.json`` at the end of the export. :func:`medlens.report.write_report`
+renders them, from those files only.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 from pathlib import Path
 
-import jinja2
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["write_det_report"]
+from medlens.sections import format_ci, write_section
+
+__all__ = ["write_det_export_section", "write_det_section"]
 
 METHODS = {"detector": "detector", "segmentation": "detection by segmentation"}
 PARTS = {"test": "internal test", "external": "external site"}
@@ -37,16 +37,7 @@ def _num(x: float | None) -> str:
 
 def _ci(e: dict | None) -> str:
     """An estimate with its 95% CI, e.g. ``"0.912 (0.870–0.950)"``; ``"n/a"`` when the value is undefined."""
-    if not e or _num(e.get("value")) == "n/a":
-        return "n/a"
-    return f"{_num(e['value'])} ({_num(e.get('low'))}–{_num(e.get('high'))})"
-
-
-def _uri(fig: Figure) -> str:
-    """A figure as a ``data:image/png;base64`` URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return format_ci(e)
 
 
 def froc_figure(curves: dict, metrics: dict) -> Figure:
@@ -238,42 +229,47 @@ def _deployment(path: Path) -> list[dict]:
     return rows
 
 
-_TEMPLATE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Lesion detection</title>
-<style>body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1050px;margin:2em auto;
-color:#1d2733;line-height:1.45;padding:0 1em}h1{border-bottom:3px solid #2b6cb0;padding-bottom:.3em}
-h2{color:#2b6cb0;margin-top:2em}.wide{overflow-x:auto}table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #cbd5e0;padding:.3em .6em;text-align:right}th{background:#edf2f7}
-td:first-child,th:first-child{text-align:left}img{max-width:100%}.muted{color:#718096;font-size:.9em}</style></head><body>
-{% macro table(id, rows) %}<div class="wide"><table id="{{ id }}"><tr>{% for k in rows[0] %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for r in rows %}<tr>{% for v in r.values() %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table></div>{% endmacro %}
-<h1>Lesion detection</h1><p id="summary">{{ summary }}</p>
-{% if froc %}<h2>Figure 1. FROC curves</h2><img src="{{ froc }}"
- alt="FROC curves: lesion sensitivity against false positives per image (1/8 to 8, log scale) for each method; test solid, external dashed">{% endif %}
-{% for part, label in parts.items() if metrics[part] %}<h2>Metrics: {{ label }}</h2>{{ table("metrics-" ~ part, metrics[part]) }}{% endfor %}
-<p class="muted">CPM: mean lesion sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per image.
-COCO mAP: mean over IoU 0.50–0.95. Count error: mean |boxes shown − true lesions| per image.</p>
-{% if sizes %}<h2>Sensitivity by lesion size (operating point)</h2>
-{% for part, rows in sizes.items() %}<h3>{{ parts[part] }}</h3>{{ table("size-" ~ part, rows) }}{% endfor %}{% endif %}
-{% if overlays %}<h2>Figure 2. Best, median and worst test images</h2>
-<img src="{{ overlays }}" alt="Test images with reference and predicted lesion boxes: {{ legend }}">
-<p class="muted">{{ legend }}. Ranked by lesion F1 at the operating point among test images with lesions.</p>{% endif %}
-{% if deployment %}<h2>Deployment</h2>{{ table("deployment", deployment) }}{% endif %}
-<h2>Methods</h2><ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul></body></html>"""
+CPM_NOTE = ("CPM: mean lesion sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per image. "
+            "COCO mAP: mean over IoU 0.50–0.95. Count error: mean |boxes shown − true lesions| per image.")
 
 
-def write_det_report(run: Path) -> Path:
-    """Render the detection study's report as ``run/report.html``.
+def _notes(m: dict) -> list[str]:
+    """The methods list: hit rule, operating point, validation, CIs, models."""
+    v = m.get("validation") or {}
+    hit = m.get("hit_rule", "centre")
+    seg_t = m.get("segmentation_threshold")
+    return [("Hit rule: a predicted box hits a lesion when its centre lies inside the lesion's box, as in LUNA16."
+             if hit == "centre" else f"Hit rule: a predicted box hits a lesion when their overlap is {hit}."),
+            f"Operating point: {m.get('threshold_rule', 'not recorded')}; detector threshold "
+            f"{_num(m.get('threshold'))}{'' if seg_t is None else f', segmentation threshold {_num(seg_t)}'}.",
+            f"Validation (out-of-fold, {v.get('n_images', '?')} images, {v.get('n_lesions', '?')} lesions) at that "
+            f"threshold: sensitivity {_num(v.get('sensitivity'))}, {_num(v.get('fp_per_image'))} false positives "
+            "per image.",
+            f"95% confidence intervals: patient-level bootstrap, {m.get('n_bootstrap', '?')} replicates (each draws "
+            "patients with replacement and keeps all their images).",
+            f"{m.get('folds_trained', '?')} fold model(s) at {m.get('image_size', '?')} px, "
+            f"{m.get('parameters', 0) / 1e6:.2f} M parameters each, at most {m.get('max_detections', '?')} boxes "
+            "per image."]
+
+
+def write_det_section(run: Path) -> Path:
+    """Write the detection study's report section (``run/sections/det/``).
 
     Parameters
     ----------
     run : Path
-        The run directory; reads ``det/metrics.json`` and, when present, ``det/overlays.npz`` and
-        ``det/export/export.json``.
+        The run directory; reads ``det/metrics.json`` and, when present, ``det/overlays.npz``.
 
     Returns
     -------
     Path
-        The written ``run/report.html``.
+        The written ``section.json``: the summary paragraph, the figures ``froc`` and ``overlays``,
+        the tables ``metrics-<part>`` and ``size-<part>`` and the methods list.
+
+    Raises
+    ------
+    StageInputMissing
+        When ``det/metrics.json`` is absent.
     """
     run = Path(run)
     path = run / "det" / "metrics.json"
@@ -284,32 +280,37 @@ def write_det_report(run: Path) -> Path:
     m = json.loads(path.read_text())
     parts = {p: label for p, label in PARTS.items() if m.get(p)}
     curves = m.get("curves") or {}
-    has_curve = any(c.get("fp_per_image") for p in curves.values() for c in p.values())
-    froc = _uri(froc_figure(curves, m)) if has_curve else None
+    figures = {}
+    if any(c.get("fp_per_image") for p in curves.values() for c in p.values()):
+        figures["froc"] = {"figure": froc_figure(curves, m), "title": "Figure 1. FROC curves",
+                           "alt": "FROC curves: lesion sensitivity against false positives per image (1/8 to 8, "
+                                  "log scale) for each method; test solid, external dashed"}
     ov = run / "det" / "overlays.npz"
-    overlays = None
     if ov.is_file():
         with np.load(ov, allow_pickle=True) as z:
-            overlays = _uri(overlay_figure({k: z[k] for k in z.files}))
-    v = m.get("validation") or {}
-    hit = m.get("hit_rule", "centre")
-    seg_t = m.get("segmentation_threshold")
-    notes = [("Hit rule: a predicted box hits a lesion when its centre lies inside the lesion's box, as in LUNA16."
-              if hit == "centre" else f"Hit rule: a predicted box hits a lesion when their overlap is {hit}."),
-             f"Operating point: {m.get('threshold_rule', 'not recorded')}; detector threshold "
-             f"{_num(m.get('threshold'))}{'' if seg_t is None else f', segmentation threshold {_num(seg_t)}'}.",
-             f"Validation (out-of-fold, {v.get('n_images', '?')} images, {v.get('n_lesions', '?')} lesions) at that "
-             f"threshold: sensitivity {_num(v.get('sensitivity'))}, {_num(v.get('fp_per_image'))} false positives "
-             "per image.",
-             f"95% confidence intervals: patient-level bootstrap, {m.get('n_bootstrap', '?')} replicates (each draws "
-             "patients with replacement and keeps all their images).",
-             f"{m.get('folds_trained', '?')} fold model(s) at {m.get('image_size', '?')} px, "
-             f"{m.get('parameters', 0) / 1e6:.2f} M parameters each, at most {m.get('max_detections', '?')} boxes "
-             "per image."]
-    html = jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(
-        summary=_summary(m), froc=froc, overlays=overlays, legend=LEGEND, parts=parts, notes=notes,
-        metrics={p: _method_rows(m[p]) for p in parts}, deployment=_deployment(run / "det" / "export" / "export.json"),
-        sizes={p: r for p in parts if (r := _size_rows(m[p]))})
-    out = run / "report.html"
-    out.write_text(html)
-    return out
+            figures["overlays"] = {
+                "figure": overlay_figure({k: z[k] for k in z.files}),
+                "title": "Figure 2. Best, median and worst test images",
+                "alt": f"Test images with reference and predicted lesion boxes: {LEGEND}",
+                "caption": f"{LEGEND}. Ranked by lesion F1 at the operating point among test images with lesions."}
+    tables = {}
+    metrics = {p: _method_rows(m[p]) for p in parts}
+    shown = [p for p in parts if metrics[p]]
+    for p in shown:
+        tables[f"metrics-{p}"] = {"rows": metrics[p], "title": f"Metrics: {parts[p]}",
+                                  "note": CPM_NOTE if p == shown[-1] else None}
+    for p in parts:
+        rows = _size_rows(m[p])
+        if rows:
+            tables[f"size-{p}"] = {"rows": rows, "title": f"Sensitivity by lesion size (operating point): {parts[p]}"}
+    return write_section(run, "det", title="Lesion detection", summary=_summary(m), figures=figures, tables=tables,
+                         methods=_notes(m))
+
+
+def write_det_export_section(run: Path) -> Path | None:
+    """Write the detection export's deployment section (``run/sections/det_export/``) from
+    ``run/det/export/export.json``; None when the detectors were not exported."""
+    rows = _deployment(Path(run) / "det" / "export" / "export.json")
+    if not rows:
+        return None
+    return write_section(run, "det_export", title="Deployment", summary="", tables={"deployment": rows})

@@ -1,4 +1,4 @@
-"""The detection stage of a study, and ``det_stages`` (``medlens run`` with ``task: detection``).
+"""The detection study of a run directory (run by the ``det_*`` stages of :mod:`medlens.stages` for ``task: detection``).
 
 :func:`det_stage` reads ``manifest.parquet`` and ``splits.json`` (leaving out images that
 ``qc.parquet`` rejected), trains the detector on every fold (or the first
@@ -15,7 +15,7 @@ under ``run/det/``::
     metrics.json                                         every figure with its 95% CI, both methods
 
 then ``det_export`` writes ``run/det/export/`` (:mod:`medlens.detection.export`) and
-``det_report`` the report.
+``report`` the report.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ from medlens.data.pseudonyms import STAGED_BOXES
 from medlens.detection.data import DetArrays, load_box_table, load_det_arrays
 from medlens.detection.froc import froc, match
 from medlens.detection.model import DetNet, Detector
+from medlens.detection.report import write_det_section
 from medlens.detection.summary import best_f1_threshold, detection_summary
 from medlens.detection.train import fit_detector, predict_boxes
 from medlens.errors import StageInputMissing
 
-__all__ = ["det_stage", "det_stages", "load_detector", "study_rows", "train_fold"]
+__all__ = ["det_stage", "detection_folds", "load_detector", "study_rows", "train_fold", "train_seg_fold"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def load_detector(run: Path, cfg: StudyConfig) -> Detector:
     Folds left in the run directory by a config with more folds are not loaded.
     """
     members = []
-    for k in range(_n_folds(cfg, load_splits(run / "splits.json"))):
+    for k in range(detection_folds(cfg, load_splits(run / "splits.json"))):
         path = run / "det" / f"fold_{k}" / "model.safetensors"
         if not path.is_file():
             raise StageInputMissing(f"{path} not found; run `medlens run CONFIG`")
@@ -114,7 +115,8 @@ def train_fold(cfg: StudyConfig, run: Path, k: int, *, progress=None, resume: bo
                  out_dir=run / "det" / f"fold_{k}", progress=progress, resume=resume, on_epoch_end=on_epoch_end)
 
 
-def _n_folds(cfg: StudyConfig, splits: dict) -> int:
+def detection_folds(cfg: StudyConfig, splits: dict) -> int:
+    """Folds the detector is trained on: ``detection.folds`` (null: all) of those in ``splits``."""
     return min(cfg.detection.folds or len(splits["folds"]), len(splits["folds"]))
 
 
@@ -138,7 +140,7 @@ def det_stage(run: Path, cfg: StudyConfig) -> dict:
 
     parts = {name: _select(by_id, splits[name]) for name in ("test", "external") if splits.get(name)}
     data = {name: load_det_arrays(r, prep, table) for name, r in parts.items()}
-    n_folds = _n_folds(cfg, splits)
+    n_folds = detection_folds(cfg, splits)
     detector = load_detector(run, cfg)
     val_gt, val_pred = [], []
     for k in range(n_folds):
@@ -180,6 +182,7 @@ def det_stage(run: Path, cfg: StudyConfig) -> dict:
     pd.concat(frames, ignore_index=True).to_parquet(out / "predictions.parquet", index=False)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True, default=float))
+    write_det_section(run)  # the report's section: run/sections/det/
     return metrics
 
 
@@ -263,50 +266,3 @@ def _segmentation_comparison(run: Path, cfg: StudyConfig, by_id: pd.DataFrame, s
     threshold = best_threshold(val_truth, val_prob, [np.ones_like(t) for t in val_truth])
     return {p: ([boxes_from_probability(m, threshold) for m in np.mean(probs[p], axis=0)], threshold) for p in parts}
 
-
-def det_stages(cfg: StudyConfig) -> Path:
-    """The detection part of ``medlens run`` (``task: detection``), after the data stages.
-
-    Trains each fold (resuming a killed fold from its ``last.pt``), then evaluates, exports
-    and writes ``report.html``; each is skipped when up to date.
-    """
-    from medlens.detection.export import export_detector
-    from medlens.detection.report import write_det_report
-    from medlens.pipeline import file_digest, progress_bar, run_stage
-
-    run = cfg.out
-    key = cfg.model_dump(mode="json")
-    inputs = [file_digest(run / "manifest.parquet"), file_digest(run / "splits.json"), file_digest(run / "qc.parquet")]
-    if cfg.detection.boxes:
-        inputs.append(file_digest(Path(cfg.detection.boxes)))
-    train_key = {**{k: key[k] for k in ("detection", "train", "model", "engine", "seed")}, "inputs": inputs}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 64-px networks: one thread is as fast as two, and far faster on a shared machine
-    seg_key = {**train_key, "seg": key["seg"]}
-    by_id, splits = study_rows(run)
-    folds = range(_n_folds(cfg, splits))
-    models = [run / "det" / f"fold_{k}" / "model.safetensors" for k in folds]
-    seg_models = [run / "det" / f"fold_{k}" / "seg" / "model.safetensors" for k in folds] \
-        if compares_segmentation(cfg, by_id) else []
-    try:
-        with progress_bar() as progress:
-            for k in folds:
-                run_stage(run, f"det_fold_{k}", {**train_key, "fold": k}, [models[k]],
-                          lambda k=k: train_fold(cfg, run, k, progress=progress))
-            for k in range(len(seg_models)):
-                run_stage(run, f"det_seg_fold_{k}", {**seg_key, "fold": k}, [seg_models[k]],
-                          lambda k=k: train_seg_fold(cfg, run, k, progress=progress))
-        run_stage(run, "det", {"models": [file_digest(p) for p in models + seg_models], "inputs": inputs,
-                               "detection": key["detection"], "evaluate": key["evaluate"], "seed": cfg.seed},
-                  [run / "det" / "metrics.json", run / "det" / "predictions.parquet"], lambda: det_stage(run, cfg))
-    finally:
-        torch.set_num_threads(threads)
-    run_stage(run, "det_export", {"metrics": file_digest(run / "det" / "metrics.json"),
-                                  "qc": file_digest(run / "qc_thresholds.json"),
-                                  "ood_gate": {"fit_images": cfg.trust.ood_fit_images,
-                                               "pass_rate": cfg.trust.ood_pass_rate}},
-              [run / "det" / "export" / "export.json"], lambda: export_detector(run, cfg))
-    run_stage(run, "det_report", {"metrics": file_digest(run / "det" / "metrics.json"),
-                                  "export": file_digest(run / "det" / "export" / "export.json")},
-              [run / "report.html"], lambda: write_det_report(run))
-    return run

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from medlens.dicom.tree import quiet_pydicom, read_dicom_file
+from medlens.dicom.reader import quiet_pydicom, read_dicom_file
 from medlens.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -103,7 +103,7 @@ def read_labelled(data, folder: Path, secret: bytes) -> pd.DataFrame:
     DataError
         When the table lacks the key or label column, or none of its keys matches an image.
     """
-    from medlens.data.manifest import NPZ_SEP
+    from medlens.data.images import NPZ_SEP
     from medlens.data.sources import read_dicom
     from medlens.dicom.deid import DeidContext
 

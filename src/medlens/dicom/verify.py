@@ -28,6 +28,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from medlens.dicom.deid import _ADDED, DUMMY, PSEUDONYM_PATTERN, DeidContext, DeidOptions, _values, burned_in_reason
+from medlens.dicom.reader import read_dicom_file
 from medlens.dicom.safelist import CODE_MEANING, DATE_VRS, FREE_TEXT_VRS, is_standard_uid, safe_attributes, standard_meaning
 from medlens.dicom.table import actions_for, is_curve_or_overlay
 from medlens.errors import DataError
@@ -249,8 +250,6 @@ def verify_tree(out_dir: Path | str, options: DeidOptions, *, secret: bytes | No
     list of str
         One line per problem, ``<file>: <tag path>: <what>``; empty when the folder is clean.
     """
-    from medlens.dicom.tree import read_dicom_file
-
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise DataError(f"{out_dir} is not a folder; pass the output of `medlens deid IN OUT`")

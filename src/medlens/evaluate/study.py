@@ -31,6 +31,9 @@ from medlens.evaluate import (
 )
 from medlens.evaluate.calibration import calibrate_proba, fit_calibration
 
+OPERATING_POINT = "operating_point.json"
+"""The default operating point of a run, beside ``metrics.json`` (read by :func:`medlens.inference.operating_threshold`)."""
+
 
 def fold_frames(run: Path) -> list[pd.DataFrame]:
     """Every ``fold_k/predictions.parquet`` of a run, in fold order."""
@@ -176,8 +179,9 @@ def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
 def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
     """Calibrate the folds, pool the predictions, and compute every metric with its 95% CI.
 
-    Writes ``fold_k/calibration.json``, ``predictions.parquet``, ``metrics.json`` and
-    ``metrics.csv``. The default operating point (``evaluate.operating_point``) and the
+    Writes ``fold_k/calibration.json``, ``predictions.parquet``, ``metrics.json``,
+    ``metrics.csv`` and ``operating_point.json`` (the default point alone, which the later
+    stages use: a change in a confidence interval does not re-run them). The default operating point (``evaluate.operating_point``) and the
     other named points are chosen on the pooled out-of-fold validation predictions only.
     """
     ev = cfg.evaluate
@@ -251,7 +255,11 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
     out["folds"] = _per_fold(frames)
     pooled.to_parquet(run / "predictions.parquet", index=False)
     (run / "metrics.json").write_text(json.dumps(_finite(out), indent=1, sort_keys=True, allow_nan=False))
+    (run / OPERATING_POINT).write_text(json.dumps(_finite(out.get("operating_point") or {}), indent=1, sort_keys=True))
     metrics_table(out).to_csv(run / "metrics.csv", index=False)
+    from medlens.evaluate.figures import write_evaluation_section
+
+    write_evaluation_section(run, pooled, _finite(out), seed=cfg.seed)  # the report's ROC, confusion, calibration
     return out
 
 

@@ -7,18 +7,19 @@
 - :mod:`~medlens.explain.faithfulness` — deletion / insertion curves, ROAD;
 - :mod:`~medlens.explain.sanity` — cascading model-parameter randomisation;
 - :mod:`~medlens.explain.stage` — ``explain_stage(run, cfg)`` writing ``run/explain/``,
-  ``report_section(run)``, ``agreement_comparison(run_a, run_b)``.
+  ``agreement_comparison(run_a, run_b)``;
+- :mod:`~medlens.explain.report` — ``write_explain_section(run)``, the report's section (the stage writes it).
 """
 
 from __future__ import annotations
 
-__all__ = ["agreement_comparison", "explain_stage", "report_section"]
+__all__ = ["agreement_comparison", "explain_stage", "write_explain_section"]
 
 
 def __getattr__(name: str):
     if name in __all__:
         from importlib import import_module
 
-        module = "report" if name == "report_section" else "stage"
+        module = "report" if name == "write_explain_section" else "stage"
         return getattr(import_module(f"medlens.explain.{module}"), name)
     raise AttributeError(f"module 'medlens.explain' has no attribute {name!r}")

@@ -1,15 +1,22 @@
-"""The explainability section of ``report.html``: gallery, agreement table with CIs, flags."""
+"""The explainability section of ``report.html``: gallery, agreement table with CIs, flags.
+
+:func:`write_explain_section` writes it (``run/sections/explain/``) at the end of the explain stage.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from medlens.explain.agreement import SCORES
+from medlens.sections import format_ci, write_section
+
+OUT = "explain"
+"""The explain stage's folder in the run directory."""
 
 _NAMES = {"pointing": "Pointing game (map maximum inside the expert box)",
           "energy": "Energy pointing (share of the map inside the expert box)",
@@ -17,12 +24,13 @@ _NAMES = {"pointing": "Pointing game (map maximum inside the expert box)",
           "rank_corr": "Rank correlation with the (blurred) lesion mask"}
 
 
+def safe_name(sample_id: str) -> str:
+    """A sample id as a file name (the stem of its overlay, ``run/explain/overlays/<stem>.png``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", sample_id)
+
+
 def _fmt(e: dict | None) -> str:
-    if not e or e.get("value") is None or not np.isfinite(e["value"]):
-        return "–"
-    if np.isfinite(e.get("low", np.nan)):
-        return f"{e['value']:.3f} ({e['low']:.3f}–{e['high']:.3f})"
-    return f"{e['value']:.3f}"
+    return format_ci(e, undefined="–")
 
 
 def agreement_rows(summary: dict) -> list[dict]:
@@ -51,8 +59,6 @@ def gallery_figure(run: Path, table: pd.DataFrame, threshold: float, *, per_cell
     """Overlays of true/false positives/negatives (rows), up to ``per_cell`` each, expert box in green."""
     import matplotlib.image as mpimg
 
-    from medlens.explain.stage import OUT, _safe
-
     pred = table["score"] >= threshold
     y = table["label"] == 1
     cells = {"true positive": y & pred, "false negative": y & ~pred, "false positive": ~y & pred,
@@ -70,7 +76,7 @@ def gallery_figure(run: Path, table: pd.DataFrame, threshold: float, *, per_cell
                 ax.set_ylabel(name, fontsize=8)
             if c < len(picks):
                 row = picks.iloc[c]
-                ax.imshow(mpimg.imread(run / OUT / "overlays" / f"{_safe(row['sample_id'])}.png"))
+                ax.imshow(mpimg.imread(run / OUT / "overlays" / f"{safe_name(row['sample_id'])}.png"))
                 e = row.get("energy")
                 ax.set_title(f"p={row['score']:.2f}" + (f"  E={e:.2f}" if pd.notna(e) else ""), fontsize=7)
     fig.tight_layout()
@@ -117,30 +123,27 @@ def faithfulness_text(f: dict | None) -> str:
     return " Faithfulness: " + "; ".join(out) + "."
 
 
-def report_section(run: str | Path) -> dict | None:
-    """Context for the report's explainability section, or None if the explain stage has not run.
+def write_explain_section(run: str | Path) -> Path | None:
+    """Write the report's explainability section (``run/sections/explain/``) from ``run/explain/``.
 
     Returns
     -------
-    dict or None
-        ``title``, ``summary`` (one plain-language paragraph), ``flags`` (list of str,
-        warnings to show prominently), ``figures`` (name -> ``data:image/png;base64`` URI:
-        ``gallery``, ``sanity``), ``tables`` (name -> list of row dicts: ``agreement``,
-        ``faithfulness``, ``sanity``).
+    Path or None
+        The written ``section.json`` (None if the explain stage has not run): ``title``,
+        ``summary`` (one plain-language paragraph), ``flags`` (warnings to show prominently),
+        figures ``gallery`` and ``sanity``, tables ``agreement``, ``faithfulness`` and ``sanity``.
     """
-    from medlens.report.html import figure_uri
-
     run = Path(run)
-    path = run / "explain" / "summary.json"
+    path = run / OUT / "summary.json"
     if not path.is_file():
         return None
     s = json.loads(path.read_text())
-    table = pd.read_parquet(run / "explain" / "agreement.parquet")
-    figures = {"gallery": figure_uri(gallery_figure(run, table, s.get("threshold", 0.5)))}
+    table = pd.read_parquet(run / OUT / "agreement.parquet")
+    figures = {"gallery": gallery_figure(run, table, s.get("threshold", 0.5))}
     sanity_rows = []
-    if (run / "explain" / "sanity.csv").is_file():
-        steps = pd.read_csv(run / "explain" / "sanity.csv")
-        figures["sanity"] = figure_uri(sanity_figure(steps, s["sanity"].get("max_rank_correlation", 0.5)))
+    if (run / OUT / "sanity.csv").is_file():
+        steps = pd.read_csv(run / OUT / "sanity.csv")
+        figures["sanity"] = sanity_figure(steps, s["sanity"].get("max_rank_correlation", 0.5))
         sanity_rows = steps.round(3).to_dict("records")
     maps = (f"Heat maps ({s['method']}, layer {s['layer']}, {s['grid'][0]}×{s['grid'][1]} cells"
             f"{', explaining ' + s['explained'] if 'explained' in s else ''}) of {s['n_images']} test images")
@@ -157,6 +160,7 @@ def report_section(run: str | Path) -> dict | None:
                      "where the expert looks was not measured.")
     sanity_txt = (" " + s["sanity"]["message"] + ".") if s.get("sanity") else ""
     summary = f"{agreement}{sanity_txt}{faithfulness_text(s.get('faithfulness'))}"
-    return {"title": "Explainability: does the model look where the expert looks?", "summary": summary,
-            "flags": s["flags"], "figures": figures,
-            "tables": {"agreement": agreement_rows(s), "faithfulness": faithfulness_rows(s), "sanity": sanity_rows}}
+    return write_section(run, "explain", title="Explainability: does the model look where the expert looks?",
+                         summary=summary, flags=s["flags"], figures=figures,
+                         tables={"agreement": agreement_rows(s), "faithfulness": faithfulness_rows(s),
+                                 "sanity": sanity_rows})

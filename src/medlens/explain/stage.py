@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import cv2
@@ -31,6 +30,8 @@ from medlens.errors import DataError, StageInputMissing
 from medlens.explain import agreement as agr
 from medlens.inference.cam import explain_images, explained_classes, explained_member
 from medlens.explain.faithfulness import curve_auc, deletion_insertion_curves, road_scores
+from medlens.explain.report import safe_name as _safe
+from medlens.explain.report import write_explain_section
 from medlens.explain.sanity import cascading_randomisation
 from medlens.inference import load_ensemble, operating_threshold
 
@@ -80,10 +81,6 @@ def _image_hw(row: pd.Series) -> tuple[int, int]:
             return im.size[1], im.size[0]
     except (OSError, ValueError):
         return tuple(load_image(row["image"]).shape[1:])  # type: ignore[return-value]
-
-
-def _safe(sample_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", sample_id)
 
 
 def overlay(image_u8: np.ndarray, heat: np.ndarray, region: np.ndarray | None = None, *, scale: int = 2) -> np.ndarray:
@@ -187,6 +184,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
                             else "class 1 (the positive class)" if ex.target_class == "auto" and member.shape[2] == 2
                             else "each image's predicted class (the evaluated ensemble's)")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=float))
+    write_explain_section(run)  # the report's section: run/sections/explain/
     return summary
 
 

@@ -36,6 +36,7 @@ from medlens.data.splits import load_splits
 from medlens.errors import ConfigError, MedlensError, StageInputMissing
 from medlens.export import onnx_export as ox
 from medlens.export.card import classifier_card
+from medlens.export.report import write_export_section
 from medlens.export.triton import README, classifier_outputs, write_repository
 from medlens.inference import load_ensemble
 from medlens.inference.cam import save_explained_member
@@ -199,6 +200,7 @@ def export_run(run: Path, *, fold: str | int | None = "ensemble", quantize: str 
                      outputs=classifier_outputs(k_classes, len(folds), info["n_features"]), readme=readme,
                      max_batch_size=max_batch_size)
     (out / "export.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+    write_export_section(run)  # the report's deployment section: run/sections/export/
     return info
 
 

@@ -148,10 +148,10 @@ class Ensemble(torch.nn.Module):
 
 
 def operating_threshold(run: Path) -> float | None:
-    """The run's default operating threshold (``metrics.json``), or None when evaluate has not run."""
-    path = Path(run) / "metrics.json"
+    """The run's default operating threshold (``operating_point.json``), or None when evaluate has not run."""
+    path = Path(run) / "operating_point.json"
     if path.is_file():
-        op = json.loads(path.read_text()).get("operating_point") or {}
+        op = json.loads(path.read_text())
         if op.get("threshold") is not None:
             return float(op["threshold"])
     return None

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.data.splits import at_most
 from medlens.errors import DataError, StageInputMissing
 
 OOD_WEIGHTS = "ood.safetensors"
@@ -121,6 +120,18 @@ def threshold_at_pass_rate(scores: np.ndarray, pass_rate: float) -> float:
     if len(s) == 0:
         raise DataError("no validation scores to choose the OOD threshold on")
     return float(np.quantile(s, pass_rate))
+
+
+def at_most(ids: list[str], n: int, *, seed: int) -> list[str]:
+    """A seeded random subset of at most ``n`` of ``ids`` (all of them, in order, when there are fewer).
+
+    The gates' class means and covariance need thousands of training images, not a large
+    data set's hundred thousand forward passes (:func:`gate_ids`).
+    """
+    if len(ids) <= n:
+        return list(ids)
+    keep = np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
+    return [ids[i] for i in keep]
 
 
 def gate_ids(splits: dict, folds: list[int], n: int, *, seed: int) -> list[tuple[list[str], list[str]]]:

@@ -15,7 +15,7 @@ from medlens._lazy import lazy_exports
 
 _WHERE = {
     "requirement_estimate": "decide", "pareto_front": "decide", "choose": "decide",
-    "Space": "search", "search": "search", "chosen_config": "search", "report_section": "report",
+    "Space": "search", "search": "search", "chosen_config": "search", "write_lightweight_section": "report",
 }
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_exports(__name__, _WHERE)

@@ -1,7 +1,9 @@
 """Report section of a confirmatory run: the Pareto front, the chosen model against the largest, the test result.
 
-Reads only ``run/lightweight/candidates.csv``, ``run/lightweight/choice.json`` (copied there
-by ``medlens tune --objective requirement,latency``) and ``run/metrics.json``.
+:func:`write_lightweight_section` reads only ``run/lightweight/candidates.csv``,
+``run/lightweight/choice.json`` (copied there by ``medlens tune --objective requirement,latency``)
+and ``run/metrics.json``, and writes ``run/sections/lightweight/`` once the confirmatory study is
+evaluated.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from medlens.lightweight.decide import confirmation
+from medlens.sections import format_ci, write_section
+
+TITLE = "Lightest model that meets the requirement"
 
 
 def front_figure(table: pd.DataFrame, choice: dict):
@@ -40,13 +45,16 @@ def front_figure(table: pd.DataFrame, choice: dict):
 def _row(c: dict, metric: str) -> dict:
     """A candidate as a table row; ``metric`` names the validation column."""
     return {"model": f"{c['backbone']} {c['image_size']} px {c['precision']}",
-            f"validation {metric} (95% CI)": f"{c['value']:.3f} ({c['low']:.3f}–{c['high']:.3f})",
+            f"validation {metric} (95% CI)": format_ci(c["value"], c["low"], c["high"]),
             "meets it on validation": "yes" if c["met"] else "no", "latency p50 (ms)": round(c["latency_ms"], 3),
             "parameters": f"{c['params'] / 1e6:.2f} M", "file (MiB)": round(c["size_bytes"] / 2**20, 2)}
 
 
-def report_section(run: Path) -> dict | None:
-    """The "Lightest model that meets the requirement" section, or None when the run is not a tune choice."""
+def write_lightweight_section(run: Path) -> Path | None:
+    """Write the "Lightest model that meets the requirement" section (``run/sections/lightweight/``).
+
+    Returns the written ``section.json``, or None when the run is not a tune choice (or not yet evaluated).
+    """
     run = Path(run)
     path, csv = run / "lightweight" / "choice.json", run / "lightweight" / "candidates.csv"
     if not (path.is_file() and csv.is_file() and (run / "metrics.json").is_file()):
@@ -62,8 +70,8 @@ def report_section(run: Path) -> dict | None:
                f"CPU thread. ")
     flags = []
     if c is None:
-        return {"title": "Lightest model that meets the requirement", "summary": summary + "No candidate met it.",
-                "flags": ["No candidate meets the requirement on validation."], "tables": {}, "figures": {}}
+        return write_section(run, "lightweight", title=TITLE, summary=summary + "No candidate met it.",
+                             flags=["No candidate meets the requirement on validation."])
     summary += (f"The fastest that meets it is {c['backbone']} at {c['image_size']} px in {c['precision']} "
                 f"(validation {metric} {c['value']:.3f}, 95% CI {c['low']:.3f}–{c['high']:.3f}): "
                 f"{c['latency_ms']:.2f} ms and {c['params'] / 1e6:.2f} M parameters, against {big['latency_ms']:.2f} ms "
@@ -85,10 +93,9 @@ def report_section(run: Path) -> dict | None:
             summary += (f"On {where} {metric} is {r['value']:.3f}{at}, 95% CI {r['low']:.3f}–{r['high']:.3f}: the "
                         f"requirement does not hold ({r['why']}). ")
             flags.append(f"The requirement ({req['text']}) does not hold on {where}: {r['why']}.")
-    from medlens.report.html import figure_uri
-
     front = table[table["front"].astype(bool)].sort_values("latency_ms")
-    return {"title": "Lightest model that meets the requirement", "summary": summary.strip(), "flags": flags,
-            "figures": {"pareto_front": figure_uri(front_figure(table, choice))},
-            "tables": {"chosen vs largest": [_row(c, metric) | {"role": "chosen"}, _row(big, metric) | {"role": "largest"}],
-                       "Pareto front (validation)": [_row(r, metric) for r in front.to_dict("records")]}}
+    return write_section(
+        run, "lightweight", title=TITLE, summary=summary.strip(), flags=flags,
+        figures={"pareto_front": front_figure(table, choice)},
+        tables={"chosen vs largest": [_row(c, metric) | {"role": "chosen"}, _row(big, metric) | {"role": "largest"}],
+                "Pareto front (validation)": [_row(r, metric) for r in front.to_dict("records")]})

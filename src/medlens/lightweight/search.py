@@ -116,7 +116,7 @@ def search(cfg: StudyConfig, *, trials: int | None = None, storage: str | None =
     ----------
     cfg : StudyConfig
         The study, with a ``requirement``; its run directory must hold ``manifest.parquet``
-        and ``splits.json`` (:func:`medlens.pipeline.prepare_study`). Binary classification.
+        and ``splits.json`` (:func:`medlens.stages.runner.prepare_study`). Binary classification.
     trials : int, optional
         Optuna trials to run now; default (and any number ≥ ``space.size``): the whole grid.
     storage : str, optional

@@ -71,21 +71,78 @@ class QCCheck:
         return list(measurements)
 
 
+def _bright_region(lum: np.ndarray, threshold: float) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """The largest connected region brighter than ``threshold`` × p99 luminance.
+
+    Returns its ``(mask, area in pixels, centroid (x, y))``, or None when no pixel is brighter.
+    """
+    p99 = float(np.percentile(lum, 99))
+    mask = (lum > threshold * p99).astype(np.uint8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask)
+    if n <= 1:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == k, int(stats[k, cv2.CC_STAT_AREA]), centroids[k]
+
+
+CLIPPED = 1 - 0.5 / 255
+"""A channel value at or above this is clipped: 255 in an 8-bit image (a 16-bit one: its top 128 levels)."""
+
+
+def clipped_share(img: np.ndarray, lum: np.ndarray, threshold: float) -> float:
+    """Share of the field of view that is clipped in at least two of the three colour channels.
+
+    Overexposure clips the sensor: a pixel at the top of the range (:data:`CLIPPED`)
+    has lost its detail. One clipped channel is not counted: fundus cameras often clip
+    the red channel alone in well-exposed photographs (DRIVE: the median photograph has
+    1.5 % of its field of view red-clipped, one 81 %), which keep their detail in green
+    and blue. Two clipped channels are rare in real images (largest share: DRIVE 0.3 %,
+    RetinaMNIST 2.5 %, PneumoniaMNIST 0.05 %) and common in overexposed copies, whose gain
+    barely moves the whole-image quantiles of a fundus photograph (its black surround
+    stays black). The field of view is that of :func:`field_of_view` for colour images
+    (0 when there is none) and the whole image for grey ones (one channel: its clipped share).
+
+    Parameters
+    ----------
+    img : ndarray of shape (C, H, W)
+        float32 in [0, 1].
+    lum : ndarray of shape (H, W)
+        Its luminance (:func:`luminance`).
+    threshold : float
+        ``QCConfig.fov_threshold``.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    clipped = np.median(img[:3], axis=0) >= CLIPPED
+    if img.shape[0] < 3:
+        return float(clipped.mean())
+    region = _bright_region(lum, threshold)
+    return 0.0 if region is None else float(clipped[region[0]].mean())
+
+
 @register
 class Exposure(QCCheck):
-    """Too dark (p99 luminance low) or too bright (p05 or median luminance high)."""
+    """Too dark (p99 luminance low) or too bright (p05 or median luminance high, or clipped, :func:`clipped_share`)."""
 
     name = "exposure"
 
     def measure(self, img: np.ndarray, lum: np.ndarray) -> tuple[float, str]:
         c = self.config
         p05, p50, p99 = np.percentile(lum, [5, 50, 99])
+        clipped = clipped_share(img, lum, c.fov_threshold)
         dark = _ratio(p99, c.dark_p99)
-        bright = min(_ratio(c.bright_p05, p05), _ratio(c.bright_p50, p50))
+        level = min(_ratio(c.bright_p05, p05), _ratio(c.bright_p50, p50))
+        bright = min(level, _ratio(c.bright_clipped, clipped) if clipped > 0 else _CAP)
         if dark < 1:
             return dark, f"too dark (p99 luminance {p99:.3f} < {c.dark_p99})"
-        if bright < 1:
+        if level < 1:
             return bright, f"too bright (p05/median luminance {p05:.3f}/{p50:.3f})"
+        if bright < 1:
+            return bright, (f"too bright ({clipped:.1%} of the field of view clipped in two or more channels "
+                            f"> {c.bright_clipped:.2%})")
         return min(dark, bright), ""
 
 
@@ -191,14 +248,11 @@ def field_of_view(img: np.ndarray, lum: np.ndarray, threshold: float) -> tuple[f
     """
     h, w = lum.shape
     if img.shape[0] >= 3:
-        p99 = float(np.percentile(lum, 99))
-        mask = (lum > threshold * p99).astype(np.uint8)
-        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask)
-        if n <= 1:
+        region = _bright_region(lum, threshold)
+        if region is None:
             return 1.0, 0.0
-        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        cx, cy = centroids[k]
-        return float(np.hypot(cx / w - 0.5, cy / h - 0.5)), float(stats[k, cv2.CC_STAT_AREA] / (h * w))
+        _, area, (cx, cy) = region
+        return float(np.hypot(cx / w - 0.5, cy / h - 0.5)), float(area / (h * w))
     rows = np.flatnonzero(lum.std(axis=1) > 0.01)
     cols = np.flatnonzero(lum.std(axis=0) > 0.01)
     if rows.size == 0 or cols.size == 0:

@@ -10,7 +10,9 @@ spread is floored (``_Measure.floor``) so that a tight cluster of clean images d
 turn a modest, legitimate shift (another scanner, a darker or softer site) into a
 rejection; exposure limits also stay at least ``MIN_SHIFT`` of the luminance range from
 the median (on the phantom, whose 5th percentile is black, the logit floor alone would
-fail any image with grey corners as "too bright").
+fail any image with grey corners as "too bright"), and the clipped share at least
+``CLIPPED_SHIFT`` of the field of view (real images rarely clip two channels, so its
+median and spread are 0 and the floor alone would fail a clipped reflex of a few pixels).
 
 The blur floor, 0.1 on the logit scale, is below the spread of real images (logit SD of
 the blur effect: PneumoniaMNIST 0.19, RetinaMNIST 0.20, DRIVE 0.09, all at 128 px) and
@@ -29,12 +31,14 @@ from typing import Callable
 
 import numpy as np
 
-from medlens.qc.checks import blur_effect, field_of_view, luminance
+from medlens.qc.checks import blur_effect, clipped_share, field_of_view, luminance
 from medlens.config.qc import QCConfig
 
 _EPS = 1e-3
 #: Smallest distance, on the [0, 1] luminance range, between a learned exposure limit and the median.
 MIN_SHIFT = 0.15
+#: Smallest distance between the learned limit of the clipped share and its median, as a share of the field of view.
+CLIPPED_SHIFT = 0.005
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,15 @@ class _Measure:
     floor: float  # smallest spread on that scale
     describe: str
     min_shift: float = 0.0  # smallest distance of the limit from the median, on the measure's own scale
+    shift_unit: str = "of the luminance range"  # what min_shift is a share of
 
 
 MEASURES = (
     _Measure("dark_p99", "exposure", "low", "logit", 0.25, "99th percentile of luminance", MIN_SHIFT),
     _Measure("bright_p05", "exposure", "high", "logit", 0.25, "5th percentile of luminance", MIN_SHIFT),
     _Measure("bright_p50", "exposure", "high", "logit", 0.25, "median luminance", MIN_SHIFT),
+    _Measure("bright_clipped", "exposure", "high", "logit", 0.25, "share of the field of view clipped in two channels",
+             CLIPPED_SHIFT, "of the field of view"),
     _Measure("min_contrast", "contrast", "low", "log", 0.25, "95th minus 5th percentile of luminance"),
     _Measure("max_blur", "blur", "high", "logit", 0.1, "blur effect (Crété-Roffet 2007)"),
     _Measure("fov_max_offset", "fov", "high", "linear", 0.03, "field-of-view centre offset"),
@@ -81,7 +88,8 @@ def measure(img: np.ndarray, config: QCConfig) -> dict[str, float]:
     lum = luminance(img)
     p05, p50, p95, p99 = np.percentile(lum, [5, 50, 95, 99])
     offset, cover = field_of_view(img, lum, config.fov_threshold)
-    return {"dark_p99": float(p99), "bright_p05": float(p05), "bright_p50": float(p50), "min_contrast": float(p95 - p05),
+    return {"dark_p99": float(p99), "bright_p05": float(p05), "bright_p50": float(p50),
+            "bright_clipped": clipped_share(img, lum, config.fov_threshold), "min_contrast": float(p95 - p05),
             "max_blur": blur_effect(lum, config.blur_size), "fov_max_offset": offset, "fov_min_coverage": cover}
 
 
@@ -128,11 +136,11 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
         robust = _inverse(med - config.learn_k * spread if m.side == "low" else med + config.learn_k * spread, m.scale)
         limit = robust
         how = f"{config.learn_k:g} robust SD on the {m.scale} scale"
-        if m.min_shift:  # a luminance quantile: never fail a shift of less than min_shift of the range
+        if m.min_shift:  # never fail a shift of less than min_shift (of the luminance range, of the field of view)
             centre = _inverse(med, m.scale)
             limit = min(limit, centre - m.min_shift) if m.side == "low" else max(limit, centre + m.min_shift)
             if limit != robust:
-                how = f"the smallest allowed distance, {m.min_shift:g} of the luminance range"
+                how = f"the smallest allowed distance, {m.min_shift:g} {m.shift_unit}"
         limit = float(np.clip(limit, 0.0, 1.0)) if m.scale != "log" else limit
         update[m.field] = limit
         report[m.field] = {

@@ -1,5 +1,9 @@
-"""The study report: one self-contained HTML file a clinician can read (images inline, no CDN)."""
+"""The study report: one self-contained HTML file a clinician can read (images inline, no CDN).
 
-from medlens.report.html import write_report
+:func:`write_report` renders ``report.html`` for every task from the run directory's files alone
+(``metrics.json`` and the sections the stages wrote, :mod:`medlens.sections`).
+"""
 
-__all__ = ["write_report"]
+from medlens.report.html import INPUTS, write_report
+
+__all__ = ["INPUTS", "write_report"]

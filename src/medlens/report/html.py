@@ -1,4 +1,9 @@
-"""Render ``report.html`` from the run directory with Jinja2 and matplotlib.
+"""Render ``report.html`` from the files of a run directory, for every task, with one Jinja2 template.
+
+The report reads ``metrics.json`` (classification), the report sections the stages left in
+``run/sections/`` (:mod:`medlens.sections`: ``section.json`` and PNG figures), and
+``manifest.parquet``, ``splits.json``, ``qc.parquet`` and ``qc_thresholds.json``. It imports no
+stage and computes no statistic: every number and figure on the page was written by a stage.
 
 The page is self-contained: figures are inline PNG (base64), styles are inline, and
 nothing is fetched from the network — hospital servers are offline.
@@ -7,29 +12,44 @@ nothing is fetched from the network — hospital servers are offline.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 import medlens
-from medlens.config import StudyConfig
+from medlens.config import StudyConfig, load_config
 from medlens.data.manifest import load_manifest
 from medlens.data.splits import load_splits
-from medlens.evaluate import Estimate, plots
+from medlens.errors import ConfigError, StageInputMissing
+from medlens.sections import format_ci, read_sections
+
+GENERATOR = "medlens.report"
+"""The ``<meta name="generator">`` of every report.html: one writer for every task."""
+
+SECTION_ORDER = ("lightweight", "train", "seg", "det", "explain", "trust", "ssl", "export", "det_export")
+"""Where each section (by its folder under ``run/sections/``) appears; others follow, by name.
+``evaluate`` is not in the list: its figures sit beside the numbers of ``metrics.json``."""
+
+INPUTS = ("metrics.json", "manifest.parquet", "splits.json", "qc.parquet", "qc_thresholds.json",
+          *(f"sections/{name}/section.json" for name in ("evaluate", *SECTION_ORDER)))
+"""The run-relative files the report reads, each of which may be absent (a report stage's inputs;
+a ``section.json`` holds the digests of its figures)."""
 
 
-def figure_uri(fig: Figure) -> str:
-    """A matplotlib figure as a ``data:image/png;base64`` URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def png_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64`` URI (the page stays one file)."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def slug(name: str) -> str:
+    """A table name as an HTML id: ``"lesion size (test)"`` -> ``"lesion-size-test"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def qc_summary(qc_path: Path) -> dict | None:
@@ -128,65 +148,69 @@ def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
             f"Python {platform.python_version()}.")
 
 
-def _figures(pred: pd.DataFrame, metrics: dict, cfg: StudyConfig) -> dict[str, str]:
-    figs = {}
-    pcols = [c for c in pred.columns if c.startswith("p") and c[1:].isdigit()]
-    binary = len(pcols) == 2
-    for part in ("test", "external"):
-        g = pred[pred["part"] == part]
-        if g.empty:
-            continue
-        y, proba = g["label"].to_numpy(), g[pcols].to_numpy()
-        if binary:
-            t = metrics["operating_point"]["threshold"]
-            auc = metrics.get(part, {}).get("auc")
-            figs[f"roc_{part}"] = figure_uri(plots.plot_roc(
-                y, proba[:, 1], groups=g["patient_id"].to_numpy(), n_boot=500, seed=cfg.seed, label=part,
-                operating_threshold=t, auc_ci=Estimate(auc["value"], auc["low"], auc["high"]) if auc else None))
-            figs[f"cm_{part}"] = figure_uri(plots.plot_confusion_matrix(y, (proba[:, 1] >= t).astype(int),
-                                                                        class_names=["negative", "positive"]))
-            if part == "test":
-                figs["pr_test"] = figure_uri(plots.plot_pr(y, proba[:, 1], label=part))
-                figs["calibration_test"] = figure_uri(plots.plot_reliability(y, proba[:, 1]))
-        else:
-            figs[f"cm_{part}"] = figure_uri(plots.plot_confusion_matrix(y, proba.argmax(1),
-                                                                        class_names=[str(k) for k in range(len(pcols))]))
-            if part == "test":  # top-label: the bins of the test ECE (15, equal width)
-                figs["calibration_test"] = figure_uri(plots.plot_reliability(
-                    y, proba, n_bins=15, xlabel="Probability of the predicted class", ylabel="Accuracy"))
-    return figs
+def _inline(section: dict) -> dict:
+    """A section with each figure's ``uri`` (the PNG inline)."""
+    for fig in section["figures"].values():
+        fig["uri"] = png_uri(fig["path"])
+    return section
 
 
-def extra_sections(run: Path) -> list[dict]:
-    """Sections contributed by other stages (lightweight choice, training curves, explain, trust, SSL probe, export).
+def _config(run: Path, required: bool) -> StudyConfig | None:
+    """The run's recorded ``config.yaml``; None when absent or unreadable and not ``required``."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        if required:
+            raise StageInputMissing(f"{path} not found; pass the study config or run `medlens run <config>` first")
+        return None
+    try:
+        return load_config(path)
+    except ConfigError:
+        if required:
+            raise
+        return None
 
-    Each is a mapping with ``title``, ``summary``, optional ``flags`` (shown prominently),
-    ``figures`` (name -> data URI) and ``tables`` (name -> list of row dicts).
+
+def write_report(run: Path, cfg: StudyConfig | None = None) -> Path:
+    """Write ``run/report.html`` for a finished run of any task, from its files alone.
+
+    Parameters
+    ----------
+    run : path
+        The run directory. A classification study needs ``metrics.json`` and
+        ``sections/evaluate/`` (the evaluate stage); a segmentation or detection study its
+        stage's section; every section present is shown.
+    cfg : StudyConfig, optional
+        The study config (name, methods paragraph); default: the run's ``config.yaml``.
+
+    Raises
+    ------
+    StageInputMissing
+        When the run has neither ``metrics.json`` nor a report section.
     """
-    from medlens.explain import report_section as explain_section
-    from medlens.export import report_section as export_section
-    from medlens.lightweight import report_section as lightweight_section
-    from medlens.ssl import report_section as ssl_section
-    from medlens.train.report import report_section as train_section
-    from medlens.trust import report_section as trust_section
-
-    sections = (lightweight_section(run), train_section(run), explain_section(run), trust_section(run),
-                ssl_section(run), export_section(run))
-    return [sec for sec in sections if sec]
-
-
-def write_report(run: Path, cfg: StudyConfig) -> Path:
-    """Write ``report.html`` for a finished run (needs metrics.json and predictions.parquet)."""
-    metrics = json.loads((run / "metrics.json").read_text())
-    pred = pd.read_parquet(run / "predictions.parquet")
-    manifest, splits = load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")
+    run = Path(run)
+    classification = (run / "metrics.json").is_file()
+    cfg = cfg or _config(run, required=classification)
+    sections = read_sections(run, SECTION_ORDER)
+    body = sections.pop("evaluate", None)
+    if not classification and not sections:
+        raise StageInputMissing(f"nothing to report in {run}: no metrics.json and no sections/*/section.json; "
+                                "run `medlens run <config>` first")
+    metrics = json.loads((run / "metrics.json").read_text()) if classification else None
+    figs = {name: png_uri(f["path"]) for name, f in body["figures"].items()} if body else {}
+    have_data = (run / "manifest.parquet").is_file() and (run / "splits.json").is_file()
+    manifest, splits = (load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")) if have_data \
+        else (None, None)
     env = jinja2.Environment(loader=jinja2.PackageLoader("medlens.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]))
+    env.filters["ci"] = lambda e: format_ci(e, label="95% CI ", undefined="undefined")
+    env.filters["slug"] = slug
     html = env.get_template("report.html").render(
-        cfg=cfg, m=metrics, figs=_figures(pred, metrics, cfg), data=data_summary(manifest, splits),
-        qc=qc_summary(run / "qc.parquet"), sections=extra_sections(run),
-        methods=methods_text(cfg, metrics, splits), version=medlens.__version__,
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        cfg=cfg, name=cfg.name if cfg else run.name, m=metrics, figs=figs,
+        task=metrics["task"] if metrics else (cfg.task if cfg else "not recorded"),
+        data=data_summary(manifest, splits) if have_data else None,
+        qc=qc_summary(run / "qc.parquet"), sections=[_inline(s) for s in sections.values()],
+        methods=methods_text(cfg, metrics, splits) if metrics else "", version=medlens.__version__,
+        generator=GENERATOR, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     out = run / "report.html"
     tmp = out.with_suffix(".tmp")

@@ -1,8 +1,8 @@
 """Report section of a segmentation study: overlays, metric tables, per-size sensitivity.
 
-:func:`report_section` returns the context the study report needs (figures as data
-URIs, tables as lists of dicts, a title and a plain-language summary);
-:func:`write_seg_report` renders it alone as ``run/report.html`` for a ``task: segmentation`` study.
+:func:`write_seg_section` writes it (``run/sections/seg/``: title, plain-language summary,
+tables, the overlay figure) at the end of the seg stage, from ``run/seg/metrics.json`` and
+``run/seg/overlays.npz``; :func:`medlens.report.write_report` renders it.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jinja2
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["overlay_figure", "report_section", "write_seg_report"]
+from medlens.sections import format_ci, write_section
+
+__all__ = ["overlay_figure", "write_seg_section"]
 
 _LABELS = {
     "dice": "Dice (images with lesions)", "dice_all": "Dice (all images; none vs none = 1)",
@@ -65,20 +66,18 @@ def overlay_figure(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, fov: 
 
 
 def _fmt(e: dict) -> str:
-    return "n/a" if e["value"] != e["value"] else f"{e['value']:.3f} ({e['low']:.3f}–{e['high']:.3f})"
+    return format_ci(e)
 
 
-def report_section(run: Path) -> dict | None:
-    """Context for the study report, or None when the run has no segmentation results.
+def write_seg_section(run: Path) -> Path | None:
+    """Write the report's segmentation section (``run/sections/seg/``).
 
     Returns
     -------
-    dict or None
-        ``title``, ``summary`` (one paragraph), ``figures`` (name -> data URI) and
-        ``tables`` (name -> list of row dicts).
+    Path or None
+        The written ``section.json`` (``title``, ``summary`` (one paragraph), the figure
+        ``overlays``, tables), or None when the run has no segmentation results.
     """
-    from medlens.report.html import figure_uri
-
     path = Path(run) / "seg" / "metrics.json"
     if not path.is_file():
         return None
@@ -89,9 +88,9 @@ def report_section(run: Path) -> dict | None:
         z = np.load(ov)
         word = "F1" if m.get("structure") == "vessels" else "Dice"
         titles = [f"{c} ({word} {d:.3f})" for c, d in zip(z["case"], z["dice"])]
-        figures["overlays"] = figure_uri(overlay_figure(z["image"], z["truth"], z["pred"], z["fov"], titles))
+        figures["overlays"] = overlay_figure(z["image"], z["truth"], z["pred"], z["fov"], titles)
     if m.get("structure") == "vessels":
-        return _vessel_section(m, figures)
+        return write_section(run, "seg", **_vessel_section(m, figures))
     parts = [p for p in ("test", "external") if p in m]
     rows = []
     for key, label in _LABELS.items():
@@ -136,8 +135,9 @@ def report_section(run: Path) -> dict | None:
             ours = t.get("auc_cls", t.get("auc_mask"))
             summary += (f" Image-level AUC {_fmt(ours)} versus {_fmt(t['auc_classifier'])} for the same encoder "
                         f"trained as a classifier only on the same split.")
-    return {"title": "Lesion segmentation" + (" and multi-task learning" if m["task"] == "multitask" else ""),
-            "summary": summary, "figures": figures, "tables": tables}
+    return write_section(run, "seg", title="Lesion segmentation" + (" and multi-task learning" if m["task"] == "multitask"
+                                                                    else ""),
+                         summary=summary, figures=figures, tables=tables)
 
 
 _PIXEL_LABELS = {"f1": "F1 (Dice)", "auc": "Pixel AUC", "sensitivity": "Sensitivity", "specificity": "Specificity",
@@ -193,27 +193,3 @@ def _vessel_section(m: dict, figures: dict) -> dict:
         summary += (f" Intervals are 95% bootstrap intervals over patients ({m['n_bootstrap']} resamples); "
                     "metrics are computed on the original pixels.")
     return {"title": "Vessel segmentation", "summary": summary, "figures": figures, "tables": tables}
-
-
-_TEMPLATE = """<!doctype html><html><head><meta charset="utf-8"><title>{{ s.title }}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}</style></head><body>
-<h1>{{ s.title }}</h1><p>{{ s.summary }}</p>
-{% for name, uri in s.figures.items() %}<h2>{{ name }}</h2><img src="{{ uri }}" alt="{{ name }}">{% endfor %}
-{% for name, rows in s.tables.items() %}<h2>{{ name }}</h2>
-<table><tr>{% for k in rows[0].keys() %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for r in rows %}<tr>{% for v in r.values() %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% endfor %}</body></html>"""
-
-
-def write_seg_report(run: Path) -> Path:
-    """Render :func:`report_section` alone as ``run/report.html`` (self-contained, offline)."""
-    section = report_section(run)
-    out = Path(run) / "report.html"
-    if section is None:
-        from medlens.errors import StageInputMissing
-
-        raise StageInputMissing(f"{Path(run) / 'seg' / 'metrics.json'} not found; run `medlens run <config>` with `task: segmentation` first")
-    out.write_text(jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(s=section))
-    return out

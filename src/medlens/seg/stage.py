@@ -1,4 +1,4 @@
-"""The segmentation stage of a study, and ``seg_stages`` (``medlens run`` with ``task: segmentation``).
+"""The segmentation study of a run directory (run by :mod:`medlens.stages.seg` for ``task: segmentation``).
 
 :func:`seg_stage` reads ``manifest.parquet`` and ``splits.json`` of a run directory
 (leaving out images that ``qc.parquet`` rejected, when there is one), trains the
@@ -38,10 +38,11 @@ from medlens.seg.data import SegArrays, load_seg_arrays
 from medlens.seg.fullres import FullResImage, load_fullres, to_native
 from medlens.seg.models import create_segnet
 from medlens.seg.pixels import best_threshold, pixel_auc, pixel_counts, pixel_summary, scores_from_counts
+from medlens.seg.report import write_seg_section
 from medlens.seg.summary import image_stats, seg_summary, severity_summary, size_table
 from medlens.seg.train import fit_segnet, predict, predict_fullres
 
-__all__ = ["build_segnet", "seg_arrays", "seg_stage", "seg_stages", "train_segnet"]
+__all__ = ["build_segnet", "seg_arrays", "seg_stage", "train_segnet"]
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
     pd.concat(frames, ignore_index=True).to_parquet(out / "predictions.parquet", index=False)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True, default=float))
+    write_seg_section(run)  # the report's section: run/sections/seg/
     return metrics
 
 
@@ -280,32 +282,3 @@ def _save_overlays(path: Path, rows: pd.DataFrame, f1: np.ndarray, truth: list[n
                         case=np.array(["best", "median", "worst"]),
                         sample_id=np.array([rows["sample_id"].iloc[i] for i in pick]))
 
-
-def seg_stages(cfg: StudyConfig) -> Path:
-    """The segmentation part of ``medlens run`` (``task: segmentation``), after the data stages.
-
-    Trains the ``seg`` stage and writes ``report.html``; both are skipped when up to date.
-    """
-    from medlens.pipeline import file_digest, progress_bar, run_stage
-    from medlens.seg.report import write_seg_report
-
-    run = cfg.out
-    key = cfg.model_dump(mode="json")
-    seg_key = {k: key[k] for k in ("seg", "train", "model", "evaluate", "seed")}
-    seg_key["inputs"] = [file_digest(run / "manifest.parquet"), file_digest(run / "splits.json"),
-                         file_digest(run / "qc.parquet")]
-    # Whole-image networks at 64 px are small: one thread is as fast as two on an idle 2-core
-    # machine, and 20x faster than two when other jobs share the cores. Full-resolution
-    # patches (resample native / fov) are big enough to use every core.
-    threads = torch.get_num_threads()
-    if cfg.seg.resample == "square":
-        torch.set_num_threads(1)
-    try:
-        with progress_bar() as progress:
-            run_stage(run, "seg", seg_key, [run / "seg" / "metrics.json"],
-                      lambda: seg_stage(run, cfg, progress=progress))
-    finally:
-        torch.set_num_threads(threads)
-    run_stage(run, "seg_report", {"metrics": file_digest(run / "seg" / "metrics.json")},
-              [run / "report.html"], lambda: write_seg_report(run))
-    return run

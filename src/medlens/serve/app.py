@@ -24,17 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from medlens.serve.decode import UploadError, decode_upload
-from medlens.serve.engine import Engine, MicroBatcher, locate_export, preprocess, qc_verdict
+from medlens.serve.base import base_app, checked_upload
+from medlens.serve.detect import detection_app
+from medlens.serve.engine import Engine, MicroBatcher, locate_export, preprocess
 from medlens.serve.gradcam import GradCamOverlay
 from medlens.serve.security import AuditLog, RateLimiter, TokenAuth
 
 log = logging.getLogger(__name__)
-INLINE_BYTES = 256 * 1024
-"""Uploads up to this size are decoded on the event loop; larger ones in a worker thread."""
 PUBLIC_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
 
 
@@ -49,10 +47,6 @@ class ServeSettings:
     threads: int = 1
     max_batch: int = 16
     inline_inference: bool = True
-
-
-def _error(status: int, message: str, **extra) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message}, **extra}, status_code=status)
 
 
 async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -158,91 +152,6 @@ class Guard:
                 return
 
 
-async def read_upload(request: Request) -> tuple[bytes, str | None]:
-    """The uploaded image bytes and content type (multipart field ``file``, or the raw body)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        try:
-            async with request.form(max_files=1, max_fields=4) as form:
-                part = form.get("file")
-                if part is None or isinstance(part, str):
-                    raise UploadError(422, "multipart upload needs a file field named 'file'")
-                return await part.read(), part.content_type
-        except UploadError:
-            raise
-        except Exception as err:  # malformed multipart bodies
-            raise UploadError(400, f"malformed multipart body ({type(err).__name__})") from None
-    if not ctype:
-        raise UploadError(415, "missing content type; send multipart/form-data with a 'file' field, or the "
-                               "image as image/png, image/jpeg or application/dicom")
-    return await request.body(), ctype
-
-
-async def checked_upload(request: Request, *, max_pixels: int, qc_config) -> tuple:
-    """Read, decode and QC-judge an upload, recording it in the request's audit entry.
-
-    Small uploads are decoded on the event loop (cheaper than a thread hand-off), larger
-    ones in a worker thread. Returns ``(decoded, qc, refusal)``: ``refusal`` is the 422
-    response to send when the image fails quality control, else None.
-    """
-    audit = request.scope["state"]["audit"]
-    data, ctype = await read_upload(request)
-
-    def decode_and_check():
-        decoded = decode_upload(data, ctype, max_pixels=max_pixels)
-        return decoded, qc_verdict(decoded.image, qc_config)
-
-    decoded, qc = decode_and_check() if len(data) <= INLINE_BYTES else await asyncio.to_thread(decode_and_check)
-    audit["input_sha256"], audit["input_kind"] = decoded.input_sha256, decoded.kind
-    audit["qc"] = {"passed": qc["passed"], "reasons": qc["reasons"]}
-    if qc["passed"]:
-        return decoded, qc, None
-    audit["error"] = "QC rejected"
-    return decoded, qc, _error(422, "image failed quality control: " + "; ".join(qc["reasons"]), qc=qc,
-                               request_id=audit["request_id"])
-
-def base_app(engine, lifespan) -> FastAPI:
-    """The FastAPI app every service shares: JSON errors, ``/health``, ``/v2/health/*`` and ``/v1/model``.
-
-    ``engine`` offers ``name`` and ``card`` (the model card).
-    """
-    app = FastAPI(title="medlens inference", version=engine.card["version"], lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine = engine
-
-    @app.exception_handler(UploadError)
-    async def _upload_error(request: Request, err: UploadError):
-        request.scope["state"]["audit"]["error"] = str(err)
-        return _error(err.status, str(err))
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, err: HTTPException):
-        request.scope["state"]["audit"]["error"] = str(err.detail)
-        return _error(err.status_code, str(err.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, err: RequestValidationError):
-        first = err.errors()[0] if err.errors() else {}
-        msg = f"invalid request: {'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', '')}"
-        request.scope["state"]["audit"]["error"] = msg
-        return _error(422, msg)
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": engine.name, "version": engine.card["version"]}
-
-    @app.get("/v2/health/live")
-    @app.get("/v2/health/ready")
-    async def v2_health() -> dict:
-        return {"ready": True}
-
-    @app.get("/v1/model")
-    async def model_card() -> dict:
-        return engine.card
-
-    return app
-
-
 def create_app(export: Path, *, tokens: dict[str, str], audit_path: Path | None = None,
                settings: ServeSettings = ServeSettings()) -> "Guard":
     """Build the service for an exported model: the FastAPI app wrapped in its :class:`Guard` (an ASGI app).
@@ -264,8 +173,6 @@ def create_app(export: Path, *, tokens: dict[str, str], audit_path: Path | None 
     """
     folder, info = locate_export(export)
     if info.get("task") == "detection":
-        from medlens.serve.detect import detection_app
-
         audit = AuditLog(audit_path or folder / "audit.jsonl")
         return Guard(detection_app(folder, audit, settings), auth=TokenAuth(tokens),
                      limiter=RateLimiter(settings.rate_per_s, settings.burst), audit=audit, max_body=settings.max_body_bytes)

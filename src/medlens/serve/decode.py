@@ -140,7 +140,7 @@ def dicom_inflate_limit(max_pixels: int) -> int:
 def _dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     """Check the header, de-identify, then decode the first frame; the hash is of that de-identified image."""
     from medlens.dicom import DeidOptions, dataset_to_image, deidentify_dataset
-    from medlens.dicom.tree import quiet_pydicom
+    from medlens.dicom.reader import quiet_pydicom
 
     ds = _read_dicom(data, dicom_inflate_limit(max_pixels))
     with quiet_pydicom():
@@ -159,7 +159,7 @@ def _dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
 
 def _read_dicom(data: bytes, max_inflated: int):
     """Parse the upload as DICOM, or 422; a deflated dataset may inflate to ``max_inflated`` bytes (413 beyond)."""
-    from medlens.dicom.tree import quiet_pydicom
+    from medlens.dicom.reader import quiet_pydicom
 
     try:
         with quiet_pydicom():

@@ -25,6 +25,7 @@ from medlens.data.preprocess import Preprocess
 from medlens.inference import onnx as ox
 from medlens.inference.ood import load_detectors
 from medlens.config import QCConfig
+from medlens.serve.base import base_app, checked_upload
 from medlens.serve.engine import SINGLE_IMAGE_CHECKS, locate_export
 
 __all__ = ["DetectionEngine", "detection_app"]
@@ -85,7 +86,7 @@ class DetectionEngine:
 
 
 def detection_app(export: Path, audit, settings) -> FastAPI:
-    """The FastAPI app of an exported detector: the shared routes of :func:`medlens.serve.app.base_app` and ``/v1/detect``.
+    """The FastAPI app of an exported detector: the shared routes of :func:`medlens.serve.base.base_app` and ``/v1/detect``.
 
     Parameters
     ----------
@@ -95,8 +96,6 @@ def detection_app(export: Path, audit, settings) -> FastAPI:
         Closed when the app stops.
     settings : medlens.serve.app.ServeSettings
     """
-    from medlens.serve.app import base_app, checked_upload
-
     engine = DetectionEngine(export, threads=settings.threads)
 
     @asynccontextmanager

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 _WHERE = {
     "MAE": "methods", "micle_partners": "methods", "nt_xent": "methods",
-    "random_views": "methods", "build_pool": "pretraining", "pretrain": "pretraining", "Encoder": "probing",
+    "random_views": "methods", "pretrain": "pretraining", "Encoder": "probing",
     "find_encoders": "probing", "labels_saved": "probing", "probe": "probing", "sample_patients": "probing",
-    "report_section": "report", "pixel_similarity": "pairs", "feature_similarity": "pairs",
+    "write_ssl_section": "report", "pixel_similarity": "pairs", "feature_similarity": "pairs",
 }
 __all__ = sorted(_WHERE)
 

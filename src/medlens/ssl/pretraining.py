@@ -25,7 +25,7 @@ from rich.progress import Progress
 from safetensors.torch import save_file
 
 import medlens
-from medlens.data.manifest import load_manifest, save_manifest
+from medlens.data.manifest import load_manifest
 from medlens.data.transforms import load_prepared
 from medlens.errors import StageInputMissing
 from medlens.models import create_model
@@ -64,54 +64,39 @@ def pseudonymised_pool(cfg: StudyConfig, rows: pd.DataFrame, stage: Path) -> pd.
     return rows
 
 
-def build_pool(cfg: StudyConfig) -> Path:
-    """Write ``run/ssl/pool.parquet``: the unlabeled images pretraining may use.
+def pool_rows(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, out: Path) -> tuple[pd.DataFrame, bool]:
+    """The unlabeled images pretraining may use, and whether they still need the quality gate.
 
-    ``development``: the study's train and validation images (needs the study's split);
-    ``phantom``: a second phantom draw (seed + ``ssl.phantom.seed_offset``) through the
-    quality gate; ``path``: another source read like ``data.path``, through the quality
-    gate. Test and external images of the study are never in the pool.
+    ``development``: the study's train and validation images (already through QC);
+    ``phantom``: a second phantom draw (seed + ``ssl.phantom.seed_offset``) written under
+    ``out/phantom``; ``path``: another source read like ``data.path`` and pseudonymised into
+    ``out/pool_data``. Test and external images of the study are never in the pool.
     """
     from medlens.data import sources
-    from medlens.pipeline import file_digest, prepare_study, quality_gate, run_stage
 
-    ssl, out = cfg.ssl, cfg.out / "ssl"
-    manifest, splits = prepare_study(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / POOL
+    ssl = cfg.ssl
+    if ssl.unlabeled == "development":
+        dev = {s for f in splits["folds"] for s in f["train"] + f["val"]}
+        return manifest[manifest["sample_id"].isin(dev)], False
+    if ssl.unlabeled == "phantom":
+        from medlens.data.synthetic import generate
 
-    def make() -> None:
-        if ssl.unlabeled == "development":
-            dev = {s for f in splits["folds"] for s in f["train"] + f["val"]}
-            rows = manifest[manifest["sample_id"].isin(dev)]
-        else:
-            if ssl.unlabeled == "phantom":
-                from medlens.data.synthetic import generate
-
-                s = cfg.data.synthetic
-                generate(out / "phantom", seed=cfg.seed + ssl.phantom.seed_offset, n_patients=ssl.phantom.n_patients,
-                         image_size=s.image_size, images_per_patient=ssl.phantom.images_per_patient,
-                         prevalence=s.prevalence, site_b_fraction=s.site_b_fraction, shared_anatomy=s.shared_anatomy)
-                rows = sources.read_synthetic(out / "phantom")
-                for col in ("sample_id", "patient_id"):  # other patients than the study's
-                    rows[col] = "U" + rows[col].astype(str)
-            elif ssl.unlabeled_source == "medmnist":
-                rows = sources.read_medmnist(ssl.unlabeled_path)
-            elif ssl.unlabeled_source == "imagefolder":
-                rows = sources.read_imagefolder(ssl.unlabeled_path, on_error=cfg.data.on_error)
-            else:
-                rows = sources.read_csv(ssl.unlabeled_path, cfg.data.csv_columns, on_error=cfg.data.on_error)
-            if ssl.unlabeled == "path":  # another hospital folder or table: pseudonyms, as the study's own ingest
-                rows = pseudonymised_pool(cfg, rows, out / "pool_data")
-            qc = quality_gate(rows, cfg)
-            rows = rows[rows["sample_id"].isin(set(qc.loc[qc["passed"], "sample_id"]))]
-        save_manifest(rows.reset_index(drop=True), path)
-
-    key = {"ssl": ssl.model_dump(mode="json", include={"unlabeled", "unlabeled_path", "unlabeled_source", "phantom"}),
-           "seed": cfg.seed, "manifest": file_digest(cfg.out / "manifest.parquet"),
-           "splits": file_digest(cfg.out / "splits.json"), "qc": cfg.qc.model_dump(mode="json")}
-    run_stage(cfg.out, "ssl_pool", key, [path], make)
-    return path
+        s = cfg.data.synthetic
+        generate(out / "phantom", seed=cfg.seed + ssl.phantom.seed_offset, n_patients=ssl.phantom.n_patients,
+                 image_size=s.image_size, images_per_patient=ssl.phantom.images_per_patient,
+                 prevalence=s.prevalence, site_b_fraction=s.site_b_fraction, shared_anatomy=s.shared_anatomy)
+        rows = sources.read_synthetic(out / "phantom")
+        for col in ("sample_id", "patient_id"):  # other patients than the study's
+            rows[col] = "U" + rows[col].astype(str)
+        return rows, True
+    if ssl.unlabeled_source == "medmnist":
+        rows = sources.read_medmnist(ssl.unlabeled_path)
+    elif ssl.unlabeled_source == "imagefolder":
+        rows = sources.read_imagefolder(ssl.unlabeled_path, on_error=cfg.data.on_error)
+    else:
+        rows = sources.read_csv(ssl.unlabeled_path, cfg.data.csv_columns, on_error=cfg.data.on_error)
+    # another hospital folder or table: pseudonyms, as the study's own ingest
+    return pseudonymised_pool(cfg, rows, out / "pool_data"), True
 
 
 def _network(method: str, encoder: torch.nn.Module, cfg: StudyConfig) -> torch.nn.Module:

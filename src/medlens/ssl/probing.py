@@ -35,6 +35,7 @@ from medlens.data.transforms import load_prepared
 from medlens.errors import ConfigError
 from medlens.models import create_model
 from medlens.ssl.pretraining import encoder_name, pretrain_size
+from medlens.ssl.report import write_ssl_section
 from medlens.train.loop import seed_everything
 
 if TYPE_CHECKING:
@@ -239,6 +240,7 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "probe.csv", index=False)
     (out / "probe.json").write_text(json.dumps(summary, indent=1))
+    write_ssl_section(cfg.out)  # the report's section: run/sections/ssl/
     return summary
 
 

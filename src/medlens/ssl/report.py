@@ -1,9 +1,14 @@
-"""The report's self-supervised section: label-efficiency curves and the labels-saved figure."""
+"""The report's self-supervised section: label-efficiency curves and the labels-saved figure.
+
+:func:`write_ssl_section` writes it (``run/sections/ssl/``) at the end of every probe.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from medlens.sections import write_section
 
 
 def curve_figure(summary: dict):
@@ -28,10 +33,11 @@ def curve_figure(summary: dict):
     return fig
 
 
-def report_section(run: Path) -> dict | None:
-    """Context for the report's self-supervised section, or None when ``run/ssl/probe.json`` is absent."""
-    from medlens.report.html import figure_uri
+def write_ssl_section(run: Path) -> Path | None:
+    """Write the report's self-supervised section (``run/sections/ssl/``) from ``run/ssl/probe.json``.
 
+    Returns the written ``section.json``, or None when ``run/ssl/probe.json`` is absent.
+    """
     path = Path(run) / "ssl" / "probe.json"
     if not path.is_file():
         return None
@@ -71,5 +77,5 @@ def report_section(run: Path) -> dict | None:
              "difference": round(c["difference"], 3),
              "DeLong p (largest over draws)": None if c["p_max"] is None else float(f"{c['p_max']:.3g}")}
             for c in s["versus_supervised"]]
-    return {"title": "Self-supervised pretraining: label efficiency", "summary": summary,
-            "figures": {"label_efficiency": figure_uri(curve_figure(s))}, "tables": tables}
+    return write_section(run, "ssl", title="Self-supervised pretraining: label efficiency", summary=summary,
+                         figures={"label_efficiency": curve_figure(s)}, tables=tables)

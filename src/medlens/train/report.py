@@ -1,4 +1,7 @@
-"""The training section of the report: learning curves and the chosen epoch of every fold."""
+"""The training section of the report: learning curves and the chosen epoch of every fold.
+
+:func:`write_training_section` writes it (``run/sections/train/``) once every fold has trained.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
+from medlens.sections import write_section
 
 
 def _monitor(h: pd.DataFrame) -> str:
@@ -27,17 +32,17 @@ def _rule(histories: dict[int, pd.DataFrame]) -> str:
         else "best validation score"
 
 
-def report_section(run: Path) -> dict | None:
-    """Context for the report's training section, or None when no fold has a ``history.csv``.
+def write_training_section(run: Path) -> Path | None:
+    """Write the report's training section (``run/sections/train/``) after every fold has trained.
 
     Returns
     -------
-    dict with ``title``, ``summary`` (one plain-language paragraph), ``figures``
-    (``{"learning_curves": data URI}``) and ``tables`` (``{"folds": one row per fold}``).
+    Path or None
+        The written ``section.json``: ``title``, ``summary`` (one plain-language paragraph), the
+        figure ``learning_curves`` and the table ``folds`` (one row per fold); None when no fold
+        has a ``history.csv``.
     """
     from matplotlib.figure import Figure
-
-    from medlens.report.html import figure_uri
 
     histories = {int(p.parent.name.split("_")[1]): pd.read_csv(p) for p in sorted(Path(run).glob("fold_*/history.csv"))}
     if not histories:
@@ -58,7 +63,6 @@ def report_section(run: Path) -> dict | None:
     ax_auc.set(xlabel="epoch", ylabel="AUC", title="validation AUC")
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
-    uri = figure_uri(fig)
     gap = [r["epochs run"] - 1 - r["best epoch"] for r in rows]
     when = "after every epoch" if all(len(h) == h["epoch"].max() + 1 for h in histories.values()) \
         else "at evenly spaced epochs"
@@ -67,4 +71,5 @@ def report_section(run: Path) -> dict | None:
                f"were kept (on average {sum(gap) / len(gap):.1f} epochs before the last). A validation loss that "
                "rises while the training loss keeps falling means the network started to memorise the training "
                "images; the test and external sets played no part in these choices.")
-    return {"title": "Training", "summary": summary, "figures": {"learning_curves": uri}, "tables": {"folds": rows}}
+    return write_section(run, "train", title="Training", summary=summary, figures={"learning_curves": fig},
+                         tables={"folds": rows})

@@ -1,4 +1,7 @@
-"""The trust section of ``report.html``: context for the lead's template, read from ``run/trust/``."""
+"""The trust section of ``report.html``, read from ``run/trust/``.
+
+:func:`write_trust_section` writes it (``run/sections/trust/``) at the end of the trust audit.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from medlens.trust.stage import TRUST_DIR
+from medlens.sections import write_section
+
+TRUST_DIR = "trust"
+"""The trust audit's folder in the run directory."""
 
 
 def _risk_coverage_figure(rc: pd.DataFrame) -> Figure:
@@ -91,19 +97,17 @@ def _issue_gallery(issues: pd.DataFrame, n: int = 8) -> Figure | None:
     return fig
 
 
-def report_section(run: Path) -> dict | None:
-    """Context for the report's trust section, or None when the audit has not run.
+def write_trust_section(run: Path) -> Path | None:
+    """Write the report's trust section (``run/sections/trust/``) from ``run/trust/``.
 
     Returns
     -------
-    dict or None
-        ``title``, ``summary`` (one plain-language paragraph), ``figures`` (name ->
-        ``data:image/png;base64`` URI), ``tables`` (name -> list of row dicts: ``ood``,
-        ``annotators``, ``label_issues`` (top 10), ``class_quality``, ``selective``) and
-        ``files`` (names of the CSVs in ``run/trust/``).
+    Path or None
+        The written ``section.json`` (None when the audit has not run): ``title``, ``summary``
+        (one plain-language paragraph), ``flags``, figures (``risk_coverage``, ``ood``, and
+        ``annotators``, ``label_issues`` when there are some) and tables (``ood``, ``ood_auroc``,
+        ``annotators``, ``label_issues`` (top 10), ``class_quality``, ``selective``).
     """
-    from medlens.report.html import figure_uri
-
     out = Path(run) / TRUST_DIR
     if not (out / "summary.json").is_file():
         return None
@@ -112,7 +116,7 @@ def report_section(run: Path) -> dict | None:
     issues = pd.read_csv(out / "label_issues.csv")
     rc = pd.read_csv(out / "risk_coverage.csv")
     cq = pd.read_csv(out / "class_quality.csv")
-    figures = {"risk_coverage": figure_uri(_risk_coverage_figure(rc)), "ood": figure_uri(_ood_figure(unc))}
+    figures = {"risk_coverage": _risk_coverage_figure(rc), "ood": _ood_figure(unc)}
     tables: dict = {}
     ood = s["ood"]
     tables["ood"] = [{"part": p, "passed_gate": f"{r:.1%}"} for p, r in sorted(ood["pass_rate"].items())]
@@ -121,15 +125,13 @@ def report_section(run: Path) -> dict | None:
     text = []
     if (out / "annotators.csv").is_file():
         ann = pd.read_csv(out / "annotators.csv")
-        figures["annotators"] = figure_uri(_annotator_figure(ann))
+        figures["annotators"] = _annotator_figure(ann)
         cols = ["annotator", "n_labels", "crowdlab_quality", "kappa_consensus", "accuracy_vs_expert", "kappa_vs_expert",
                 "label_issues_oof"]
         tables["annotators"] = ann[cols].round(3).to_dict("records")
         text.append(f"Of {len(ann)} annotators, '{s['annotators']['least_reliable']}' is the least reliable "
                     f"(lowest CROWDLAB quality; Fleiss' kappa over all is {s['annotators']['fleiss_kappa']:.2f}).")
-    gallery = _issue_gallery(issues)
-    if gallery is not None:
-        figures["label_issues"] = figure_uri(gallery)
+    figures["label_issues"] = _issue_gallery(issues)  # None (left out) when no label is flagged
     keep = ["rank", "sample_id", "given_label", "suggested_label", "confidence", "label_quality"]
     tables["label_issues"] = issues.loc[issues["is_label_issue"], keep].head(10).round(3).to_dict("records")
     tables["class_quality"] = cq.round(3).to_dict("records")
@@ -165,9 +167,8 @@ def report_section(run: Path) -> dict | None:
             text.append(f"Against the phantom's true labels (some given test labels are wrong, and no score can refer a "
                         f"confident prediction whose label is wrong) it changes from {truth['accuracy_all']:.1%} to "
                         f"{truth['accuracy_80']:.1%}.")
-    return {"title": "Trust: uncertainty, out-of-distribution gate, label and annotator quality",
-            "summary": " ".join(text), "flags": uncertainty_flags(s), "figures": figures, "tables": tables,
-            "files": sorted(p.name for p in out.iterdir() if p.suffix in {".csv", ".json", ".parquet", ".safetensors"})}
+    return write_section(run, "trust", title="Trust: uncertainty, out-of-distribution gate, label and annotator quality",
+                         summary=" ".join(text), flags=uncertainty_flags(s), figures=figures, tables=tables)
 
 
 def uncertainty_flags(summary: dict) -> list[str]:

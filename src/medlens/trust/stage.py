@@ -38,11 +38,11 @@ from medlens.inference import calibration_matrix, fold_count, load_calibration, 
 from medlens.inference.ood import fit_fold_detectors, gate_ids, gate_meta, save_detectors
 from medlens.trust.features import features_and_logits, load_images, mc_dropout_proba
 from medlens.trust.labels import class_label_quality, label_issues, label_quality
+from medlens.trust.report import TRUST_DIR, write_trust_section
 from medlens.trust.selective import decision_margin, risk_coverage
 from medlens.trust.uncertainty import decompose, energy_score, entropy
 
 log = logging.getLogger(__name__)
-TRUST_DIR = "trust"
 REFERRAL_SCORE = "decision_margin"
 """The default referral order: cases whose calibrated probability is nearest the operating threshold go first."""
 
@@ -263,4 +263,5 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=float))
     log.info("trust audit: %d images scored, %d label issues, in %.1f s", len(unc), summary["label_issues"]["n_issues"],
              summary["seconds"])
+    write_trust_section(run)  # the report's section: run/sections/trust/
     return summary

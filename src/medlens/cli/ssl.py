@@ -26,8 +26,8 @@ def pretrain(
     history.csv and last.pt (a killed run continues where it stopped).
     """
     from medlens.config import load_config
-    from medlens.pipeline import progress_bar
-    from medlens.ssl.pretraining import build_pool
+    from medlens.progress import progress_bar
+    from medlens.stages.runner import build_pool
     from medlens.ssl.pretraining import pretrain as run_pretrain
     from medlens.train.distributed import barrier, init_distributed, shutdown
 
@@ -65,7 +65,7 @@ def probe(
     Writes run/ssl/probe.csv and probe.json and refreshes report.html.
     """
     from medlens.config import load_config
-    from medlens.pipeline import progress_bar
+    from medlens.progress import progress_bar
     from medlens.ssl.pretraining import pretrain_size
     from medlens.ssl.probing import Encoder, find_encoders
     from medlens.ssl.probing import probe as run_probe

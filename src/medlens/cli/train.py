@@ -22,7 +22,7 @@ def train(
     """
     from medlens.config import load_config
     from medlens.errors import StageInputMissing
-    from medlens.pipeline import progress_bar
+    from medlens.progress import progress_bar
     from medlens.train.checkpoint import LAST
     from medlens.train.distributed import init_distributed, shutdown
     from medlens.train.fold import train_fold
@@ -108,7 +108,7 @@ def tune(
 
     cfg = load_config(config)
     if objective.replace(" ", "") == "requirement,latency":
-        from medlens.lightweight.cli import tune_lightweight
+        from medlens.cli.lightweight import tune_lightweight
         from medlens.lightweight.search import Space
 
         space = Space(**{k: v for k, v in {"backbones": split(backbones, "", str), "image_sizes": split(sizes, "", int),

@@ -22,7 +22,8 @@ def tune_lightweight(cfg: StudyConfig, *, space: Space, trials: int | None, stor
         When no candidate's validation lower bound reaches the requirement (``candidates.csv``
         and ``choice.json`` are written first).
     """
-    from medlens.pipeline import prepare_study, progress_bar, run_study
+    from medlens.progress import progress_bar
+    from medlens.stages.runner import prepare_study, run_study
 
     prepare_study(cfg)  # ingest, QC and split only: no model has seen a test image yet
     with progress_bar() as progress:
@@ -52,10 +53,13 @@ def tune_lightweight(cfg: StudyConfig, *, space: Space, trials: int | None, stor
                                 "study did not reproduce the split the choice was made on")
     if c["precision"] == "int8":
         from medlens.export.core import export_run
-        from medlens.report import write_report
 
         export_run(out, fold="ensemble", quantize="int8", ship_quantized=True)
-        write_report(out, chosen)
+    from medlens.lightweight.report import write_lightweight_section
+    from medlens.report import write_report
+
+    write_lightweight_section(out)  # the choice and its confirmation on test, for the report
+    write_report(out, chosen)
     metrics = json.loads((out / "metrics.json").read_text())
     label = "AUC" if req["metric"] == "auc" else req["metric"]
     for part in ("test", "external"):

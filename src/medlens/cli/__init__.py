@@ -1,7 +1,9 @@
 """Command line: thin wrappers that parse, load the config and call one function each.
 
 Every :class:`~medlens.errors.MedlensError` is printed on one line (no traceback) and the
-process exits with status 2; unexpected errors keep their traceback.
+process exits with status 2; unexpected errors keep their traceback. The longer commands live in
+the modules of this package (``medlens.cli.train``, ``medlens.cli.dicom``, ...), imported here
+without importing torch: their heavy imports stay inside the command functions.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.logging import RichHandler
 
-from medlens.dicom.cli import deid as deid_cmd
+from medlens.cli import ssl as ssl_cli
+from medlens.cli import train as train_cli
+from medlens.cli.dicom import deid as deid_cmd
+from medlens.cli.explain import explain as explain_cmd
+from medlens.cli.export import export as export_cmd
+from medlens.cli.qc import qc as qc_cmd
+from medlens.cli.serve import serve as serve_cmd
+from medlens.cli.trust import audit as audit_cmd
 from medlens.errors import DataError, MedlensError
-from medlens.explain.cli import explain as explain_cmd
-from medlens.export.cli import export as export_cmd
-from medlens.qc.cli import qc as qc_cmd
-from medlens.serve.cli import serve as serve_cmd
-from medlens.ssl import cli as ssl_cli
-from medlens.train import cli as train_cli
-from medlens.trust.cli import audit as audit_cmd
 
 app = typer.Typer(
     help="medlens: run an honest medical-image AI study offline — ingest, split by patient, train, "
@@ -191,7 +193,7 @@ def compare(
         out.write_text(json.dumps(res, indent=1, default=float))
 
 
-# Commands implemented in their own packages.
+# Commands implemented in their own modules of this package (medlens.cli.<name>).
 app.command("deid")(deid_cmd)
 app.command("qc")(qc_cmd)
 app.command("train")(train_cli.train)
@@ -207,11 +209,11 @@ app.command("serve")(serve_cmd)
 def _run(cfg) -> None:
     import json
 
-    from medlens.pipeline import run_study
+    from medlens.stages.runner import run_study
 
     out = run_study(cfg)
     if cfg.task == "segmentation":
-        from medlens.seg.cli import print_summary
+        from medlens.cli.seg import print_summary
 
         print_summary(out)
     elif cfg.task == "detection":

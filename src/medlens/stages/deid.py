@@ -1,0 +1,20 @@
+"""``deid``: DICOM files de-identified into ``run/dicom/out`` with an audit log (DICOM sources only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medlens.config import StudyConfig
+from medlens.dicom.study import deid_stage, study_secret
+from medlens.stages.protocol import Stage, file_digest
+
+
+def run(run_dir: Path, cfg: StudyConfig) -> None:
+    """De-identify ``data.path`` (PS3.15 Annex E) with the study's secret."""
+    deid_stage(cfg.data, run_dir / "dicom", study_secret(cfg.data))
+
+
+STAGE = Stage("deid", run, sections=("data",), writes=("dicom/deid_audit.jsonl",),
+              when=lambda cfg: cfg.data.source == "dicom",
+              extra_key=lambda cfg: {"input": file_digest(Path(cfg.data.path))},
+              check=lambda cfg: study_secret(cfg.data) and None)  # no secret, no run: before anything is written
