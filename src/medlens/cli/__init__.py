@@ -226,14 +226,14 @@ def _run(cfg) -> None:
     elif cfg.engine.task != "classification":
         typer.echo(f"engine.task {cfg.engine.task}: folds trained, predictions in {out}/fold_*/predictions.parquet "
                    "(evaluation, explain, trust and the report cover classification studies)")
-        return
-    else:
+    elif (out / "metrics.json").is_file():
         m = json.loads((out / "metrics.json").read_text())
         for name in ("test", "external"):
             if name in m:
                 auc = m[name]["auc"]
                 typer.echo(f"{name:9s} AUC {auc['value']:.3f} (95% CI {auc['low']:.3f}-{auc['high']:.3f})")
-    typer.echo(f"report: {out / 'report.html'}")
+    if (out / "report.html").is_file():
+        typer.echo(f"report: {out / 'report.html'}")
 
 
 def main() -> None:

@@ -64,11 +64,12 @@ def run_stages(cfg: StudyConfig, stages: Sequence[Stage]) -> Path:
     run = cfg.out
     for stage in stages:
         stage.check(cfg)
-    _record_config(cfg)
-    for stage in stages:
+    for i, stage in enumerate(stages):
         for path, required in stage.inputs(run, cfg):
             if required and not (run / path).exists():
                 raise StageInputMissing(missing_message(cfg, stage, path))
+        if i == 0:
+            _record_config(cfg)
         run_unit(run, stage.name, stage_key(stage, run, cfg), [run / p for p in stage.outputs(run, cfg)],
                  lambda stage=stage: stage.run(run, cfg))
     if cfg.engine.task != "classification" and cfg.task == "classification":
