@@ -11,10 +11,15 @@ each at three strengths, rounded to 8 bits as a saved PNG would be) are judged b
 single-image checks, as the service judges an upload: a copy's near-duplicate of its own
 original says nothing about its quality. Printed per modality: the share of real images
 rejected (every check, near-duplicates included) and the share of copies caught at each
-strength, for the gate before issue 33 (blur = var(Laplacian) / var(image) on the
-luminance resized to 128 px square, ``min_sharpness`` learned 4 robust SD below the median
-on the log scale, spread floored at 0.25: computed here, it left the package) and the gate
-now (blur effect, :func:`medlens.qc.blur_effect`). The other checks are the same in both.
+strength, for the gate before issue 33 and the gate now. Before: blur = var(Laplacian) /
+var(image) on the luminance resized to 128 px square, ``min_sharpness`` learned 4 robust SD
+below the median on the log scale, spread floored at 0.25; too dark = the 99th percentile
+of the whole image's luminance, learned as ``dark_p99`` is (logit scale, floor 0.25, at
+least ``MIN_SHIFT`` below the median); no clipped share. Both retired measures are
+computed here: they left the package. Now: blur effect (:func:`medlens.qc.blur_effect`),
+too dark = the 99th percentile of luminance in the field of view, too bright also when the
+field of view is clipped (:func:`medlens.qc.checks.clipped_share`). The other checks are
+the same in both.
 
 Blur is a Gaussian of sigma 2, 4, 6 px at 128 px, scaled with the image's shorter side
 (DRIVE: x 565/128); crop shifts the content sideways by a share of the width and fills the
@@ -38,8 +43,8 @@ from PIL import Image
 from medlens.data.manifest import load_image
 from medlens.config import QCConfig
 from medlens.qc import run_qc
-from medlens.qc.checks import luminance
-from medlens.qc.learn import learn_thresholds
+from medlens.qc.checks import blur_effect, field_of_view, fov_mask, luminance
+from medlens.qc.learn import MIN_SHIFT, learn_thresholds
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 128
@@ -71,6 +76,28 @@ DEFECTS: dict[str, tuple[str, tuple[float, ...], Callable[[np.ndarray, float], n
 """Defect kind -> (label of a strength, strengths, weakest first, function of (image, strength))."""
 
 
+def fov_median(img: np.ndarray) -> float:
+    """Median luminance in the field of view (:func:`medlens.qc.checks.fov_mask`)."""
+    lum = luminance(img)
+    return float(np.median(lum[fov_mask(img, lum, QCConfig().fov_threshold)]))
+
+
+def fov_offset(img: np.ndarray) -> float:
+    """Field-of-view centre offset (:func:`medlens.qc.checks.field_of_view`)."""
+    return field_of_view(img, luminance(img), QCConfig().fov_threshold)[0]
+
+
+TELL: dict[str, tuple[str, Callable[[np.ndarray], float]]] = {
+    "blur": ("blur effect", lambda img: blur_effect(luminance(img), SIZE)),
+    "dark": ("median luminance in the field of view", fov_median),
+    "overexposed": ("median luminance in the field of view", fov_median),
+    "cropped": ("field-of-view centre offset", fov_offset),
+}
+"""Defect kind -> (name, function) of a measure that tells whether copies the new gate missed look like real
+images: printed for strengths caught less than ``CAUGHT`` of the time (inside the real images' 2.5-97.5 %
+range: indistinguishable by that measure; outside: the learned limit is looser than it could be)."""
+
+
 def as_png(img: np.ndarray) -> np.ndarray:
     """The image as a saved 8-bit PNG holds it."""
     return (np.clip(img, 0, 1) * 255).round().astype(np.float32) / 255
@@ -98,11 +125,26 @@ def old_sharpness(img: np.ndarray) -> float:
     return float(cv2.Laplacian(small, cv2.CV_32F).var()) / var if var > 1e-8 else 0.0
 
 
-def old_limit(values: list[float], k: float = 4.0, floor: float = 0.25) -> float:
-    """The retired ``min_sharpness``: ``k`` robust SD below the median on the log scale."""
-    z = np.log(np.maximum(values, 1e-8))
+def old_p99(img: np.ndarray) -> float:
+    """The retired dark measure: the 99th percentile of the whole image's luminance."""
+    return float(np.percentile(luminance(img), 99))
+
+
+def old_limit(values: list[float], scale: str, k: float = 4.0, floor: float = 0.25, min_shift: float = 0.0) -> float:
+    """A retired low-side limit, learned as ``learn_thresholds`` learns one.
+
+    ``k`` robust SD below the median on the ``scale`` (log: ``min_sharpness``; logit:
+    ``dark_p99``), spread floored at ``floor``, and at least ``min_shift`` below the median.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if scale == "log":
+        z, inverse = np.log(np.maximum(x, 1e-8)), math.exp
+    else:
+        x = np.clip(x, 1e-3, 1 - 1e-3)
+        z, inverse = np.log(x / (1 - x)), lambda v: 1 / (1 + math.exp(-v))
     med = float(np.median(z))
-    return math.exp(med - k * max(1.4826 * float(np.median(np.abs(z - med))), floor))
+    limit = inverse(med - k * max(1.4826 * float(np.median(np.abs(z - med))), floor))
+    return min(limit, inverse(med) - min_shift) if min_shift else limit
 
 
 class Gates:
@@ -112,14 +154,19 @@ class Gates:
         self.config, self.report = learn_thresholds(real, QCConfig())
         self.single = self.config.model_copy(update={"checks": tuple(c for c in self.config.checks
                                                                      if c != "near_duplicate")})
-        self.min_sharpness = old_limit([old_sharpness(img) for img in real])
+        self.min_sharpness = old_limit([old_sharpness(img) for img in real], "log")
+        self.dark_p99 = float(np.clip(old_limit([old_p99(img) for img in real], "logit", min_shift=MIN_SHIFT), 0, 1))
 
-    def rejected(self, images: list[np.ndarray], config: QCConfig) -> tuple[float, float]:
-        """Shares of ``images`` rejected by the old gate and by the new one."""
-        qc = run_qc(images, [str(i) for i in range(len(images))], config)
-        others = qc[[f"is_{c}" for c in config.checks if c != "blur"]].any(axis=1).to_numpy()
-        old_blur = np.array([old_sharpness(img) < self.min_sharpness for img in images])
-        return float((others | old_blur).mean()), float((~qc["passed"]).mean())
+    def rejected(self, images: list[np.ndarray], config: QCConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Which of ``images`` the old gate rejects, and which the new one."""
+        ids = [str(i) for i in range(len(images))]
+        new = ~run_qc(images, ids, config)["passed"].to_numpy()
+        # the checks both gates share: no blur, no dark limit (0 never fails), no clipped share (1 never fails)
+        shared = config.model_copy(update={"checks": tuple(c for c in config.checks if c != "blur"),
+                                           "dark_p99": 0.0, "bright_clipped": 1.0})
+        old = ~run_qc(images, ids, shared)["passed"].to_numpy()
+        old |= np.array([old_sharpness(img) < self.min_sharpness or old_p99(img) < self.dark_p99 for img in images])
+        return old, new
 
 
 def modality_rows(name: str, real: list[np.ndarray]) -> list[str]:
@@ -130,16 +177,25 @@ def modality_rows(name: str, real: list[np.ndarray]) -> list[str]:
     lines = [f"{name}: {len(real)} real images, {w} x {h} px, {real[0].shape[0]} channel(s); limits learned on them",
              f"  blur limits: old min_sharpness {gates.min_sharpness:.4g}, new max_blur {gates.config.max_blur:.3f} "
              f"(median blur effect {gates.report['max_blur']['median']:.3f})",
+             (f"  exposure limits: old dark_p99 {gates.dark_p99:.3f} (whole image), new dark_p99 "
+              f"{gates.config.dark_p99:.3f} (field of view), new bright_clipped {gates.config.bright_clipped:.4f}"),
              f"  {'':28s}{'old gate':>10s}{'new gate':>10s}"]
     old, new = gates.rejected(real, gates.config)
-    lines.append(f"  {'real images rejected':28s}{old:10.1%}{new:10.1%}")
+    lines.append(f"  {'real images rejected':28s}{old.mean():10.1%}{new.mean():10.1%}")
     caught = []
     for kind, (label, strengths, plant) in DEFECTS.items():
         rates = []
+        tell, measure = TELL[kind]
+        lo, hi = np.percentile([measure(img) for img in real], [2.5, 97.5])
         for strength in strengths:
-            old, new = gates.rejected([as_png(plant(img, strength)) for img in real], gates.single)
-            lines.append(f"  {kind + ' ' + label.format(strength):28s}{old:10.1%}{new:10.1%}")
-            rates.append(new)
+            copies = [as_png(plant(img, strength)) for img in real]
+            old, new = gates.rejected(copies, gates.single)
+            lines.append(f"  {kind + ' ' + label.format(strength):28s}{old.mean():10.1%}{new.mean():10.1%}")
+            rates.append(float(new.mean()))
+            if new.mean() < CAUGHT:
+                inside = sum(lo <= measure(img) <= hi for img, hit in zip(copies, new) if not hit)
+                lines.append(f"    missed {int((~new).sum())}; {inside} of them inside the real images' 2.5-97.5 % "
+                             f"range of the {tell} ({lo:.3f} - {hi:.3f})")
         caught.append(f"{kind} {caught_from([label.format(v) for v in strengths], rates)}")
     lines.append(f"  new gate catches >= {CAUGHT:.0%} from: {', '.join(caught)} ({time.perf_counter() - t0:.0f} s)")
     return lines
