@@ -13,7 +13,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from medlens.config import load_config
 from medlens.data.medmnist import dataset_name, paper_baselines, paper_rows
 from medlens.errors import DataError
-from medlens.evaluate.medmnist import medmnist_metrics, report_section, sklearn_metrics
+from medlens.evaluate.medmnist import medmnist_metrics, sklearn_metrics
+from medlens.sections import read_section
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {n: REPO / "configs" / "medmnist" / f"{n}.yaml" for n in ("pneumoniamnist", "retinamnist")}
@@ -123,12 +124,13 @@ def test_quick_path_end_to_end(tmp_path_factory, shared_path, capsys):
     assert summary["test"]["auc"]["value"] == pytest.approx(
         roc_auc_score(test["label"], proba, multi_class="ovr", average="macro"), abs=1e-12)
     assert summary["test"]["acc"]["value"] == pytest.approx(accuracy_score(test["label"], proba.argmax(1)), abs=1e-12)
-    section = report_section(run)
+    section = read_section(run / "sections" / "medmnist" / "section.json")
     assert section["title"].startswith("Comparison with published results")
-    rows = section["tables"]["published results"]
+    rows = section["tables"]["published results"]["rows"]
     assert rows[0]["method"].startswith("this study") and any(r["method"] == "ResNet-18 (28)" for r in rows)
     # a multi-class report shows its calibration, and no agreement figures where MedMNIST has no expert box
     html = (run / "report.html").read_text()
+    assert "Comparison with published results (MedMNIST v2)" in html and "ResNet-18 (28)" in html
     assert "Calibration (test)" in html and "class intercepts" in html and 'alt="reliability diagram"' in html
     assert "confidence of the predicted class" in html and "temperature scaling with class intercepts" in html
     assert "nan%" not in html and "was not measured" in html

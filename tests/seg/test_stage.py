@@ -57,15 +57,17 @@ def test_outputs_and_metrics(tiny_run):
 
 
 def test_report_section(tiny_run):
-    from medlens.seg.report import report_section
+    from medlens.sections import read_section, section_dir
+    from medlens.seg.report import write_seg_section
 
     run, _ = tiny_run
-    sec = report_section(run)
+    sec = read_section(section_dir(run, "seg") / "section.json")  # written by the seg stage
     assert sec["title"].startswith("Lesion segmentation") and "Dice" in sec["summary"]
-    assert sec["figures"]["overlays"].startswith("data:image/png;base64,")
+    assert sec["figures"]["overlays"]["path"].read_bytes()[:4] == b"\x89PNG"
     assert any(k.startswith("lesion size") for k in sec["tables"])
-    assert "data:image/png;base64," in (run / "report.html").read_text()
-    assert report_section(run.parent / "missing") is None
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64," in html and sec["summary"].split(";")[0] in html
+    assert write_seg_section(run.parent / "missing") is None
 
 
 def test_rerun_skips_and_missing_inputs(tiny_run, tmp_path):

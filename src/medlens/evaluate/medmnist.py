@@ -11,7 +11,7 @@ evaluator, which differs from the study's clinical metrics in two ways:
 :func:`medmnist_metrics` computes exactly these, with 95% CIs (DeLong for a binary AUC,
 stratified bootstrap for a macro AUC, Wilson for ACC). :func:`medmnist_stage` applies it
 to a finished run's ``predictions.parquet`` and writes ``run/medmnist/summary.json``;
-:func:`report_section` turns that file into the report's "comparison with published
+:func:`write_medmnist_section` turns that file into the report's "comparison with published
 results" section. The paper's rows themselves are :mod:`medlens.data.medmnist`. MedMNIST
 has no patient IDs, so every image is its own patient.
 """
@@ -31,8 +31,9 @@ from medlens.errors import DataError, StageInputMissing
 from medlens.evaluate.ci import Estimate, bootstrap_ci, wilson_ci
 from medlens.evaluate.delong import delong_ci
 from medlens.evaluate.metrics import auc_score
+from medlens.sections import format_ci, write_section
 
-__all__ = ["OUT", "TARGET_METHOD", "comparison_rows", "medmnist_metrics", "medmnist_stage", "report_section",
+__all__ = ["OUT", "TARGET_METHOD", "comparison_rows", "medmnist_metrics", "medmnist_stage", "write_medmnist_section",
            "sklearn_metrics"]
 
 OUT = "medmnist"
@@ -128,12 +129,10 @@ def medmnist_stage(run: Path, cfg: StudyConfig) -> dict:
         est = medmnist_metrics(y, p, n_boot=cfg.evaluate.n_bootstrap, seed=cfg.seed)
         out[part] = {**{k: v.to_dict() for k, v in est.items()}, "n_images": int(len(g)),
                      "classes": int(p.shape[1]), "sklearn": sklearn_metrics(y, p)}
-    stages = run / ".stages"
-    out["stage_seconds"] = {f.stem: json.loads(f.read_text()).get("seconds") for f in sorted(stages.glob("*.json"))} \
-        if stages.is_dir() else {}
     dest = run / OUT
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "summary.json").write_text(json.dumps(out, indent=1, sort_keys=True))
+    write_medmnist_section(run)
     return out
 
 
@@ -142,9 +141,8 @@ def comparison_rows(summary: dict) -> list[dict]:
     rows = []
     test = summary.get("test")
     if test:
-        fmt = lambda e: f"{e['value']:.3f} ({e['low']:.3f}–{e['high']:.3f})"  # noqa: E731
         rows.append({"method": f"this study ({summary['model']}, {summary['image_size']} px)",
-                     "test AUC (95% CI)": fmt(test["auc"]), "test ACC (95% CI)": fmt(test["acc"]),
+                     "test AUC (95% CI)": format_ci(test["auc"]), "test ACC (95% CI)": format_ci(test["acc"]),
                      "source": summary["name"]})
     for b in summary.get("baselines", []):
         rows.append({"method": b["name"], "test AUC (95% CI)": "–" if b["auc"] is None else f"{b['auc']:.3f}",
@@ -152,8 +150,11 @@ def comparison_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def report_section(run: Path) -> dict | None:
-    """The report's "comparison with published results" section, or None before the stage ran."""
+def write_medmnist_section(run: Path) -> Path | None:
+    """Write the report's "comparison with published results" section (``run/sections/medmnist/``).
+
+    Returns None, writing nothing, when the summary holds no test part.
+    """
     path = Path(run) / OUT / "summary.json"
     if not path.is_file():
         return None
@@ -174,5 +175,5 @@ def report_section(run: Path) -> dict | None:
                f"whose accuracy uses the operating point chosen on validation.{verdict} The published numbers are "
                f"means of at least 3 runs without CIs. MedMNIST has no patient IDs, so each image counts as one "
                f"patient and images of one child or eye may sit in both training and test data.")
-    return {"title": "Comparison with published results (MedMNIST v2)", "summary": summary, "flags": [],
-            "figures": {}, "tables": {"published results": comparison_rows(s)}}
+    return write_section(run, "medmnist", title="Comparison with published results (MedMNIST v2)", summary=summary,
+                         tables={"published results": comparison_rows(s)})

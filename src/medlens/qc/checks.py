@@ -85,15 +85,52 @@ def _bright_region(lum: np.ndarray, threshold: float) -> tuple[np.ndarray, int, 
     return labels == k, int(stats[k, cv2.CC_STAT_AREA]), centroids[k]
 
 
+WHITE = 0.85
+"""A pixel with every colour channel at or above this is white (217 in an 8-bit image)."""
+
+_CORNERS = ([0, 0, -1, -1], [0, -1, 0, -1])
+
+
+def white_surround(img: np.ndarray) -> np.ndarray | None:
+    """Boolean H×W mask of the white surround of a colour (fundus) image, or None.
+
+    Some fundus cameras fill the frame around the disc with white instead of black
+    (RetinaMNIST: 16 of its 1,080 training images, whose disc nearly fills the frame
+    and whose four corners are white, 231 to 255 in every channel as 128 px PNGs). The surround is the
+    white (:data:`WHITE`) regions that hold at least three of the four corner pixels; an
+    image with fewer white corners (a black surround, a white marker in one corner, a
+    grey image) has none.
+
+    Parameters
+    ----------
+    img : ndarray of shape (C, H, W)
+        float32 in [0, 1].
+
+    Returns
+    -------
+    ndarray of shape (H, W), bool, or None
+    """
+    if img.shape[0] < 3 or (img[:3][(slice(None), *_CORNERS)] >= WHITE).all(axis=0).sum() < 3:
+        return None
+    _, labels = cv2.connectedComponents((img[:3] >= WHITE).all(axis=0).astype(np.uint8))
+    return np.isin(labels, np.setdiff1d(labels[_CORNERS], [0]))
+
+
+def _disc(img: np.ndarray, lum: np.ndarray, threshold: float) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """:func:`_bright_region` of a colour image, its white surround (:func:`white_surround`) read as black."""
+    surround = white_surround(img)
+    return _bright_region(lum if surround is None else np.where(surround, 0, lum), threshold)
+
+
 def fov_mask(img: np.ndarray, lum: np.ndarray, threshold: float) -> np.ndarray:
     """Boolean H×W mask of the field of view over which exposure is measured.
 
     Colour (fundus) images: the region of :func:`field_of_view` (the largest connected
-    region brighter than ``threshold`` × p99 luminance), so that the black surround, whose
-    share of the frame varies from camera to camera, does not dilute the statistics.
-    Grey images, and colour images without such a region: every pixel.
+    region brighter than ``threshold`` × p99 luminance, a white surround read as black),
+    so that the surround, whose share of the frame varies from camera to camera, does not
+    dilute the statistics. Grey images, and colour images without such a region: every pixel.
     """
-    region = _bright_region(lum, threshold) if img.shape[0] >= 3 else None
+    region = _disc(img, lum, threshold) if img.shape[0] >= 3 else None
     return np.ones(lum.shape, dtype=bool) if region is None else region[0]
 
 
@@ -137,7 +174,11 @@ class Exposure(QCCheck):
 
     Too dark: the 99th percentile of luminance in the field of view (:func:`fov_mask`) is
     low. Too bright: the 5th percentile or the median of the image's luminance is high, or
-    too much of the field of view is clipped (:func:`clipped_share`).
+    too much of the field of view is clipped (:func:`clipped_share`). The 5th percentile
+    reads the black level (a fundus photograph's black surround, an X-ray's darkest
+    anatomy), which a washed-out image lifts; an image with a white surround
+    (:func:`white_surround`) has no black level to read, and its disc's 5th percentile
+    says how far the frame crops the dark rim of the disc, not how it is exposed.
     """
 
     name = "exposure"
@@ -149,12 +190,16 @@ class Exposure(QCCheck):
         p99 = np.percentile(lum[fov], 99)
         clipped = clipped_share(img, fov)
         dark = _ratio(p99, c.dark_p99)
-        level = min(_ratio(c.bright_p05, p05), _ratio(c.bright_p50, p50))
+        level = _ratio(c.bright_p50, p50)
+        black_level = white_surround(img) is None
+        if black_level:
+            level = min(level, _ratio(c.bright_p05, p05))
         bright = min(level, _ratio(c.bright_clipped, clipped) if clipped > 0 else _CAP)
         if dark < 1:
             return dark, f"too dark (p99 luminance in the field of view {p99:.3f} < {c.dark_p99:.4g})"
         if level < 1:
-            return bright, f"too bright (p05/median luminance {p05:.3f}/{p50:.3f})"
+            return bright, (f"too bright (p05/median luminance {p05:.3f}/{p50:.3f})" if black_level else
+                            f"too bright (median luminance {p50:.3f} > {c.bright_p50:.4g})")
         if bright < 1:
             return bright, (f"too bright ({clipped:.1%} of the field of view clipped in two or more channels "
                             f"> {c.bright_clipped:.2%})")
@@ -258,12 +303,13 @@ def field_of_view(img: np.ndarray, lum: np.ndarray, threshold: float) -> tuple[f
     """Return ``(centre offset, coverage)`` of the field of view, both as fractions of the image.
 
     Colour (fundus) images: the largest connected region brighter than ``threshold`` × p99
-    luminance (the circular FOV). Grey (X-ray) images: the bounding box of rows and
-    columns that are not uniform (collimation and borders are uniform).
+    luminance (the circular FOV), a white surround (:func:`white_surround`) read as black.
+    Grey (X-ray) images: the bounding box of rows and columns that are not uniform
+    (collimation and borders are uniform).
     """
     h, w = lum.shape
     if img.shape[0] >= 3:
-        region = _bright_region(lum, threshold)
+        region = _disc(img, lum, threshold)
         if region is None:
             return 1.0, 0.0
         _, area, (cx, cy) = region

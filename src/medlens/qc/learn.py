@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from medlens.qc.checks import blur_effect, clipped_share, field_of_view, fov_mask, luminance
+from medlens.qc.checks import blur_effect, clipped_share, field_of_view, fov_mask, luminance, white_surround
 from medlens.config.qc import QCConfig
 
 _EPS = 1e-3
@@ -89,12 +89,17 @@ def _inverse(z: float, scale: str) -> float:
 
 
 def measure(img: np.ndarray, config: QCConfig) -> dict[str, float]:
-    """The raw measures of one C×H×W float32 image in [0, 1], keyed by the QCConfig field they set."""
+    """The raw measures of one C×H×W float32 image in [0, 1], keyed by the QCConfig field they set.
+
+    ``bright_p05`` is NaN for an image with a white surround (:func:`medlens.qc.checks.white_surround`),
+    which the exposure check does not judge by its 5th percentile.
+    """
     lum = luminance(img)
     p05, p50, p95 = np.percentile(lum, [5, 50, 95])
     fov = fov_mask(img, lum, config.fov_threshold)
     offset, cover = field_of_view(img, lum, config.fov_threshold)
-    return {"dark_p99": float(np.percentile(lum[fov], 99)), "bright_p05": float(p05), "bright_p50": float(p50),
+    black_level = float(p05) if white_surround(img) is None else math.nan
+    return {"dark_p99": float(np.percentile(lum[fov], 99)), "bright_p05": black_level, "bright_p50": float(p50),
             "bright_clipped": clipped_share(img, fov), "min_contrast": float(p95 - p05),
             "max_blur": blur_effect(lum, config.blur_size), "fov_max_offset": offset, "fov_min_coverage": cover}
 
@@ -116,7 +121,8 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
     config : QCConfig
         With learned limits.
     report : dict
-        Per field: ``value``, ``learned`` (bool), ``median``, ``n_images`` and a sentence.
+        Per field: ``value``, ``learned`` (bool), ``median``, ``n_images`` (the images that
+        measure it: ``bright_p05`` skips those with a white surround) and a sentence.
     """
     active = [m for m in MEASURES if m.check in config.checks]
     pinned = set(config.model_fields_set)
@@ -130,11 +136,14 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
     update, report = {}, {}
     for m in active:
         data = np.asarray(values[m.field], dtype=np.float64)
+        data = data[~np.isnan(data)]
         fixed = getattr(config, m.field)
-        if not config.learn or m.field in pinned or n < 20:
+        if not config.learn or m.field in pinned or len(data) < 20:
             why = "pinned in the config" if m.field in pinned else (
-                "fixed (qc.learn: false)" if not config.learn else f"fixed: only {n} images to learn from")
-            report[m.field] = {"value": fixed, "learned": False, "n_images": n, "why": why}
+                "fixed (qc.learn: false)" if not config.learn else
+                f"fixed: only {len(data)} images to learn from" if len(data) == n else
+                f"fixed: only {len(data)} of the {n} images measure it")
+            report[m.field] = {"value": fixed, "learned": False, "n_images": len(data), "why": why}
             continue
         z = _forward(data, m.scale)
         med = float(np.median(z))
@@ -150,7 +159,7 @@ def learn_thresholds(images: Iterable[np.ndarray], config: QCConfig,
         limit = float(np.clip(limit, 0.0, 1.0)) if m.scale != "log" else limit
         update[m.field] = limit
         report[m.field] = {
-            "value": limit, "learned": True, "n_images": n, "median": _inverse(med, m.scale),
+            "value": limit, "learned": True, "n_images": len(data), "median": _inverse(med, m.scale),
             "why": f"{m.describe}: {'below' if m.side == 'low' else 'above'} {limit:.4g} fails "
                    f"(median {_inverse(med, m.scale):.4g}; {how})",
         }

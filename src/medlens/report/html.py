@@ -24,15 +24,13 @@ import torch
 
 import medlens
 from medlens.config import StudyConfig, load_config
-from medlens.data.manifest import load_manifest
-from medlens.data.splits import load_splits
 from medlens.errors import ConfigError, StageInputMissing
 from medlens.sections import format_ci, read_sections
 
 GENERATOR = "medlens.report"
 """The ``<meta name="generator">`` of every report.html: one writer for every task."""
 
-SECTION_ORDER = ("lightweight", "train", "seg", "det", "explain", "trust", "ssl", "export", "det_export")
+SECTION_ORDER = ("lightweight", "train", "seg", "det", "medmnist", "explain", "trust", "ssl", "export", "det_export")
 """Where each section (by its folder under ``run/sections/``) appears; others follow, by name.
 ``evaluate`` is not in the list: its figures sit beside the numbers of ``metrics.json``."""
 
@@ -198,8 +196,8 @@ def write_report(run: Path, cfg: StudyConfig | None = None) -> Path:
     metrics = json.loads((run / "metrics.json").read_text()) if classification else None
     figs = {name: png_uri(f["path"]) for name, f in body["figures"].items()} if body else {}
     have_data = (run / "manifest.parquet").is_file() and (run / "splits.json").is_file()
-    manifest, splits = (load_manifest(run / "manifest.parquet"), load_splits(run / "splits.json")) if have_data \
-        else (None, None)
+    manifest, splits = ((pd.read_parquet(run / "manifest.parquet"), json.loads((run / "splits.json").read_text()))
+                        if have_data else (None, None))
     env = jinja2.Environment(loader=jinja2.PackageLoader("medlens.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]))
     env.filters["ci"] = lambda e: format_ci(e, label="95% CI ", undefined="undefined")

@@ -25,5 +25,5 @@ STAGE = Stage("det_evaluate", run, when=lambda cfg: cfg.task == "detection",
               sections=("detection", "evaluate", "seed"),
               reads=("manifest.parquet", "splits.json", "det/fold_{fold}/model.safetensors",
                      "det/fold_{fold}/seg/model.safetensors?"),
-              writes=("det/metrics.json", "det/predictions.parquet"),
+              writes=("det/metrics.json", "det/predictions.parquet", "sections/det/section.json"),
               folds=lambda run_dir, cfg: detection_folds(cfg, study_rows(run_dir)[1]))

@@ -21,4 +21,5 @@ def classifies(cfg: StudyConfig) -> bool:
 
 STAGE = Stage("evaluate", run, sections=("evaluate", "seed"), when=classifies,
               reads=("manifest.parquet", "splits.json", "fold_{fold}/predictions.parquet"),
-              writes=("predictions.parquet", "metrics.json", "operating_point.json", "fold_{fold}/calibration.json"))
+              writes=("predictions.parquet", "metrics.json", "operating_point.json", "fold_{fold}/calibration.json",
+                      "sections/evaluate/section.json"))

@@ -19,4 +19,4 @@ STAGE = Stage("explain", run, sections=("explain", "evaluate.n_bootstrap", "engi
               reads=("predictions.parquet", "operating_point.json", "manifest.parquet",
                      "fold_{fold}/model.safetensors",
                      "fold_{fold}/calibration.json"),
-              writes=("explain/summary.json",))
+              writes=("explain/summary.json", "sections/explain/section.json"))

@@ -18,4 +18,5 @@ STAGE = Stage("export", run, when=lambda cfg: cfg.engine.task == "classification
               sections=("explain", "trust.ood_fit_images", "trust.ood_pass_rate", "engine.preprocess", "seed"),
               reads=("predictions.parquet", "metrics.json", "manifest.parquet", "qc_thresholds.json",
                      "fold_{fold}/model.safetensors", "fold_{fold}/calibration.json"),
-              writes=("export/model.onnx", "export/export.json", "export/model_repository", "export/cam.safetensors"))
+              writes=("export/model.onnx", "export/export.json", "export/model_repository", "export/cam.safetensors",
+                      "sections/export/section.json"))

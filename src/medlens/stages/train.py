@@ -14,12 +14,13 @@ from medlens.data.splits import check_leakage, load_splits
 from medlens.progress import progress_bar
 from medlens.stages.protocol import Stage, run_unit, stage_key
 from medlens.train.fold import train_fold
+from medlens.train.report import write_training_section
 
 OUTPUTS = ("fold_{fold}/model.safetensors", "fold_{fold}/predictions.parquet")
 
 
 def run(run_dir: Path, cfg: StudyConfig) -> None:
-    """Train every fold whose outputs are missing or out of date."""
+    """Train every fold whose outputs are missing or out of date; then the report's training section."""
     manifest, splits = load_manifest(run_dir / "manifest.parquet"), load_splits(run_dir / "splits.json")
     check_leakage(manifest, splits)
     key = stage_key(STAGE, run_dir, cfg)
@@ -28,7 +29,8 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
             outputs = [run_dir / p.format(fold=k) for p in OUTPUTS]
             run_unit(run_dir, f"train_fold_{k}", {**key, "fold": str(k)}, outputs,
                      lambda k=k: train_fold(cfg, manifest, splits, k, progress, resume="auto"))
+    write_training_section(run_dir)
 
 
 STAGE = Stage("train", run, sections=("model", "train", "engine", "seed"), reads=("manifest.parquet", "splits.json"),
-              writes=OUTPUTS)
+              writes=(*OUTPUTS, "sections/train/section.json"))

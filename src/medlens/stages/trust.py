@@ -19,4 +19,4 @@ STAGE = Stage("trust", run, sections=("trust", "engine.preprocess", "seed"),
               reads=("predictions.parquet", "operating_point.json", "manifest.parquet",
                      "fold_{fold}/model.safetensors",
                      "fold_{fold}/calibration.json"),
-              writes=("trust/summary.json", "trust/ood.safetensors"))
+              writes=("trust/summary.json", "trust/ood.safetensors", "sections/trust/section.json"))
