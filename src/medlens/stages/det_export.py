@@ -16,4 +16,5 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
 
 STAGE = Stage("det_export", run, when=lambda cfg: cfg.task == "detection",
               sections=("trust.ood_fit_images", "trust.ood_pass_rate"),
-              reads=("det/metrics.json", "qc_thresholds.json"), writes=("det/export/export.json", "sections/det_export/section.json"))
+              reads=("det/metrics.json", "qc_thresholds.json"),
+              writes=("det/export/export.json", "sections/det_export/section.json"))

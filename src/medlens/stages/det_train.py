@@ -29,12 +29,13 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
             for k in folds:
                 run_unit(run_dir, f"det_fold_{k}", {**key, "fold": str(k)},
                          [run_dir / "det" / f"fold_{k}" / "model.safetensors"],
-                         lambda k=k: train_fold(cfg, run_dir, k, progress=progress))
+                         lambda k=k: train_fold(cfg, run_dir, k, progress=progress), label=f"stage det_train: fold {k}")
             if compares_segmentation(cfg, by_id):
                 for k in folds:
                     run_unit(run_dir, f"det_seg_fold_{k}", {**seg_key, "fold": str(k)},
                              [run_dir / "det" / f"fold_{k}" / "seg" / "model.safetensors"],
-                             lambda k=k: train_seg_fold(cfg, run_dir, k, progress=progress))
+                             lambda k=k: train_seg_fold(cfg, run_dir, k, progress=progress),
+                             label=f"stage det_train: segmentation fold {k}")
     finally:
         torch.set_num_threads(threads)
 

@@ -14,6 +14,8 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
     medmnist_stage(run_dir, cfg)
 
 
-STAGE = Stage("medmnist", run, when=lambda cfg: cfg.data.source == "medmnist" and cfg.engine.task == "classification",
-              sections=("data.path", "evaluate.baselines", "evaluate.n_bootstrap", "model.name", "train", "name", "seed"),
+STAGE = Stage("medmnist", run,
+              when=lambda cfg: cfg.data.source == "medmnist" and cfg.engine.task == "classification",
+              sections=("data.path", "evaluate.baselines", "evaluate.n_bootstrap", "model.name", "train", "name",
+                        "seed"),
               reads=("predictions.parquet",), writes=(f"{OUT}/summary.json",))  # its section: only when there is a test part

@@ -151,27 +151,30 @@ def stage_key(stage: Stage, run: Path, cfg: StudyConfig) -> dict[str, str]:
     return key
 
 
-def run_unit(run: Path, name: str, key: dict, outputs: Sequence[Path], fn: Callable[[], None]) -> bool:
+def run_unit(run: Path, name: str, key: dict, outputs: Sequence[Path], fn: Callable[[], None], *,
+             label: str | None = None) -> bool:
     """Run ``fn`` unless ``run/.stages/<name>.json`` records ``key`` and every output exists.
 
     The stage runner uses it for whole stages; a stage uses it for resumable parts of its
     own work (one fold). The key is recorded only after ``fn`` returns, so an interrupted
-    unit runs again next time. Returns True when ``fn`` ran.
+    unit runs again next time. Returns True when ``fn`` ran. ``label`` starts its log lines
+    (default ``"stage <name>:"``; a fold of the train stage logs as ``"stage train: fold 0"``).
     """
     state = run / ".stages" / f"{name}.json"
     recorded = json.loads(state.read_text()).get("key", {}) if state.is_file() else {}
     missing = [p for p in outputs if not Path(p).exists()]
+    label = label or f"stage {name}:"
     if recorded == key and not missing:
-        log.info("stage %s: up to date, skipped", name)
+        log.info("%s up to date, skipped", label)
         return False
     changed = sorted(k for k in set(key) | set(recorded) if key.get(k) != recorded.get(k))
     why = (f"{len(missing)} output(s) missing" if missing and recorded else
            f"changed: {', '.join(changed[:4])}{' …' if len(changed) > 4 else ''}" if recorded else "first run")
     state.parent.mkdir(parents=True, exist_ok=True)
     state.unlink(missing_ok=True)
-    log.info("stage %s: started (%s)", name, why)
+    log.info("%s started (%s)", label, why)
     t0 = time.perf_counter()
     fn()
     state.write_text(json.dumps({"key": key, "seconds": round(time.perf_counter() - t0, 3)}, indent=1))
-    log.info("stage %s: done in %.1f s", name, time.perf_counter() - t0)
+    log.info("%s done in %.1f s", label, time.perf_counter() - t0)
     return True

@@ -31,4 +31,5 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
 
 STAGE = Stage("seg", run, when=lambda cfg: cfg.task == "segmentation",
               sections=("seg", "train", "model", "evaluate", "seed"),
-              reads=("manifest.parquet", "splits.json", "qc.parquet"), writes=("seg/metrics.json", "sections/seg/section.json"))
+              reads=("manifest.parquet", "splits.json", "qc.parquet"),
+              writes=("seg/metrics.json", "sections/seg/section.json"))

@@ -28,7 +28,8 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
         for k in range(len(splits["folds"])):
             outputs = [run_dir / p.format(fold=k) for p in OUTPUTS]
             run_unit(run_dir, f"train_fold_{k}", {**key, "fold": str(k)}, outputs,
-                     lambda k=k: train_fold(cfg, manifest, splits, k, progress, resume="auto"))
+                     lambda k=k: train_fold(cfg, manifest, splits, k, progress, resume="auto"),
+                     label=f"stage train: fold {k}")
     write_training_section(run_dir)
 
 
