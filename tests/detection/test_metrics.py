@@ -20,7 +20,7 @@ def test_boxes_from_mask_by_hand_and_on_the_phantom(tmp_path):
     assert boxes_from_mask(m, min_pixels=2).tolist() == [[1, 1, 5, 4]]
     assert boxes_from_mask(np.zeros((4, 4))).shape == (0, 4)
 
-    from medlens.data.manifest import load_mask
+    from medlens.data.images import load_mask
     from medlens.data.synthetic import generate
 
     man = generate(tmp_path, n_patients=12, image_size=64)

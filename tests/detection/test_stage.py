@@ -156,7 +156,7 @@ def _user_table(tmp_path: Path):
     """A hospital's image table (the phantom's images, its own column names) and a box table beside it."""
     from medlens.data.synthetic import generate
     from medlens.detection.boxes import boxes_from_mask
-    from medlens.data.manifest import load_mask
+    from medlens.data.images import load_mask
 
     m = generate(tmp_path / "images", n_patients=36, seed=2, image_size=32)
     pd.DataFrame({"file": [str(Path("images") / p) for p in m["image"]], "subject": m["patient_id"],

@@ -44,7 +44,7 @@ def _table(source: Path) -> tuple[pd.DataFrame, Path]:
 def _images(table: pd.DataFrame, base: Path) -> Iterator[np.ndarray]:
     import pandas as pd
 
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
     from medlens.dicom.ingest import load_dicom_image
 
     frames = table["frame"] if "frame" in table.columns else pd.Series(0, index=table.index)

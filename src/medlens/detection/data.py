@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medlens.data.manifest import load_image, load_mask
+from medlens.data.images import load_image, load_mask
 from medlens.data.preprocess import Preprocess
 from medlens.detection.boxes import boxes_from_mask
 from medlens.errors import DataError

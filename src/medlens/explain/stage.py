@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from medlens.config import StudyConfig, load_config
 from medlens.data.preprocess import Preprocess
-from medlens.data.manifest import load_image, load_manifest, load_mask
+from medlens.data.images import load_image, load_mask
+from medlens.data.manifest import load_manifest
 from medlens.errors import DataError, StageInputMissing
 from medlens.explain import agreement as agr
 from medlens.inference.cam import explain_images, explained_classes, explained_member

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from medlens.data.arrays import load_tensor, resize
-from medlens.data.manifest import load_mask
+from medlens.data.images import load_mask
 from medlens.errors import DataError
 
 __all__ = ["SegArrays", "clahe", "load_masks", "load_seg_arrays"]

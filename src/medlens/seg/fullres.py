@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from medlens.data.manifest import load_image, load_mask
+from medlens.data.images import load_image, load_mask
 from medlens.errors import DataError
 from medlens.config.seg import SegConfig
 from medlens.seg.data import clahe

@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 
 from medlens.config import StudyConfig
 from medlens.data.arrays import resize, to_channels
-from medlens.data.manifest import load_image, load_manifest, load_mask
+from medlens.data.images import load_image, load_mask
+from medlens.data.manifest import load_manifest
 from medlens.data.splits import check_leakage, load_splits
 from medlens.errors import StageInputMissing
 from medlens.seg.data import SegArrays, load_seg_arrays

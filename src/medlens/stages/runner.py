@@ -91,8 +91,16 @@ def run_study(cfg: StudyConfig) -> Path:
     """Run every stage of the study's task that is not up to date; return the run directory."""
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(thread_budget())
     return run_stages(cfg, stages_of(cfg))
+
+
+def thread_budget() -> int:
+    """Threads torch may use: ``OMP_NUM_THREADS`` when set (a shared server, a batch slot), else every core."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
 
 
 def prepare_study(cfg: StudyConfig) -> tuple[pd.DataFrame, dict]:

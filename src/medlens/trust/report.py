@@ -79,7 +79,7 @@ def _annotator_figure(ann: pd.DataFrame) -> Figure:
 
 
 def _issue_gallery(issues: pd.DataFrame, n: int = 8) -> Figure | None:
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
 
     top = issues[issues["is_label_issue"]].head(n)
     if top.empty:
