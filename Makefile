@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/lint-imports --no-cache
 	d=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$d && rm -rf $$d
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Debian's chromium renders the report in tests/test_report.py; installed when missing and we are root.
 browser:

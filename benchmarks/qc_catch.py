@@ -15,14 +15,15 @@ strength, for the gate before issue 33 and the gate now. Before: blur = var(Lapl
 var(image) on the luminance resized to 128 px square, ``min_sharpness`` learned 4 robust SD
 below the median on the log scale, spread floored at 0.25; too dark = the 99th percentile
 of the whole image's luminance, learned as ``dark_p99`` is (logit scale, floor 0.25, at
-least ``MIN_SHIFT`` below the median); too bright also when the 5th percentile of any
-image's luminance is above ``bright_p05`` learned on all images; no clipped share. The
-retired measures are computed here: they left the package. Now: blur effect
-(:func:`medlens.qc.blur_effect`), too dark = the 99th percentile of luminance in the field
-of view, too bright also when the field of view is clipped
-(:func:`medlens.qc.checks.clipped_share`), and not by the 5th percentile of an image with a
-white surround (:func:`medlens.qc.checks.white_surround`), whose field of view excludes
-it. The other checks are the same in both.
+least ``MIN_SHIFT`` below the median); too bright = the 5th percentile or the median of the
+whole image's luminance, of every image, above limits learned alike (above the median); no
+clipped share. The retired measures are computed here: they left the package. Now: blur
+effect (:func:`medlens.qc.blur_effect`); too dark = the 99th percentile of luminance in the
+field of view; too bright = the median luminance in the field of view, the 5th percentile
+of the image's luminance unless it has a white surround
+(:func:`medlens.qc.checks.white_surround`, which the field of view excludes), or the
+clipped share of the field of view (:func:`medlens.qc.checks.clipped_share`). The other
+checks are the same in both.
 
 Blur is a Gaussian of sigma 2, 4, 6 px at 128 px, scaled with the image's shorter side
 (DRIVE: x 565/128); crop shifts the content sideways by a share of the width and fills the
@@ -43,7 +44,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from medlens.data.manifest import load_image
+from medlens.data.images import load_image
 from medlens.config import QCConfig
 from medlens.qc import run_qc
 from medlens.qc.checks import blur_effect, field_of_view, fov_mask, luminance
@@ -133,9 +134,9 @@ def old_p99(img: np.ndarray) -> float:
     return float(np.percentile(luminance(img), 99))
 
 
-def old_p05(img: np.ndarray) -> float:
-    """The retired bright measure: the 5th percentile of the luminance of every image, white surround or not."""
-    return float(np.percentile(luminance(img), 5))
+def old_level(img: np.ndarray) -> np.ndarray:
+    """The retired bright measures: the 5th percentile and the median of the whole image's luminance."""
+    return np.percentile(luminance(img), [5, 50])
 
 
 def old_limit(values: list[float], scale: str, k: float = 4.0, floor: float = 0.25, min_shift: float = 0.0,
@@ -143,7 +144,7 @@ def old_limit(values: list[float], scale: str, k: float = 4.0, floor: float = 0.
     """A retired limit, learned as ``learn_thresholds`` learns one.
 
     ``k`` robust SD below (``side`` "low") or above ("high") the median on the ``scale``
-    (log: ``min_sharpness``; logit: ``dark_p99``, ``bright_p05``), spread floored at
+    (log: ``min_sharpness``; logit: ``dark_p99``, ``bright_p05``, ``bright_p50``), spread floored at
     ``floor``, and at least ``min_shift`` from the median.
     """
     x = np.asarray(values, dtype=np.float64)
@@ -168,20 +169,20 @@ class Gates:
                                                                      if c != "near_duplicate")})
         self.min_sharpness = old_limit([old_sharpness(img) for img in real], "log")
         self.dark_p99 = float(np.clip(old_limit([old_p99(img) for img in real], "logit", min_shift=MIN_SHIFT), 0, 1))
-        self.bright_p05 = float(np.clip(old_limit([old_p05(img) for img in real], "logit", min_shift=MIN_SHIFT,
-                                                  side="high"), 0, 1))
+        levels = np.array([old_level(img) for img in real])
+        self.bright = [float(np.clip(old_limit(levels[:, k], "logit", min_shift=MIN_SHIFT, side="high"), 0, 1))
+                       for k in (0, 1)]
 
     def rejected(self, images: list[np.ndarray], config: QCConfig) -> tuple[np.ndarray, np.ndarray]:
         """Which of ``images`` the old gate rejects, and which the new one."""
         ids = [str(i) for i in range(len(images))]
         new = ~run_qc(images, ids, config)["passed"].to_numpy()
-        # the checks both gates share: no blur, no dark limit (0 never fails), no 5th percentile and no clipped
-        # share (1 never fails)
-        shared = config.model_copy(update={"checks": tuple(c for c in config.checks if c != "blur"),
-                                           "dark_p99": 0.0, "bright_p05": 1.0, "bright_clipped": 1.0})
+        # the checks both gates share: no blur, no dark limit (0 never fails), no bright limits (1 never fails)
+        shared = config.model_copy(update={"checks": tuple(c for c in config.checks if c != "blur"), "dark_p99": 0.0,
+                                           "bright_p05": 1.0, "bright_p50": 1.0, "bright_clipped": 1.0})
         old = ~run_qc(images, ids, shared)["passed"].to_numpy()
         old |= np.array([old_sharpness(img) < self.min_sharpness or old_p99(img) < self.dark_p99
-                         or old_p05(img) > self.bright_p05 for img in images])
+                         or (old_level(img) > self.bright).any() for img in images])
         return old, new
 
 

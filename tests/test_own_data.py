@@ -54,7 +54,7 @@ def _defects(img: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _qc(folder: Path):
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
     from medlens.config import QCConfig
     from medlens.qc import run_qc
     from medlens.qc.learn import learn_thresholds
@@ -74,7 +74,7 @@ def test_quality_gate_learns_real_xrays(xray):
     passed, caught = _qc(xray)
     assert passed >= 0.95, passed
     assert min(caught.values()) >= 0.90, caught
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
     from medlens.config import QCConfig
     from medlens.qc import run_qc
 
@@ -89,12 +89,15 @@ def test_quality_gate_learns_fundus_too(tmp_path):
     # the train split: the limits' spread floors were set looking at RetinaMNIST test images
     folder = _png_folder("retinamnist.npz", tmp_path / "fundus", 80, {k: f"grade{k}" for k in range(5)}, "train")
     passed, caught = _qc(folder)
-    # Measured 0.930 (2026-12-02): the X-ray target of 0.95 is NOT met on fundus. 21 of the 27
-    # rejections are "too bright" by the 5th luminance percentile, which on a fundus is the
-    # black surround and rises when the disc fills the frame. Bright copies are caught only
-    # 32 % of the time at 28 px source resolution; blurred ones 99 % (39 % before issue 33).
-    assert passed >= 0.90, passed
+    # Measured 2026-12-07: 0.953 (368 of 386; 0.920 before the median moved into the field of view
+    # and white surrounds stopped reading as overexposure, 25 of its 31 rejections "too bright").
+    # The 18 rejections: 7 too bright (4 by the clipped share: white flares at the rim; 3 by the
+    # median luminance in the field of view), 5 field of view off-centre or too small, 5
+    # near-duplicates, 1 too dark. Caught: dark 87 %, overexposed 88 %, blurred 99 %, cropped 100 %.
+    # 0.93 leaves 9 of the 386 images as margin for this one seeded sample.
+    assert passed >= 0.93, passed
     assert caught["dark"] >= 0.8 and caught["cropped"] >= 0.9 and caught["blurred"] >= 0.9, caught
+    assert caught["overexposed"] >= 0.85, caught
 
 
 def _medlens(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -144,7 +147,7 @@ def test_init_then_run_on_the_xray_folder(xray, tmp_path):
     manifest = pd.read_parquet(run / "manifest.parquet")
     back = key.loc[manifest["sample_id"], "original_image"]
     assert all(Path(p).is_file() and Path(p).is_relative_to(xray) for p in back)
-    from medlens.data.manifest import load_image
+    from medlens.data.images import load_image
 
     for ref, original in list(zip(manifest["image"], back))[:20]:  # the staged copy holds the original's pixels
         assert np.array_equal(load_image(ref), load_image(original))

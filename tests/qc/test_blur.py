@@ -18,7 +18,7 @@ from skimage import data
 from skimage.measure import blur_effect as skimage_blur_effect
 from skimage.transform import resize
 
-from medlens.data.manifest import load_image
+from medlens.data.images import load_image
 from medlens.data.synthetic import generate
 from medlens.config import QCConfig
 from medlens.qc import blur_effect, run_qc

@@ -1,5 +1,5 @@
-"""The exposure check: the clipped share of the field of view, and learned limits that catch overexposed
-copies of real fundus images.
+"""The exposure check: the clipped share of the field of view, white surrounds, and learned limits that catch
+overexposed copies of real fundus images.
 
 Planted copies are the image times a gain, rounded to 8 bits as a saved PNG holds them
 (``benchmarks/qc_catch.py`` plants the same).
@@ -14,9 +14,15 @@ import pytest
 from PIL import Image
 
 from medlens.config import QCConfig
-from medlens.data.manifest import load_image
+from medlens.data.images import load_image
 from medlens.qc import run_qc
-from medlens.qc.checks import clipped_share, fov_mask, luminance
+from medlens.qc.checks import (
+    clipped_share,
+    field_of_view,
+    fov_mask,
+    luminance,
+    white_surround,
+)
 from medlens.qc.learn import learn_thresholds, load_thresholds, save_thresholds
 
 
@@ -53,6 +59,50 @@ def test_clipped_fundus_fails_as_too_bright_naming_value_and_limit():
     df = run_qc([disc(), img], ["ok", "clipped"], QCConfig(checks=("exposure",), bright_p05=1.0, bright_p50=1.0))
     assert df["passed"].tolist() == [True, False]
     assert "of the field of view clipped in two or more channels > 1.00%" in df.loc[1, "reason"]
+
+
+def pale_disc(surround: float, size: int = 64) -> np.ndarray:
+    """A pale fundus-like disc (radius 0.52 of the side) that nearly fills the frame, on a grey level ``surround``."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    r = np.hypot(xx - 0.5, yy - 0.5) / 0.52
+    inside = r < 1
+    disc = np.stack([0.85 - 0.2 * r**2, 0.55 - 0.2 * r**2, 0.4 - 0.2 * r**2])
+    return np.where(inside, disc, surround).astype(np.float32)
+
+
+def test_white_surround_is_neither_field_of_view_nor_black_level():
+    """A camera that puts a white surround around the disc (RetinaMNIST, 16 of 1080 training images)."""
+    white, black = pale_disc(1.0), pale_disc(0.0)
+    surround = white_surround(white)
+    assert surround is not None and (surround == (black[0] == 0)).all()  # the corners outside the disc
+    assert white_surround(black) is None
+    fov = fov_mask(white, luminance(white), 0.25)
+    assert (fov == ~surround).all() and clipped_share(white, fov) == 0.0  # its clipped white is not counted
+    offset, cover = field_of_view(white, luminance(white), 0.25)
+    assert offset < 0.01 and cover == pytest.approx(1 - surround.mean())
+    marker = black.copy()
+    marker[:, :6, :6] = 1.0  # a white marker in one corner is no surround
+    grey = np.ones((1, 16, 16), np.float32)
+    assert white_surround(marker) is None and white_surround(grey) is None
+    # the 5th percentile of the white-surround image (0.41, the disc) is above bright_p05 (0.2), but a white
+    # surround has no black level to read; its median and clipped share are still read
+    config = QCConfig(checks=("exposure",), learn=False)
+    veiled = gained(black * 0.7 + 0.3, 1)  # a lifted black level (haze) on a black surround still fails
+    df = run_qc([white, black, veiled, gained(white, 2)], ["white", "black", "veiled", "overexposed"], config)
+    assert df["passed"].tolist() == [True, True, False, False]
+    assert df.loc[2, "reason"] == "exposure: too bright (p05 luminance 0.298 > 0.2)"
+    assert df.loc[3, "reason"] == "exposure: too bright (median luminance in the field of view 0.835 > 0.8)"
+    clipped = white.copy()
+    clipped[:2, 24:40, 24:40] = 1.0  # a flare clipped in red and green
+    assert "of the field of view clipped in two or more channels" in run_qc([clipped], ["c"], config)["reason"][0]
+
+
+def test_black_level_is_learned_from_images_without_a_white_surround():
+    _, report = learn_thresholds([pale_disc(0.0)] * 20 + [pale_disc(1.0)] * 5, QCConfig())
+    assert report["bright_p05"]["learned"] and report["bright_p05"]["n_images"] == 20
+    assert report["bright_p50"]["n_images"] == 25
+    _, report = learn_thresholds([pale_disc(0.0)] * 19 + [pale_disc(1.0)] * 5, QCConfig())
+    assert not report["bright_p05"]["learned"] and report["bright_p05"]["why"] == "fixed: only 19 of the 24 images measure it"
 
 
 def test_thresholds_written_before_the_clipped_share_still_load(tmp_path):
@@ -93,5 +143,9 @@ def test_learned_limits_catch_overexposed_retinamnist(shared_path, tmp_path):
     config, _ = learn_thresholds(images, QCConfig())
     exposure = config.model_copy(update={"checks": ("exposure",)})
     assert _flagged(images, exposure) <= 0.05
+    white = [i for i, img in enumerate(images) if white_surround(img) is not None]
+    assert white == [109, 219, 223, 289]  # pale discs that nearly fill the frame, white corners
+    flagged = run_qc([images[i] for i in white], [str(i) for i in white], exposure)["is_exposure"]
+    assert not flagged.any()  # all four were "too bright" by the 5th percentile of the whole image
     assert _flagged([gained(img, 2) for img in images], exposure) >= 0.85  # 89 %; without the clipped share 16 %
     assert _flagged([gained(img, 3) for img in images], exposure) >= 0.9  # 98 %; 40 %

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medlens.data.manifest import load_image
+from medlens.data.images import load_image
 from medlens.data.synthetic import QC_DEFECTS, generate
 from medlens.qc import run_qc
 

@@ -11,6 +11,7 @@ measure                   clean images         defect
 p99 luminance             0.25 - 0.52          dark: 0.02 - 0.07
 p99 luminance in FOV (*)  0.27 - 0.54          dark: 0.03 - 0.07
 p05 luminance             0.00                 bright: 0.28 - 0.43
+median in FOV (*)         0.17 - 0.36          bright: 0.64 - 0.89
 clipped share (*)         0.00                 bright: 0.003 - 0.50
 p95 - p05 luminance       0.23 - 0.47          dark: 0.02 - 0.07
 blur effect (see blur)    0.43 - 0.55          blur: 0.91 - 0.96
@@ -26,7 +27,10 @@ logit scale (64 to 192 px phantoms) rather than a factor 1.5 from each side.
 share has no gap on the phantom (its clean images clip nothing, some bright defects
 0.3 %); they are caught by ``bright_p05``. ``bright_clipped`` defaults to 1 % of the field
 of view, above every real image of the benchmark sets but one (RetinaMNIST, 2.5 %; see
-:func:`medlens.qc.checks.clipped_share`).
+:func:`medlens.qc.checks.clipped_share`). The median has been taken in the field of view
+since 2026-12-07 (clean images and defects of every kind but bright: at most 0.37), so
+``bright_p50`` stays 0.8, a factor 2 above them; most bright defects fail ``bright_p05``
+first.
 
 Real data differ (X-ray, other cameras): so by default these are only starting values.
 ``medlens run`` learns every threshold the config does not pin from the study's own
@@ -58,9 +62,12 @@ class QCConfig(BaseModel):
         (:func:`medlens.qc.checks.fov_mask`: colour images, the bright disc; grey images,
         the whole image) is below this.
     bright_p05 : float, default=0.2
-        Too bright (washed out) when the 5th percentile of luminance is above this.
+        Too bright (washed out) when the 5th percentile of luminance, the black level, is
+        above this. Not read on a colour image with a white surround
+        (:func:`medlens.qc.checks.white_surround`), which has no black level.
     bright_p50 : float, default=0.8
-        Too bright when the median luminance is above this.
+        Too bright when the median luminance in the field of view
+        (:func:`medlens.qc.checks.fov_mask`) is above this.
     bright_clipped : float, default=0.01
         Too bright when a larger share of the field of view is clipped (at the top of the
         range) in at least two colour channels (:func:`medlens.qc.checks.clipped_share`;

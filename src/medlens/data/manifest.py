@@ -15,8 +15,7 @@ Optional columns: ``label_name``, ``mask``, ``fov_mask``, ``mask_2`` (a second o
 ``label_<annotator>``, ``severity``, ``split`` (a source's predefined split),
 ``qc_defect``, ``is_ood``, ``label_true`` (phantom ground truth), ``patient_id_source``.
 
-The images themselves are decoded by :mod:`medlens.data.images` (:func:`load_image`,
-:func:`load_mask`, re-exported here for the stages that read a manifest and its images).
+The images themselves are decoded by :mod:`medlens.data.images` (``load_image``, ``load_mask``).
 """
 
 from __future__ import annotations
@@ -25,10 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medlens.data.images import load_image, load_mask
 from medlens.errors import DataError, StageInputMissing
 
-__all__ = ["REQUIRED", "load_image", "load_manifest", "load_mask", "save_manifest", "validate_manifest"]
+__all__ = ["REQUIRED", "load_manifest", "save_manifest", "validate_manifest"]
 
 REQUIRED = ("sample_id", "patient_id", "site", "label", "image")
 

@@ -95,11 +95,12 @@ def white_surround(img: np.ndarray) -> np.ndarray | None:
     """Boolean H×W mask of the white surround of a colour (fundus) image, or None.
 
     Some fundus cameras fill the frame around the disc with white instead of black
-    (RetinaMNIST: 16 of its 1,080 training images, whose disc nearly fills the frame
-    and whose four corners are white, 231 to 255 in every channel as 128 px PNGs). The surround is the
-    white (:data:`WHITE`) regions that hold at least three of the four corner pixels; an
-    image with fewer white corners (a black surround, a white marker in one corner, a
-    grey image) has none.
+    (RetinaMNIST: 16 of its 1,080 training images, whose disc nearly fills the frame and
+    whose four corners are white, 231 to 255 in every channel as 128 px PNGs). The
+    surround is the white (:data:`WHITE`) regions that hold at least three of the four
+    corner pixels; an image with fewer white corners (a black surround, a white marker in
+    one corner, a grey image) has none. Read as black, it leaves the field of view
+    (:func:`fov_mask`, :func:`field_of_view`) and the exposure statistics.
 
     Parameters
     ----------
@@ -173,12 +174,15 @@ class Exposure(QCCheck):
     """Too dark or too bright.
 
     Too dark: the 99th percentile of luminance in the field of view (:func:`fov_mask`) is
-    low. Too bright: the 5th percentile or the median of the image's luminance is high, or
-    too much of the field of view is clipped (:func:`clipped_share`). The 5th percentile
-    reads the black level (a fundus photograph's black surround, an X-ray's darkest
-    anatomy), which a washed-out image lifts; an image with a white surround
-    (:func:`white_surround`) has no black level to read, and its disc's 5th percentile
-    says how far the frame crops the dark rim of the disc, not how it is exposed.
+    low. Too bright: the median luminance in the field of view or the 5th percentile of the
+    image's luminance is high, or too much of the field of view is clipped
+    (:func:`clipped_share`). The median is taken in the field of view for the reason the
+    99th percentile is: on a fundus photograph the whole image's median falls in the disc
+    or in the surround depending on how much of the frame the disc fills. The 5th
+    percentile reads the black level (a fundus photograph's black surround, an X-ray's
+    darkest anatomy), which a washed-out image lifts; an image with a white surround
+    (:func:`white_surround`) has no black level to read, and the 5th percentile of its
+    disc says how far the frame crops the disc's dark rim, not how it is exposed.
     """
 
     name = "exposure"
@@ -186,20 +190,19 @@ class Exposure(QCCheck):
     def measure(self, img: np.ndarray, lum: np.ndarray) -> tuple[float, str]:
         c = self.config
         fov = fov_mask(img, lum, c.fov_threshold)
-        p05, p50 = np.percentile(lum, [5, 50])
-        p99 = np.percentile(lum[fov], 99)
+        p50, p99 = np.percentile(lum[fov], [50, 99])
+        p05 = np.percentile(lum, 5) if white_surround(img) is None else None
         clipped = clipped_share(img, fov)
         dark = _ratio(p99, c.dark_p99)
-        level = _ratio(c.bright_p50, p50)
-        black_level = white_surround(img) is None
-        if black_level:
-            level = min(level, _ratio(c.bright_p05, p05))
-        bright = min(level, _ratio(c.bright_clipped, clipped) if clipped > 0 else _CAP)
+        median = _ratio(c.bright_p50, p50)
+        black = _CAP if p05 is None else _ratio(c.bright_p05, p05)
+        bright = min(median, black, _ratio(c.bright_clipped, clipped) if clipped > 0 else _CAP)
         if dark < 1:
             return dark, f"too dark (p99 luminance in the field of view {p99:.3f} < {c.dark_p99:.4g})"
-        if level < 1:
-            return bright, (f"too bright (p05/median luminance {p05:.3f}/{p50:.3f})" if black_level else
-                            f"too bright (median luminance {p50:.3f} > {c.bright_p50:.4g})")
+        if median < 1:
+            return bright, f"too bright (median luminance in the field of view {p50:.3f} > {c.bright_p50:.4g})"
+        if black < 1:
+            return bright, f"too bright (p05 luminance {p05:.3f} > {c.bright_p05:.4g})"
         if bright < 1:
             return bright, (f"too bright ({clipped:.1%} of the field of view clipped in two or more channels "
                             f"> {c.bright_clipped:.2%})")

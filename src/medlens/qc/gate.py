@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from medlens.config.qc import QCConfig
-from medlens.data.manifest import load_image
+from medlens.data.images import load_image
 from medlens.progress import track
 from medlens.qc.core import run_qc
 from medlens.qc.learn import learn_thresholds

@@ -74,7 +74,7 @@ def prepare(rgb: np.ndarray, fov: np.ndarray, cfg: SegConfig) -> tuple[np.ndarra
     Parameters
     ----------
     rgb : ndarray of shape (3, H, W) or (1, H, W), float in [0, 1]
-        As :func:`medlens.data.manifest.load_image` returns it.
+        As :func:`medlens.data.images.load_image` returns it.
     fov : bool ndarray of shape (H, W)
         Field of view (all True when the data has none).
     cfg : SegConfig
