@@ -18,4 +18,5 @@ STAGE = Stage("medmnist", run,
               when=lambda cfg: cfg.data.source == "medmnist" and cfg.engine.task == "classification",
               sections=("data.path", "evaluate.baselines", "evaluate.n_bootstrap", "model.name", "train", "name",
                         "seed"),
-              reads=("predictions.parquet",), writes=(f"{OUT}/summary.json",))  # its section: only when there is a test part
+              reads=("predictions.parquet",), writes=(f"{OUT}/summary.json",))
+"""Its report section is written only when the run has a test part, so it is not a declared output."""
