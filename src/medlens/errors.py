@@ -24,7 +24,7 @@ class LeakageError(MedlensError):
 
 
 class StageInputMissing(MedlensError):
-    """A pipeline stage needs an artifact that an earlier command creates."""
+    """A stage needs an artifact that an earlier stage or command creates."""
 
 
 def did_you_mean(value: str, options: list[str] | tuple[str, ...]) -> str:

@@ -1,4 +1,4 @@
-"""One-call summaries used by the pipeline and the report.
+"""One-call summaries used by the evaluate stage and the report.
 
 Interval methods (each row of a summary table states its method in the report):
 

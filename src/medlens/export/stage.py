@@ -1,5 +1,5 @@
-"""Pipeline hook: ``export_stage`` (run -> run/export/; the report's deployment section is
-:func:`medlens.export.report.write_export_section`, written by every export)."""
+"""``export_stage`` (run -> run/export/), run by :mod:`medlens.stages.export`; the report's deployment
+section is :func:`medlens.export.report.write_export_section`, written by every export."""
 
 from __future__ import annotations
 
