@@ -16,11 +16,11 @@ import json
 import platform
 import re
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 
 import jinja2
 import pandas as pd
-import torch
 
 import medlens
 from medlens.config import StudyConfig, load_config
@@ -142,7 +142,7 @@ def methods_text(cfg: StudyConfig, metrics: dict, splits: dict) -> str:
             f"{'were' if cfg.engine.ema else 'was'} kept. {_calibration_text(metrics, len(splits['folds']))}"
             f"{op_txt} 95% confidence intervals: DeLong for AUC and Wilson for "
             f"proportions, or a patient-level bootstrap ({metrics['n_bootstrap']} resamples) when patients have "
-            f"several images. Seed {cfg.seed}; medlens {medlens.__version__}, torch {torch.__version__}, "
+            f"several images. Seed {cfg.seed}; medlens {medlens.__version__}, torch {version('torch')}, "
             f"Python {platform.python_version()}.")
 
 
