@@ -185,3 +185,27 @@ def test_multitask_options_train(tmp_path):
     assert {"loss_seg", "loss_cls", "loss_severity", "val_dice", "val_auc"} <= set(hist.columns)
     out = predict(net, data.images)
     assert out["severity"].shape == (8,) and (0 <= out["severity"]).all() and (out["severity"] <= 4).all()
+
+
+def test_a_study_killed_in_its_second_fold_keeps_its_first(tiny_run, tmp_path):
+    """Fold 0 finished, fold 1 was killed: the rerun trains fold 1 only and reaches the uninterrupted result."""
+    import shutil
+
+    from medlens.stages.runner import run_study
+
+    run, cfg = tiny_run
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    cfg = cfg.model_copy(update={"run_dir": tmp_path})
+    seg = copy / "seg"
+    kept = {p: p.stat().st_mtime_ns for p in (seg / "fold_0").rglob("model.safetensors")}
+    for p in (seg / "fold_1").rglob("trained.json"):  # killed before fold 1 finished: no trained.json, no metrics
+        p.unlink()
+    (seg / "metrics.json").unlink()
+    run_study(cfg)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "fold 0 was trained again"
+    assert all(p.is_file() for p in (seg / "fold_1").rglob("trained.json"))
+    before, after = (json.loads((d / "seg" / "metrics.json").read_text()) for d in (run, copy))
+    for m in (before, after):
+        m.pop("seconds")
+    assert after == before
