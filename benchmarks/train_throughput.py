@@ -14,6 +14,7 @@ Usage::
 
     python benchmarks/train_throughput.py                       # resnet18, 64 px, batch 64, CPU
     python benchmarks/train_throughput.py --device cuda --steps 50
+    python benchmarks/train_throughput.py --ablate              # and fit() with each default feature off
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def bare_loop(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, device: t
 
 
 def medlens_loop(name: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, batch: int,
-                 device: torch.device) -> tuple[float, float]:
-    """(wall, CPU) images/s of :func:`medlens.train.loop.fit` (one epoch, with validation and checkpoint)."""
+                 device: torch.device, **engine_options) -> tuple[float, float]:
+    """(wall, CPU) images/s of :func:`medlens.train.loop.fit` (one epoch, with validation and checkpoint).
+
+    ``engine_options`` override the engine's defaults (``--ablate``: one feature off at a time).
+    """
     from medlens.config import TrainConfig
     from medlens.models import create_model
     from medlens.config.engine import EngineConfig
@@ -98,7 +102,7 @@ def medlens_loop(name: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, 
     torch.manual_seed(0)
     model = create_model(name, num_classes=2)
     cfg = TrainConfig(epochs=1, batch_size=batch, image_size=x.shape[-1])
-    engine = EngineConfig(device=device.type)
+    engine = EngineConfig(device=device.type, **engine_options)
     with tempfile.TemporaryDirectory() as tmp:
         _sync(device)
         start = _clock()
@@ -116,6 +120,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per loop (best is kept)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also time fit() with each default feature off (precise BN, checkpoint, augmentation, clipping)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -152,6 +158,25 @@ def main() -> None:
           "target >= 0.95")
     print(f"training FLOPs/image : {flops / args.batch / 1e9:.3f} GFLOP   achieved {achieved / 1e9:.1f} GFLOP/s")
     print(f"fp32 GEMM peak       : {peak / 1e9:.1f} GFLOP/s   ->  {achieved / peak:.1%} of peak")
+    if args.ablate:
+        ablate(args.model, x, y, xv, yv, args.batch, device, args.repeats, max(wall_b))
+
+
+def ablate(name: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, batch: int,
+           device: torch.device, repeats: int, bare: float) -> None:
+    """Print fit()'s throughput with each default feature switched off, as a ratio to the bare loop."""
+    from medlens.config.engine import AugmentConfig
+
+    still = AugmentConfig(flip=False, brightness=0.0, contrast=0.0)
+    variants = {"precise BN off": {"precise_bn": False}, "checkpoint off": {"checkpoint": False},
+                "augmentation off": {"augment": still}, "clipping off": {"grad_clip": None},
+                "all four off": {"precise_bn": False, "checkpoint": False, "augment": still, "grad_clip": None}}
+    best = {k: 0.0 for k in variants}
+    for _ in range(repeats):  # interleaved, as above
+        for k, options in variants.items():
+            best[k] = max(best[k], medlens_loop(name, x, y, xv, yv, batch, device, **options)[0])
+    for k, rate in best.items():
+        print(f"fit(), {k:18s}: {rate:8.1f} images/s wall   ratio to bare {rate / bare:.3f}")
 
 
 if __name__ == "__main__":
