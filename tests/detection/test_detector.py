@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from medlens.data.preprocess import Preprocess
-from medlens.detection.boxes import boxes_from_mask
+from medlens.evaluate.boxes import boxes_from_mask
 from medlens.detection.data import load_box_table, load_det_arrays
 from medlens.detection.model import DetNet, Detector, decode
-from medlens.detection.summary import best_f1_threshold
+from medlens.evaluate.lesions import best_f1_threshold
 from medlens.detection.train import _augment, targets
 from medlens.errors import DataError
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medlens.detection.boxes import box_iou, boxes_from_mask
-from medlens.detection.froc import FP_RATES, cpm, froc, froc_with_ci, match, sensitivity_at
+from medlens.evaluate.boxes import box_iou, boxes_from_mask
+from medlens.evaluate.froc import FP_RATES, cpm, froc, froc_with_ci, match, sensitivity_at
 
 
 def test_boxes_from_mask_by_hand_and_on_the_phantom(tmp_path):
@@ -80,7 +80,7 @@ def test_froc_ci_resamples_patients():
 
 def test_coco_map_by_hand():
     """pycocotools' 101-point AP on boxes whose matches are worked out by hand (xyxy -> xywh checked)."""
-    from medlens.detection.coco import coco_map
+    from medlens.evaluate.coco import coco_map
 
     gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]])]
     # exact hit (0.9); a false positive (0.8); a hit of IoU 80/120 = 0.667 (0.7): a match at IoU 0.50-0.65 only
@@ -95,7 +95,7 @@ def test_coco_map_by_hand():
 
 
 def test_boxes_from_probability_scores_each_component_by_its_maximum():
-    from medlens.detection.boxes import boxes_from_probability
+    from medlens.evaluate.boxes import boxes_from_probability
 
     p = np.zeros((10, 12))
     p[1:3, 1:3] = [[0.6, 0.7], [0.9, 0.55]]

@@ -25,7 +25,7 @@ def est(v: float, d: float = 0.04) -> dict:
 
 
 def summary(cpm: float, sens: list[float], n_lesions: int = 120, nan_precision: bool = False) -> dict:
-    """A SUMMARY as medlens.detection.summary.detection_summary writes it."""
+    """A SUMMARY as medlens.evaluate.lesions.detection_summary writes it."""
     rates = ("0.125", "0.25", "0.5", "1.0", "2.0", "4.0", "8.0")
     return {"cpm": est(cpm), "sensitivity_at": {r: est(min(1.0, cpm - 0.3 + 0.1 * k)) for k, r in enumerate(rates)},
             "n_lesions": n_lesions, "n_images": 150, "n_patients": 50, "n_boot_used": 200,

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from medlens.config import StudyConfig
-from medlens.detection.froc import cpm, froc, match
+from medlens.evaluate.froc import cpm, froc, match
 from medlens.train.checkpoint import LAST, load_last
 
 from .conftest import DET
@@ -155,7 +155,7 @@ def test_torchrun_two_gloo_processes_train_a_fold(tmp_path):
 def _user_table(tmp_path: Path):
     """A hospital's image table (the phantom's images, its own column names) and a box table beside it."""
     from medlens.data.synthetic import generate
-    from medlens.detection.boxes import boxes_from_mask
+    from medlens.evaluate.boxes import boxes_from_mask
     from medlens.data.images import load_mask
 
     m = generate(tmp_path / "images", n_patients=36, seed=2, image_size=32)

@@ -28,7 +28,7 @@ from PIL import Image
 from medlens.data.images import NPZ_SEP
 from medlens.data.manifest import validate_manifest
 from medlens.dicom.deid import DeidContext
-from medlens.dicom.study import read_secret
+from medlens.data.dicom_study import read_secret
 from medlens.dicom.tree import write_private
 from medlens.errors import ConfigError, DataError
 

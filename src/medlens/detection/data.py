@@ -18,7 +18,7 @@ import torch
 
 from medlens.data.images import load_image, load_mask
 from medlens.data.preprocess import Preprocess
-from medlens.detection.boxes import boxes_from_mask
+from medlens.evaluate.boxes import boxes_from_mask
 from medlens.errors import DataError
 
 __all__ = ["DetArrays", "load_box_table", "load_det_arrays"]

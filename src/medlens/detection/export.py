@@ -31,7 +31,7 @@ import pandas as pd
 import medlens
 from medlens.config import StudyConfig
 from medlens.data.preprocess import Preprocess
-from medlens.detection.boxes import box_iou
+from medlens.evaluate.boxes import box_iou
 from medlens.detection.report import write_det_export_section
 from medlens.detection.stage import load_detector, study_rows
 from medlens.export import onnx_export as ox

@@ -10,7 +10,7 @@ peak. Decoding is a 3×3 max-pool, a top-k and a gather, so it goes inside the O
 
 Output maps (``N×5×H×W``): centre-heat logit, centre offset ``dx, dy`` (pixels, from the
 pixel centre), ``log w, log h`` (pixels). Boxes are ``x0, y0, x1, y1`` with exclusive ends,
-as in :mod:`medlens.detection.boxes`.
+as in :mod:`medlens.evaluate.boxes`.
 """
 
 from __future__ import annotations

@@ -36,10 +36,10 @@ from medlens.data.preprocess import Preprocess
 from medlens.data.splits import check_leakage, load_splits
 from medlens.data.pseudonyms import STAGED_BOXES
 from medlens.detection.data import DetArrays, load_box_table, load_det_arrays
-from medlens.detection.froc import froc, match
+from medlens.evaluate.froc import froc, match
 from medlens.detection.model import DetNet, Detector
 from medlens.detection.report import write_det_section
-from medlens.detection.summary import best_f1_threshold, detection_summary
+from medlens.evaluate.lesions import best_f1_threshold, detection_summary
 from medlens.detection.train import fit_detector, predict_boxes
 from medlens.errors import StageInputMissing
 
@@ -247,7 +247,7 @@ def _segmentation_comparison(run: Path, cfg: StudyConfig, by_id: pd.DataFrame, s
     validation images, as in the seg stage) become boxes scored by their highest
     probability; test maps average the fold models. Returns ``{part: (predictions, threshold)}``.
     """
-    from medlens.detection.boxes import boxes_from_probability
+    from medlens.evaluate.boxes import boxes_from_probability
     from medlens.seg.pixels import best_threshold
     from medlens.seg.stage import build_segnet, seg_arrays
     from medlens.seg.train import predict

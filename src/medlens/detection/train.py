@@ -121,7 +121,7 @@ def predict_boxes(detector: Detector, images: torch.Tensor, *, min_score: float 
 def _validate(net: DetNet, val: DetArrays, det: DetectionConfig, batch_size: int = 64) -> tuple[float, float]:
     """Validation CPM and loss (the loss breaks CPM ties: on easy data CPM saturates at 1 within an epoch
     or two, while the heat map is still far from its targets and its scores far from calibrated)."""
-    from medlens.detection.froc import cpm, froc
+    from medlens.evaluate.froc import cpm, froc
 
     net.eval()
     pred, _ = predict_boxes(Detector([net], det.max_detections), val.images, min_score=det.min_score)

@@ -262,11 +262,11 @@ def seg_stage(run: Path, cfg: StudyConfig, *, progress=None) -> dict:
 def detection_summary(truth: list[np.ndarray], prob: list[np.ndarray], groups: np.ndarray, threshold: float,
                       cfg: StudyConfig) -> dict:
     """The segmentation scored as a detector: components of ``prob >= threshold`` (score: their maximum)
-    against one box per reference lesion, by :func:`medlens.detection.summary.detection_summary` (the code
+    against one box per reference lesion, by :func:`medlens.evaluate.lesions.detection_summary` (the code
     the detector of ``task: detection`` is scored with); every component is shown, so the operating point
     is the segmentation threshold."""
-    from medlens.detection.boxes import boxes_from_mask, boxes_from_probability
-    from medlens.detection.summary import detection_summary as summarise
+    from medlens.evaluate.boxes import boxes_from_mask, boxes_from_probability
+    from medlens.evaluate.lesions import detection_summary as summarise
 
     gt = [boxes_from_mask(t) for t in truth]
     pred = [boxes_from_probability(p, threshold) for p in prob]

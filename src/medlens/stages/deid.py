@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medlens.config import StudyConfig
-from medlens.dicom.study import deid_stage, study_secret
+from medlens.data.dicom_study import deid_stage, study_secret
 from medlens.stages.protocol import Stage, file_digest
 
 

@@ -60,7 +60,7 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
     if cfg.data.source == "synthetic":
         save_manifest(sources.read_source(cfg.data, run_dir / "data"), run_dir / "manifest.parquet")
     elif cfg.data.source == "dicom":
-        from medlens.dicom.study import read_labelled, study_secret
+        from medlens.data.dicom_study import read_labelled, study_secret
 
         save_manifest(read_labelled(cfg.data, run_dir / "dicom", study_secret(cfg.data)), run_dir / "manifest.parquet")
     else:

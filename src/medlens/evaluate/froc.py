@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from medlens.detection.boxes import box_iou
+from medlens.evaluate.boxes import box_iou
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """False positives per image at which the CPM averages sensitivity (LUNA16)."""

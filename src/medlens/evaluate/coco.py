@@ -1,6 +1,6 @@
 """COCO mAP of predicted lesion boxes, computed by pycocotools.
 
-Boxes follow :mod:`medlens.detection.boxes` (``x0, y0, x1, y1``, exclusive ends), which
+Boxes follow :mod:`medlens.evaluate.boxes` (``x0, y0, x1, y1``, exclusive ends), which
 map to COCO's ``[x, y, width, height]`` exactly; one category (lesion).
 """
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medlens.detection.froc import bootstrap_estimates, froc_with_ci, match
+from medlens.evaluate.froc import bootstrap_estimates, froc_with_ci, match
 
 __all__ = ["best_f1_threshold", "detection_summary"]
 
@@ -67,7 +67,7 @@ def detection_summary(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray,
     size_bins : sequence of int
         Lesion box-area edges (px²) for per-size sensitivity at the operating point.
     criterion, iou
-        The hit rule of :func:`medlens.detection.froc.match`.
+        The hit rule of :func:`medlens.evaluate.froc.match`.
 
     Returns
     -------
@@ -77,7 +77,7 @@ def detection_summary(gt: Sequence[np.ndarray], pred: Sequence[tuple[np.ndarray,
         ``precision``, ``count_error`` (mean |predicted − true| lesions per image), and
         ``by_size``: per area bin ``n_lesions`` and ``sensitivity``.
     """
-    from medlens.detection.coco import coco_map
+    from medlens.evaluate.coco import coco_map
 
     patients = np.asarray(patients)
     n_lesions = int(sum(len(np.asarray(g).reshape(-1, 4)) for g in gt))
