@@ -14,7 +14,11 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
     deid_stage(cfg.data, run_dir / "dicom", study_secret(cfg.data))
 
 
+def check(cfg: StudyConfig) -> None:
+    """No secret, no run: refuse before anything is written."""
+    study_secret(cfg.data)
+
+
 STAGE = Stage("deid", run, sections=("data",), writes=("dicom/deid_audit.jsonl",),
               when=lambda cfg: cfg.data.source == "dicom",
-              extra_key=lambda cfg: {"input": file_digest(Path(cfg.data.path))},
-              check=lambda cfg: study_secret(cfg.data) and None)  # no secret, no run: before anything is written
+              extra_key=lambda cfg: {"input": file_digest(Path(cfg.data.path))}, check=check)
