@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from medlens.sections import format_ci
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [REPO / "configs" / "medmnist" / "pneumoniamnist.yaml", REPO / "configs" / "medmnist" / "retinamnist.yaml"]
 RECIPE = CONFIGS[0]
@@ -116,10 +118,6 @@ def run_one(cfg) -> dict:
     return summary
 
 
-def _fmt(e: dict) -> str:
-    return f"{e['value']:.3f} ({e['low']:.3f}–{e['high']:.3f})"
-
-
 def table_rows(summary: dict) -> list[list[str]]:
     """Rows of the printed table: ours first, then the paper's rows for the dataset."""
     t = summary["test"]
@@ -128,7 +126,7 @@ def table_rows(summary: dict) -> list[list[str]]:
     length = f"{summary['steps']} steps" if summary.get("steps") else f"{summary['epochs']} ep" + (
         f", >= {summary['min_steps']} steps" if summary.get("min_steps") else "")
     rows = [[summary["dataset"], f"ours: {summary['model']} {summary['image_size']} px, {length}",
-             _fmt(t["auc"]), _fmt(t["acc"]), clock]]
+             format_ci(t["auc"]), format_ci(t["acc"]), clock]]
     for b in summary["baselines"]:
         rows.append(["", b["name"], f"{b['auc']:.3f}" if b["auc"] is not None else "–",
                      f"{b['acc']:.3f}" if b["acc"] is not None else "–", ""])

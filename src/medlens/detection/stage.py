@@ -78,7 +78,7 @@ def load_detector(run: Path, cfg: StudyConfig) -> Detector:
     Folds left in the run directory by a config with more folds are not loaded.
     """
     members = []
-    for k in range(detection_folds(cfg, load_splits(run / "splits.json"))):
+    for k in range(detection_folds(cfg, len(load_splits(run / "splits.json")["folds"]))):
         path = run / "det" / f"fold_{k}" / "model.safetensors"
         if not path.is_file():
             raise StageInputMissing(f"{path} not found; run `medlens run CONFIG`")
@@ -115,9 +115,9 @@ def train_fold(cfg: StudyConfig, run: Path, k: int, *, progress=None, resume: bo
                  out_dir=run / "det" / f"fold_{k}", progress=progress, resume=resume, on_epoch_end=on_epoch_end)
 
 
-def detection_folds(cfg: StudyConfig, splits: dict) -> int:
-    """Folds the detector is trained on: ``detection.folds`` (null: all) of those in ``splits``."""
-    return min(cfg.detection.folds or len(splits["folds"]), len(splits["folds"]))
+def detection_folds(cfg: StudyConfig, n_folds: int) -> int:
+    """Folds the detector is trained on: ``detection.folds`` (null: all) of the split's ``n_folds``."""
+    return min(cfg.detection.folds or n_folds, n_folds)
 
 
 def det_stage(run: Path, cfg: StudyConfig) -> dict:
@@ -140,7 +140,7 @@ def det_stage(run: Path, cfg: StudyConfig) -> dict:
 
     parts = {name: _select(by_id, splits[name]) for name in ("test", "external") if splits.get(name)}
     data = {name: load_det_arrays(r, prep, table) for name, r in parts.items()}
-    n_folds = detection_folds(cfg, splits)
+    n_folds = detection_folds(cfg, len(splits["folds"]))
     detector = load_detector(run, cfg)
     val_gt, val_pred = [], []
     for k in range(n_folds):

@@ -169,8 +169,7 @@ def write_medmnist_section(run: Path) -> Path | None:
                    f"{'above' if test['auc']['value'] >= target['auc'] else 'below'} it.")
     kind = "two classes" if test["classes"] == 2 else f"{test['classes']} classes"
     summary = (f"On the official MedMNIST test set ({test['n_images']} images, {kind}) the model reached AUC "
-               f"{test['auc']['value']:.3f} (95% CI {test['auc']['low']:.3f}–{test['auc']['high']:.3f}) and accuracy "
-               f"{test['acc']['value']:.3f} ({test['acc']['low']:.3f}–{test['acc']['high']:.3f}), computed as the "
+               f"{format_ci(test['auc'], label='95% CI ')} and accuracy {format_ci(test['acc'])}, computed as the "
                f"MedMNIST evaluator does ({s['definitions']}); these may differ from the clinical summary above, "
                f"whose accuracy uses the operating point chosen on validation.{verdict} The published numbers are "
                f"means of at least 3 runs without CIs. MedMNIST has no patient IDs, so each image counts as one "

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from medlens.config import StudyConfig
-from medlens.detection.stage import det_stage, detection_folds, study_rows
-from medlens.stages.protocol import Stage
+from medlens.detection.stage import det_stage, detection_folds
+from medlens.stages.protocol import Stage, fold_count
 
 
 def run(run_dir: Path, cfg: StudyConfig) -> None:
@@ -26,4 +26,4 @@ STAGE = Stage("det_evaluate", run, when=lambda cfg: cfg.task == "detection",
               reads=("manifest.parquet", "splits.json", "det/fold_{fold}/model.safetensors",
                      "det/fold_{fold}/seg/model.safetensors?"),
               writes=("det/metrics.json", "det/predictions.parquet", "sections/det/section.json"),
-              folds=lambda run_dir, cfg: detection_folds(cfg, study_rows(run_dir)[1]))
+              folds=lambda run_dir, cfg: detection_folds(cfg, fold_count(run_dir)))

@@ -13,7 +13,7 @@ import torch
 from medlens.config import StudyConfig
 from medlens.detection.stage import compares_segmentation, detection_folds, study_rows, train_fold, train_seg_fold
 from medlens.progress import progress_bar
-from medlens.stages.protocol import Stage, config_value, digest, run_unit, stage_key
+from medlens.stages.protocol import Stage, config_value, digest, fold_count, run_unit, stage_key
 
 
 def run(run_dir: Path, cfg: StudyConfig) -> None:
@@ -25,7 +25,7 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
     torch.set_num_threads(1)  # one thread is as fast as two here, and far faster on a shared machine
     try:
         with progress_bar() as progress:
-            folds = range(detection_folds(cfg, splits))
+            folds = range(detection_folds(cfg, len(splits["folds"])))
             for k in folds:
                 run_unit(run_dir, f"det_fold_{k}", {**key, "fold": str(k)},
                          [run_dir / "det" / f"fold_{k}" / "model.safetensors"],
@@ -48,4 +48,4 @@ STAGE = Stage("det_train", run, when=lambda cfg: cfg.task == "detection",
               sections=("detection", "train", "model", "engine", "seed"),
               reads=lambda cfg: ("manifest.parquet", "splits.json", "qc.parquet", *_boxes(cfg)),
               writes=("det/fold_{fold}/model.safetensors",),
-              folds=lambda run_dir, cfg: detection_folds(cfg, study_rows(run_dir)[1]))
+              folds=lambda run_dir, cfg: detection_folds(cfg, fold_count(run_dir)))
