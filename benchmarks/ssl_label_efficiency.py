@@ -75,7 +75,8 @@ def pair_table(cfg, max_images: int = 600) -> str:
     """How alike a patient's images are (fold 0's training images), in pixels and in each encoder's features."""
     import numpy as np
 
-    from medlens.data.transforms import load_prepared
+    from medlens.data.cache import build_cache
+    from medlens.data.preprocess import Preprocess
     from medlens.models import create_model
     from medlens.ssl.pairs import feature_similarity, pixel_similarity
     from medlens.ssl.probing import features, find_encoders
@@ -88,7 +89,8 @@ def pair_table(cfg, max_images: int = 600) -> str:
     lines = [f"\npairs of fold 0's training images ({len(rows)} images, {rows['patient_id'].nunique()} patients): "
              "same patient vs other patients"]
     encoders = find_encoders(cfg)
-    x = load_prepared(rows, size=encoders[0].image_size, in_chans=cfg.model.in_chans, preprocess=cfg.engine.preprocess)
+    pre = Preprocess(size=encoders[0].image_size, in_chans=cfg.model.in_chans, **cfg.engine.preprocess.model_dump())
+    x = build_cache(cfg.out, rows["image"].tolist(), pre).to_tensor()
     px = pixel_similarity(x.numpy().astype(np.float32), patients, max_shift=max(2, x.shape[-1] // 12))
     lines.append(f"  pixels (high-passed, best shift): {px['same_patient']:.3f} vs {px['other_patients']:.3f}")
     for enc in encoders:

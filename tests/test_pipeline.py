@@ -88,7 +88,7 @@ def test_regression_study_trains_folds_and_stops_before_classification_stages(tm
                if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): started \(first run\)", ln))]
     done = [m.group(1) for ln in r.stderr.splitlines()
             if (m := re.fullmatch(r"\d\d:\d\d:\d\d stage (\S+): done in [\d.]+ s", ln))]
-    assert started == done == ["synth", "ingest", "qc", "split", "train"], r.stderr
+    assert started == done == ["synth", "ingest", "qc", "split", "prepare", "train"], r.stderr
     folds = [ln[9:] for ln in r.stderr.splitlines() if "stage train: fold" in ln]  # each fold inside its stage
     assert [f.split(" (")[0].split(" in ")[0] for f in folds] == [
         "stage train: fold 0 started", "stage train: fold 0 done", "stage train: fold 1 started",

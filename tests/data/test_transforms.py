@@ -13,7 +13,7 @@ from medlens.data.arrays import load_tensor
 from medlens.data.synthetic import ImageSpec, generate, render_image
 from medlens.data.sources import read_synthetic
 from medlens.data.preprocess import Preprocess, clahe, fov_box
-from medlens.data.transforms import cutmix, load_prepared, mixup, one_hot, random_augment, rms_contrast
+from medlens.data.transforms import cutmix, mixup, one_hot, random_augment, rms_contrast
 from medlens.config.engine import AugmentConfig, PreprocessConfig
 
 
@@ -50,16 +50,16 @@ def test_fov_crop_margin_and_border():
     assert Preprocess(size=8, in_chans=1).crop(img) == (0, 0, 10, 10)  # crop off: the whole image
 
 
-def test_load_prepared_default_equals_load_tensor_and_contract_round_trips(tmp_path):
+def test_the_default_contract_equals_load_tensor_and_round_trips(tmp_path):
     generate(tmp_path / "d", n_patients=4, seed=0, image_size=48)
     m = read_synthetic(tmp_path / "d").head(4)
-    assert torch.equal(load_prepared(m, size=32, in_chans=3), load_tensor(m, size=32, in_chans=3))
-    cropped = load_prepared(m, size=32, in_chans=1, preprocess=PreprocessConfig(roi_crop=True, clahe="lab"))
+    refs = m["image"].tolist()
+    assert torch.equal(Preprocess(size=32, in_chans=3).load(refs), load_tensor(m, size=32, in_chans=3))
+    pre = Preprocess(size=32, in_chans=1, **PreprocessConfig(roi_crop=True, clahe="lab").model_dump())
+    cropped = pre.load(refs)
     assert cropped.shape == (4, 1, 32, 32)
-    assert not torch.equal(cropped, load_prepared(m, size=32, in_chans=1))
-    pre = Preprocess(size=32, in_chans=1, roi_crop=True, clahe="lab")
+    assert not torch.equal(cropped, Preprocess(size=32, in_chans=1).load(refs))
     assert Preprocess.from_dict(pre.to_dict()) == pre
-    assert torch.equal(pre.load(m["image"].tolist()), cropped)
 
 
 def test_random_augment_is_seeded_and_rotation_draws_only_when_on():

@@ -43,8 +43,9 @@ def _truth(run: Path, part: str):
 def test_the_study_writes_every_declared_file(det_run):
     for rel in ("det/metrics.json", "det/predictions.parquet", "det/overlays.npz", "det/export/model.onnx",
                 "det/export/export.json", "det/export/ood.safetensors", "det/export/ood.json", "report.html", "det/fold_0/model.safetensors",
-                "det/fold_1/seg/model.safetensors", f"det/fold_0/{LAST}"):
+                "det/fold_1/seg/model.safetensors"):
         assert (det_run / rel).is_file(), rel
+    assert not (det_run / "det" / "fold_0" / LAST).exists()  # a finished fold keeps no resume state
     refused = json.loads((det_run / "det" / "export" / "export.json").read_text())["ood"]["flagged"]
     assert set(refused) == {"test", "external"} and all(0 <= v <= 1 for v in refused.values())
     assert "OOD gate: external images refused" in (det_run / "report.html").read_text()

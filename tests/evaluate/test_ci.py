@@ -21,17 +21,45 @@ from medlens.evaluate import (
 from medlens.evaluate import ci as ci_module
 
 
-@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (47, 113), (1, 1)])
-def test_wilson_matches_scipy(k, n):
+def _wilson_formula(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson (1927): (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def test_wilson_equals_the_closed_form():
+    rng = np.random.default_rng(0)
+    pairs = {(k, n) for n in [*range(1, 101), 250, 999, 1000, 12345, 10**6]
+             for k in (0, 1, 2, n // 3, n // 2, n - 2, n - 1, n) if 0 <= k <= n}
+    pairs |= {(int(rng.integers(0, n + 1)), n) for n in range(1, 5000, 7)}
+    for confidence in (0.5, 0.9, 0.95, 0.99, 0.999):
+        for k, n in sorted(pairs):
+            e = wilson_ci(k, n, confidence=confidence)
+            low, high = _wilson_formula(k, n, confidence)
+            assert e.value == k / n
+            # the closed form leaves rounding residue (~1e-18) at the exact bounds 0 and 1
+            assert e.low == 0.0 if k == 0 else e.low == pytest.approx(low, rel=1e-12)
+            assert e.high == 1.0 if k == n else e.high == pytest.approx(high, rel=1e-12)
+
+
+@pytest.mark.parametrize("k,n,low,high", [  # Newcombe, Stat Med 1998;17:857-872, Table II, method 3 (score)
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_reproduces_the_published_intervals(k, n, low, high):
     e = wilson_ci(k, n)
-    ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert (e.value, e.low, e.high) == pytest.approx((k / n, ref.low, ref.high), abs=1e-12)
+    assert (round(e.low, 4), round(e.high, 4)) == (low, high)
 
 
 def test_wilson_rejects_impossible_counts_and_handles_zero_total():
     with pytest.raises(DataError):
         wilson_ci(5, 3)
-    assert np.isnan(wilson_ci(0, 0).value)
+    with pytest.raises(DataError, match="confidence"):
+        wilson_ci(0, 0, confidence=1.0)
+    e = wilson_ci(0, 0)
+    assert np.isnan(e.value) and np.isnan(e.low) and np.isnan(e.high)
 
 
 def test_estimate_is_frozen_and_serialises():

@@ -45,6 +45,28 @@ def test_ssim():
     assert ssim_score(a, rng.uniform(0, 1, (32, 32))) < 0.2
 
 
+def test_ssim_definition_is_pinned():
+    """Wang et al.'s SSIM map with a 13-tap Gaussian (sigma 1.5, radius 4 sigma), mirrored borders, mean over the
+    whole map. skimage's ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``
+    fixes an 11-tap window (truncate 3.5), 'reflect' borders and crops 5 px before the mean; no setting reproduces
+    this definition (its SSIM differs by up to 0.01 uncropped and 0.05-0.15 cropped on smooth random maps),
+    so ssim_score keeps its own."""
+    from scipy import ndimage
+
+    def blur(z):
+        return ndimage.gaussian_filter(z, 1.5, truncate=4.0, mode="mirror")
+
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        a = ndimage.gaussian_filter(rng.random((24 + i, 40)), i % 4)
+        b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1) if i % 2 else rng.random(a.shape)
+        mu_a, mu_b = blur(a), blur(b)
+        var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+        c1, c2 = 0.01**2, 0.03**2
+        ref = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+        assert ssim_score(a, b) == pytest.approx(ref.mean(), rel=1e-12, abs=1e-12)
+
+
 def test_cascade_order_output_first():
     model = timm.create_model("test_resnet", num_classes=2)
     blocks = cascade_blocks(model)

@@ -53,6 +53,50 @@ def test_agree_with_monai_on_random_masks():
         np.testing.assert_allclose(ours, _monai(t, p), rtol=1e-6, atol=1e-6)
 
 
+def _varied_pairs(n=600, seed=0):
+    """Random and blob masks of 1..63 px sides, with empty, full and single-pixel masks, in mixed dtypes."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = (int(x) for x in rng.integers(1, 64, 2))
+        t = rng.random((h, w)) < rng.uniform(0, 0.6)
+        p = rng.random((h, w)) < rng.uniform(0, 0.6)
+        if i % 3 == 1:
+            t = ndimage.binary_dilation(t & (rng.random((h, w)) < 0.1))
+            p = ndimage.binary_dilation(p & (rng.random((h, w)) < 0.1))
+        kind = i % 10
+        if kind in (0, 2):
+            t[:] = False
+        if kind in (1, 2):
+            p[:] = False
+        if kind == 3:
+            p[:] = True
+        if kind == 4:
+            t[:] = False
+            t[rng.integers(h), rng.integers(w)] = True
+        if kind == 5:
+            p[:] = False
+            p[rng.integers(h), rng.integers(w)] = True
+        yield t.astype([np.uint8, bool, np.int64][i % 3]), p.astype([bool, np.uint8, np.float32][i % 3])
+    yield np.ones((1, 300000), np.uint8), rng.random((1, 300000)) < 0.4  # seg/train.py pools a fold into one row
+
+
+def test_dice_and_iou_are_the_exact_ratios():
+    # MONAI with a float64 one-hot input computes in float64: equal bit for bit to the ratios of the counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t, p in _varied_pairs():
+            t, p = t != 0, p != 0
+            inter, n_t, n_p, union = int((t & p).sum()), int(t.sum()), int(p.sum()), int((t | p).sum())
+            assert dice_score(t, p) == (2.0 * inter / (n_t + n_p) if n_t + n_p else 1.0)
+            assert iou_score(t, p) == (inter / union if union else 1.0)
+    t = np.zeros((5, 7), np.uint8)
+    t[1:4, 1:4] = 1
+    p = np.zeros_like(t)
+    p[2:4, 2:6] = 1
+    assert (dice_score(t, p), iou_score(t, p)) == (8 / 17, 4 / 13)  # |T| = 9, |P| = 8, |T∩P| = 4, |T∪P| = 13
+    assert type(dice_score(t, p)) is float and type(iou_score(t, p)) is float
+
+
 EMPTY = np.zeros((16, 16), np.uint8)
 BLOB = EMPTY.copy()
 BLOB[4:8, 5:9] = 1

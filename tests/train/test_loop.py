@@ -188,3 +188,20 @@ def test_warmup_is_at_most_a_tenth_of_a_step_budget():
     small = _schedule(EngineConfig(warmup_epochs=1.0), steps_per_epoch=37, total=600)  # PneumoniaMNIST: unchanged
     assert small(18) == pytest.approx(19 / 37 * 0.5 * (1 + np.cos(np.pi * 18 / 600)))
     assert small(36) == pytest.approx(0.5 * (1 + np.cos(np.pi * 36 / 600)))
+
+
+def test_precise_bn_uses_evenly_spaced_training_images_up_to_its_bound():
+    from medlens.data.arrays import normalise
+    from medlens.train.loop import precise_bn
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (10, 3, 4, 4), generator=g, dtype=torch.uint8)
+    bn = torch.nn.BatchNorm2d(3)
+    for bound, picked in ((4, [0, 3, 6, 9]), (64, list(range(10)))):
+        precise_bn(bn, images, torch.device("cpu"), batch_size=2, max_images=bound)
+        x = normalise(images[picked])
+        assert not bn.training
+        assert torch.allclose(bn.running_mean, x.mean((0, 2, 3)), atol=1e-6)
+        # cumulative average of the per-batch unbiased variances (batches of 2 images)
+        var = torch.stack([b.var((0, 2, 3), unbiased=True) for b in x.split(2)]).mean(0)
+        assert torch.allclose(bn.running_var, var, atol=1e-5)

@@ -84,5 +84,7 @@ class EngineConfig(_Strict):
     checkpoint_interval: float = Field(
         60.0, ge=0, description="Seconds between last.pt writes (at an epoch's end; the last epoch is always "
         "written); 0: every epoch. A kill loses at most this much training.")
+    loader_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes reading training batches "
+                                "from the image cache (0: the training process reads them; 2-8 on a GPU server).")
     preprocess: PreprocessConfig = PreprocessConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -1,7 +1,6 @@
-"""Image transforms: the study's preparation of a whole manifest (:func:`load_prepared`,
-through :class:`medlens.data.preprocess.Preprocess`, once when a data set is loaded into
-memory) and random augmentation on batches (flip, rotation, brightness/contrast, mixup,
-cutmix).
+"""Image transforms: random augmentation on batches (flip, rotation, brightness/contrast,
+mixup, cutmix); images are prepared once by :class:`medlens.data.preprocess.Preprocess`
+into the run's image cache (:mod:`medlens.data.cache`).
 
 Augmentation runs on normalised float batches inside the training
 step and draws every random number from one ``torch.Generator``, so an epoch is
@@ -16,15 +15,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from medlens.data.arrays import normalise, resize, to_channels
-from medlens.data.preprocess import Preprocess
-from medlens.config.engine import AugmentConfig, PreprocessConfig
+from medlens.config.engine import AugmentConfig
 
-__all__ = ["rms_contrast", "load_prepared", "random_augment", "mixup",
+__all__ = ["rms_contrast", "random_augment", "mixup",
            "cutmix", "one_hot", "normalise", "resize", "to_channels"]
 
 
@@ -32,12 +29,6 @@ def rms_contrast(img: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Root-mean-square contrast: standard deviation of the channel-mean intensity (inside ``mask``)."""
     grey = img.mean(0)
     return float(grey[mask].std() if mask is not None else grey.std())
-
-
-def load_prepared(manifest: pd.DataFrame, *, size: int, in_chans: int,
-                  preprocess: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """The manifest's images through the study's :class:`medlens.data.preprocess.Preprocess`: uint8 ``N×C×S×S``."""
-    return Preprocess(size=size, in_chans=in_chans, **preprocess.model_dump()).load(manifest["image"].tolist())
 
 
 def _affine(batch: torch.Tensor, degrees: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

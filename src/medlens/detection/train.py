@@ -7,10 +7,11 @@ centre pixels, both normalised by the number of lesions. Augmentation flips and 
 image and boxes together (then brightness/contrast jitter), and the targets are built from
 the moved boxes. The best epoch by validation CPM (ties: by validation loss) is kept.
 
-Like :func:`medlens.train.loop.fit`, ``out_dir/last.pt`` holds the whole training state
-after every epoch (weights, optimiser, schedule, random states, history), so a killed run
-resumes to the same final weights; under ``torchrun`` each of the ranks trains on its
-share of every batch order (DistributedDataParallel, gloo on CPU) and rank 0 writes.
+The epochs run on :func:`medlens.train.engine.run_epochs`: ``out_dir/last.pt`` holds the
+whole training state after every epoch (weights, optimiser, schedule, random states,
+history), so a killed run resumes to the same final weights; under ``torchrun`` each of the
+ranks trains on its share of every batch order (DistributedDataParallel, gloo on CPU) and
+rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
-from safetensors.torch import save_file
 
 from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
@@ -32,9 +32,11 @@ from medlens.config.detection import DetectionConfig
 from medlens.detection.data import DetArrays
 from medlens.detection.model import DetNet, Detector
 from medlens.errors import DataError
-from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, resumable_state, snapshot
+from medlens.train.checkpoint import fingerprint
 from medlens.train.distributed import dist_info
+from medlens.train.engine import EpochTask, run_epochs
 from medlens.train.loop import array_digest
+from medlens.train.schedule import warmup_schedule
 
 __all__ = ["fit_detector", "predict_boxes", "targets"]
 
@@ -162,87 +164,44 @@ def fit_detector(net: DetNet, train: DetArrays, val: DetArrays, train_cfg: Train
         The history (one row per epoch).
     """
     rank, world = dist_info()
-    main = rank == 0
     out_dir = Path(out_dir)
     if not sum(len(b) for b in val.boxes):
         raise DataError(f"{out_dir.name}: the validation images hold no lesion box, so no epoch can be chosen; "
                         "use fewer folds (split.folds) or more images with lesions")
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     per_rank = math.ceil(len(train) / world)
     steps = math.ceil(per_rank / train_cfg.batch_size)
-    total, warmup = train_cfg.epochs * steps, max(1, steps // 2)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    total = train_cfg.epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(total, max(1, steps // 2)))  # half an epoch
     settings = {"train": train_cfg.model_dump(mode="json"), "detection": det.model_dump(mode="json"), "seed": seed,
                 "world": world, "data": array_digest(train.images, val.images, *train.boxes, *val.boxes)}
-    fp = fingerprint(settings)
-    ckpt = out_dir / LAST
-    rows, best, start = [], (-math.inf, -math.inf), 0
-    state = resumable_state(ckpt, fp, resume, command="run")
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, best, start = state["history"], tuple(state["best_score"]), state["epoch"] + 1
-    task = progress.add_task(f"detect {out_dir.name}", total=total, completed=start * steps) \
-        if progress is not None and main else None
-    saver = AsyncSaver()
-    try:
-        for epoch in range(start, train_cfg.epochs):
-            net.train()
-            order = torch.randperm(len(train), generator=gen)  # the same order on every rank
-            mine = order[rank::world]
-            losses = []
-            for i in range(0, steps * train_cfg.batch_size, train_cfg.batch_size):
-                idx = mine[i:i + train_cfg.batch_size]
-                if len(idx) < 2:
-                    continue  # batch norm needs two samples
-                xb, bb = normalise(train.images[idx]), [train.boxes[j] for j in idx.tolist()]
-                if train_cfg.augment:
-                    xb, bb = _augment(xb, bb, gen)
-                heat, reg, mask = targets(bb, xb.shape[-1], det.sigma_scale)
-                loss = centernet_loss(model(xb)["maps"], heat, reg, mask, det.size_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                if task is not None:
-                    progress.advance(task)
-            if world > 1:  # every rank validates the same buffers, so all keep the same best epoch
-                import torch.distributed as dist
 
-                for b in net.buffers():
-                    dist.broadcast(b, 0)
-            val_cpm, val_loss = _validate(net, val, det)
-            score = (round(val_cpm, 6), -val_loss)  # CPM first, the loss among equal CPMs
-            rows.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                         "val_cpm": val_cpm, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"]})
-            if score > best:
-                best = score
-                if main:
-                    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()},
-                              str(out_dir / "model.safetensors"))
-            if main:
-                pd.DataFrame(rows).to_csv(out_dir / "history.csv", index=False)
-                saver.save(snapshot({"fingerprint": fp, "epoch": epoch, "model": net.state_dict(),
-                                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": rows,
-                                     "best_score": list(best)}), ckpt)
-            if on_epoch_end is not None:
-                saver.wait()
-                on_epoch_end(epoch)
-    finally:
-        saver.wait()
-        if task is not None:
-            progress.remove_task(task)
-    return pd.DataFrame(rows)
+    def batches(epoch: int):
+        order = torch.randperm(len(train), generator=gen)  # the same order on every rank
+        mine = order[rank::world]
+        for i in range(0, steps * train_cfg.batch_size, train_cfg.batch_size):
+            idx = mine[i:i + train_cfg.batch_size]
+            if len(idx) >= 2:  # batch norm needs two samples
+                yield idx
+
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        xb, bb = normalise(train.images[idx]), [train.boxes[j] for j in idx.tolist()]
+        if train_cfg.augment:
+            xb, bb = _augment(xb, bb, gen)
+        heat, reg, mask = targets(bb, xb.shape[-1], det.sigma_scale)
+        return centernet_loss(model(xb)["maps"], heat, reg, mask, det.size_weight)
+
+    def evaluate(epoch: int, losses: list[float]) -> tuple[tuple[float, float], dict]:
+        val_cpm, val_loss = _validate(net, val, det)
+        return (round(val_cpm, 6), -val_loss), {  # CPM first, the loss among equal CPMs
+            "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_cpm": val_cpm,
+            "val_loss": val_loss, "lr": opt.param_groups[0]["lr"]}
+
+    task = EpochTask(net, opt, sched, train_cfg.epochs, steps, batches, loss, evaluate, generator=gen,
+                     clip_params=list(net.parameters()), clip=5.0)
+    return run_epochs(task, out_dir, fingerprint=fingerprint(settings), resume=resume, command="run",
+                      label=f"detect {out_dir.name}", progress=progress, on_epoch_end=on_epoch_end).history
 

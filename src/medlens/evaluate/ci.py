@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 from medlens.errors import DataError
 from medlens.evaluate import _validation as v
@@ -69,6 +69,10 @@ def _z(confidence: float) -> float:
 def wilson_ci(successes: int, total: int, *, confidence: float = 0.95) -> Estimate:
     """Wilson score interval for a proportion ``successes / total``.
 
+    Computed by :func:`scipy.stats.binomtest` ``(successes, total).proportion_ci(method="wilson")``
+    (two-sided, no continuity correction; the bounds are exactly 0 at ``successes == 0`` and
+    exactly 1 at ``successes == total``).
+
     Parameters
     ----------
     successes : int
@@ -95,14 +99,12 @@ def wilson_ci(successes: int, total: int, *, confidence: float = 0.95) -> Estima
     """
     if total < 0 or successes < 0 or successes > total:
         raise DataError(f"Need 0 <= successes <= total; got successes={successes}, total={total}.")
-    z = _z(confidence)
+    confidence = v.check_confidence(confidence)
     if total == 0:
         return Estimate(float("nan"), float("nan"), float("nan"))
-    p = successes / total
-    denom = 1.0 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return Estimate(float(p), float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    test = binomtest(successes, total)
+    ci = test.proportion_ci(confidence_level=confidence, method="wilson")
+    return Estimate(float(test.statistic), float(ci.low), float(ci.high))
 
 
 # --- resampling -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medlens.config import StudyConfig, load_config
+from medlens.data.cache import build_cache
 from medlens.data.preprocess import Preprocess
 from medlens.data.images import load_image, load_mask
 from medlens.data.manifest import load_manifest
@@ -131,7 +132,7 @@ def explain_stage(run: Path, cfg: StudyConfig | None = None) -> dict:
     model, target = explained_member(run, trained.model_copy(update={"explain": ex}))
     ensemble = load_ensemble(run, trained)
     log.info("explain: %s on layer %s (%dx%d) of fold %d", ex.method, target.name, *target.grid, ex.fold)
-    x = pre.load(rows["image"].tolist())
+    x = build_cache(run, rows["image"].tolist(), pre).to_tensor()
     # the decision shown beside each map is the evaluated one: the calibrated ensemble (for a validation image,
     # the fold model that held it out) at the operating threshold of metrics.json
     val_fold = {s: f for f, fold in enumerate(json.loads((run / "splits.json").read_text())["folds"]) for s in fold["val"]}
@@ -218,7 +219,7 @@ def summarise(table: pd.DataFrame, cfg: StudyConfig, *, method: str, layer: str,
     with an expert region) — all positives when fewer than two; ``energy_all_positives``
     keeps the score over every positive.
     """
-    from medlens.train.loop import auc_score
+    from medlens.train.loop import validation_auc
 
     n_boot, seed, ex = cfg.evaluate.n_bootstrap, cfg.seed, cfg.explain
     positives = table[(table["label"] == 1) & table["energy"].notna()]
@@ -245,7 +246,7 @@ def summarise(table: pd.DataFrame, cfg: StudyConfig, *, method: str, layer: str,
             if k in f and f[k].notna().any() else None
     labelled = table[table["label"].notna()]
     y = (labelled["label"].astype(int) == 1).to_numpy(int)  # class 1 against the rest (multi-class too)
-    auc = auc_score(y, np.stack([1 - labelled["score"], labelled["score"]], 1))
+    auc = validation_auc(y, np.stack([1 - labelled["score"], labelled["score"]], 1))
     energy, energy_rand = agreement["energy"]["model"], agreement["energy"]["random"]
     rationale_ok = bool(np.isfinite(energy["low"]) and energy["low"] > energy_rand["value"] + ex.margin)
     flags = []

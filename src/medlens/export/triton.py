@@ -19,6 +19,7 @@ otherwise with a small text-format parser checked against the documented fields.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 from pathlib import Path
@@ -104,16 +105,28 @@ auth and an audit log.
 """
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``dst`` to ``src`` (no second copy of the weights on disk); copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def write_repository(root: Path, onnx_path: Path, name: str, *, in_chans: int, image_size: int,
                      outputs: list[tuple[str, list[int]]], readme: str, max_batch_size: int = 32) -> list[Path]:
-    """Write the GPU and CPU model folders and ``readme`` (README.md); validate each config. Returns the config paths."""
+    """Write the GPU and CPU model folders and ``readme`` (README.md); validate each config. Returns the config paths.
+
+    Both folders hard-link ``onnx_path`` where the file system allows (``cp -r`` of the
+    repository still copies real files).
+    """
     if root.exists():
         shutil.rmtree(root)
     configs = []
     for model_name, kind in ((name, "KIND_GPU"), (f"{name}_cpu", "KIND_CPU")):
         folder = root / model_name
         (folder / "1").mkdir(parents=True)
-        shutil.copyfile(onnx_path, folder / "1" / "model.onnx")
+        _link_or_copy(onnx_path, folder / "1" / "model.onnx")
         text = config_text(model_name, in_chans=in_chans, image_size=image_size, outputs=outputs,
                            max_batch_size=max_batch_size, kind=kind)
         validate_config(text)

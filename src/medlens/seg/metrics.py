@@ -1,10 +1,19 @@
 """Segmentation metrics on one binary mask pair: overlap, surface distance, lesions.
 
 Every function takes ``(y_true, y_pred)``: binary masks of the same shape ``H×W`` (any
-integer or bool dtype; non-zero is lesion). Overlap and surface distances agree with
-MONAI's ``compute_dice``/``compute_iou`` (``ignore_empty=False``) and
-``compute_hausdorff_distance(percentile=95)``/``compute_average_surface_distance
-(symmetric=True)`` to 1e-6 wherever MONAI returns a finite number.
+integer or bool dtype; non-zero is lesion). Dice and IoU are MONAI's ``compute_dice``/
+``compute_iou`` (``ignore_empty=False``), given a float64 one-hot ``[background, lesion]``
+pair with ``include_background=False``: with those settings MONAI computes
+``2|T∩P| / (|T|+|P|)`` and ``|T∩P| / |T∪P|`` in float64, bit for bit the textbook ratios
+(a single-channel or bool input makes it compute in float32). MONAI is imported on the
+first call, not with this module.
+
+The surface distances (HD95, ASD) stay here: MONAI's ``compute_hausdorff_distance
+(percentile=95)`` and ``compute_average_surface_distance(symmetric=True)`` cast the
+masks, the distances and the result to float32 whatever the input dtype (relative
+differences up to ~1e-6). The functions below compute the same definition (edges by XOR
+with a binary erosion, Euclidean distances, linear-interpolation percentile) in float64
+and agree with MONAI to 1e-6 wherever MONAI returns a finite number.
 
 Empty-mask convention (tested explicitly in ``tests/seg/test_metrics.py``):
 
@@ -24,11 +33,15 @@ by Dice and by per-lesion sensitivity/precision) instead of becoming infinite.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from medlens.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "LesionMatch",
@@ -50,8 +63,15 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return t != 0, p != 0
 
 
+def _onehot(m: np.ndarray) -> torch.Tensor:
+    # (1, 2, H, W) float64 [background, lesion]: MONAI then computes Dice and IoU in float64
+    import torch
+
+    return torch.from_numpy(np.stack([~m, m])[None].astype(np.float64))
+
+
 def dice_score(y_true, y_pred) -> float:
-    """Dice coefficient ``2|T∩P| / (|T|+|P|)``; 1.0 when both masks are empty.
+    """Dice coefficient ``2|T∩P| / (|T|+|P|)``; 1.0 when both masks are empty (MONAI's ``compute_dice``).
 
     Parameters
     ----------
@@ -70,13 +90,14 @@ def dice_score(y_true, y_pred) -> float:
     >>> round(dice_score(t, p), 4)
     0.6667
     """
+    from monai.metrics import compute_dice
+
     t, p = _pair(y_true, y_pred)
-    denom = int(t.sum()) + int(p.sum())
-    return 1.0 if denom == 0 else 2.0 * int((t & p).sum()) / denom
+    return float(compute_dice(_onehot(p), _onehot(t), include_background=False, ignore_empty=False))
 
 
 def iou_score(y_true, y_pred) -> float:
-    """Intersection over union (Jaccard); 1.0 when both masks are empty.
+    """Intersection over union (Jaccard); 1.0 when both masks are empty (MONAI's ``compute_iou``).
 
     Examples
     --------
@@ -86,9 +107,10 @@ def iou_score(y_true, y_pred) -> float:
     >>> iou_score(t, p)
     0.5
     """
+    from monai.metrics import compute_iou
+
     t, p = _pair(y_true, y_pred)
-    union = int((t | p).sum())
-    return 1.0 if union == 0 else int((t & p).sum()) / union
+    return float(compute_iou(_onehot(p), _onehot(t), include_background=False, ignore_empty=False))
 
 
 def _edges(m: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ validation images; metrics are computed on the reference's pixels, inside the fi
 view. It writes under ``run/seg/``::
 
     fold_<k>/model.safetensors, history.csv                 the segmentation / multi-task model
+    fold_<k>/last.pt                                        its resumable state, while it trains
     fold_<k>/classifier/model.safetensors, history.csv      the classification-only baseline
     predictions.parquet                                     per-image statistics (test, external)
     overlays.npz                                            best / median / worst test cases
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +43,8 @@ from medlens.seg.models import create_segnet
 from medlens.seg.pixels import best_threshold, pixel_auc, pixel_counts, pixel_summary, scores_from_counts
 from medlens.seg.report import write_seg_section
 from medlens.seg.summary import image_stats, seg_summary, severity_summary, size_table
-from medlens.seg.train import fit_segnet, predict, predict_fullres
-from medlens.train.checkpoint import fingerprint
-from medlens.train.loop import array_digest
+from medlens.seg.train import data_digest, fit_segnet, predict, predict_fullres
+from medlens.train.checkpoint import LAST, fingerprint
 
 __all__ = ["build_segnet", "seg_arrays", "seg_stage", "train_segnet"]
 
@@ -73,32 +74,30 @@ TRAINED = "trained.json"
 """Written beside a fold's ``model.safetensors`` once its training finished: the settings and data it is valid for."""
 
 
-def _data_digest(part) -> str:
-    """Content hash of one part's training data (whole-image arrays, or full-resolution images)."""
-    if isinstance(part, list):
-        return array_digest(*(a for im in part for a in (im.image, im.mask, im.fov)))
-    return array_digest(part.images, part.masks, part.labels, np.nan_to_num(part.severity, nan=-1.0))
-
-
-def train_segnet(cfg: StudyConfig, kind: str, train, val, out_dir: Path, seed: int, progress):
+def train_segnet(cfg: StudyConfig, kind: str, train, val, out_dir: Path, seed: int, progress, *,
+                 on_epoch_end: Callable[[int], None] | None = None):
     """Train ``build_segnet(cfg, kind)`` into ``out_dir`` (seeded) and return it with its best epoch's weights.
 
     A network whose training finished with the same settings and data (``out_dir/trained.json``)
-    is loaded, not trained again: a study killed in its second fold keeps its first. Every
-    fold is seeded on its own, so the result is the one an uninterrupted run gives.
+    is loaded, not trained again: a study killed in its second fold keeps its first. A fold
+    killed during training continues from its ``last.pt`` (deleted once ``trained.json`` is
+    written). Every fold is seeded on its own, so the result is the one an uninterrupted run
+    gives. ``on_epoch_end`` is handed to :func:`~medlens.seg.train.fit_segnet`.
     """
     torch.manual_seed(seed)  # the initial weights too, or a rerun is not reproducible
     net = build_segnet(cfg, kind)
     card, weights = out_dir / TRAINED, out_dir / "model.safetensors"
     fp = fingerprint({"kind": kind, "seed": seed, "seg": cfg.seg.model_dump(mode="json"),
                       "train": cfg.train.model_dump(mode="json"), "in_chans": _in_chans(cfg),
-                      "data": [_data_digest(train), _data_digest(val)]})
+                      "data": [data_digest(train), data_digest(val)]})
     if card.is_file() and weights.is_file() and json.loads(card.read_text()).get("fingerprint") == fp:
         log.info("%s: trained with these settings and data, not trained again", out_dir)
     else:
         card.unlink(missing_ok=True)
-        fit_segnet(net, train, val, cfg.train, cfg.seg, seed=seed, out_dir=out_dir, progress=progress)
+        fit_segnet(net, train, val, cfg.train, cfg.seg, seed=seed, out_dir=out_dir, progress=progress, resume="auto",
+                   on_epoch_end=on_epoch_end)
         card.write_text(json.dumps({"fingerprint": fp}))
+        (out_dir / LAST).unlink(missing_ok=True)  # three times the model's size, and of no use once finished
     net.load_state_dict(load_file(str(weights)))
     return net
 

@@ -5,12 +5,14 @@ or full-resolution patch training on lists of images of any size (:class:`PatchS
 sliding-window inference (MONAI) for patch-trained models, flips/rot90 applied to image
 and mask together, and the best epoch kept by a validation score: pooled Dice
 (segmentation), AUC (classifier), their mean (multi-task), or pooled F1 at the best
-threshold (full resolution). Seeded: reproducible on CPU.
+threshold (full resolution). Seeded: reproducible on CPU; the epochs run on
+:func:`medlens.train.engine.run_epochs`, so ``last.pt`` lets a killed run resume.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
-from safetensors.torch import save_file
 
 from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
@@ -26,16 +27,12 @@ from medlens.config.seg import SegConfig
 from medlens.seg.data import SegArrays
 from medlens.seg.losses import MultiTaskLoss, segmentation_loss, severity_from_output, severity_loss
 from medlens.seg.models import SegNet
+from medlens.train.checkpoint import fingerprint
+from medlens.train.engine import EpochTask, run_epochs
+from medlens.train.loop import array_digest, seed_everything
+from medlens.train.schedule import warmup_schedule
 
-__all__ = ["fit_segnet", "predict"]
-
-
-def _seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+__all__ = ["data_digest", "fit_segnet", "predict"]
 
 
 def _augment(x: torch.Tensor, m: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,9 +181,20 @@ def _val_score(model: SegNet, val, seg_cfg: SegConfig) -> dict[str, float]:
     return res
 
 
+def data_digest(part: SegArrays | list) -> str:
+    """Content hash of one part's data (whole-image arrays, or full-resolution images)."""
+    if isinstance(part, list):
+        return array_digest(*(a for im in part for a in (im.image, im.mask, im.fov)))
+    return array_digest(part.images, part.masks, part.labels, np.nan_to_num(part.severity, nan=-1.0))
+
+
 def fit_segnet(model: SegNet, train: SegArrays | list, val: SegArrays | list, train_cfg: TrainConfig,
-               seg_cfg: SegConfig, *, seed: int, out_dir: Path, progress: Progress | None = None) -> pd.DataFrame:
-    """Train ``model``; write ``model.safetensors`` (best epoch) and ``history.csv`` into ``out_dir``.
+               seg_cfg: SegConfig, *, seed: int, out_dir: Path, progress: Progress | None = None,
+               resume: bool | str = False, on_epoch_end: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Train ``model``; write ``model.safetensors`` (best epoch), ``history.csv`` and ``last.pt`` into ``out_dir``.
+
+    The epochs run on :func:`medlens.train.engine.run_epochs`: ``last.pt`` holds the whole
+    training state after every epoch, so a killed run resumes to the same final weights.
 
     Parameters
     ----------
@@ -202,14 +210,21 @@ def fit_segnet(model: SegNet, train: SegArrays | list, val: SegArrays | list, tr
         loss, task weights and weighting, patch size, threshold.
     seed : int
     out_dir : path
+    progress : rich Progress, optional
+        Adds one task advancing per batch.
+    resume : {False, True, 'auto'}
+        As :func:`medlens.train.loop.fit`: 'auto' continues from a ``last.pt`` written with
+        the same settings and data, True requires one.
+    on_epoch_end : callable, optional
+        Called with the epoch index after its checkpoint is on disk.
 
     Returns
     -------
     pandas.DataFrame
         The history (one row per epoch), also written to ``history.csv``.
     """
-    _seed(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    out_dir = Path(out_dir)
     gen = torch.Generator().manual_seed(seed)
     seg_loss = segmentation_loss(seg_cfg.loss) if model.seg_head else None
     weights = {"seg": seg_cfg.seg_weight if model.seg_head else 0.0,
@@ -226,59 +241,52 @@ def fit_segnet(model: SegNet, train: SegArrays | list, val: SegArrays | list, tr
     params = list(model.parameters()) + list(combine.parameters())
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     steps = math.ceil(draws / train_cfg.batch_size)
-    total, warmup = train_cfg.epochs * steps, max(1, steps // 2)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    total = train_cfg.epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(total, max(1, steps // 2)))  # half an epoch
     y = torch.from_numpy(labels.astype(np.int64))
     sev = torch.zeros(len(train)) if fullres else torch.from_numpy(np.nan_to_num(train.severity, nan=0.0))
-    task = progress.add_task(f"seg {out_dir.name}", total=total) if progress else None
-    rows, best = [], -math.inf
-    for epoch in range(train_cfg.epochs):
-        model.train()
+    settings = {"train": train_cfg.model_dump(mode="json"), "seg": seg_cfg.model_dump(mode="json"), "seed": seed,
+                "model": type(model).__name__, "params": sum(p.numel() for p in model.parameters()),
+                "data": [data_digest(train), data_digest(val)]}
+    part_losses: dict[str, list[float]] = {}
+
+    def batches(epoch: int):
+        part_losses.clear()
         perm = torch.randperm(draws, generator=gen) % len(train)
-        losses: list[float] = []
-        part_losses: dict[str, list[float]] = {}
         for i in range(0, draws, train_cfg.batch_size):
             idx = perm[i:i + train_cfg.batch_size]
-            if len(idx) < 2:
-                continue
-            if fullres:
-                xb, mb = sampler(idx.numpy(), gen)
-            else:
-                xb, mb = normalise(train.images[idx]), train.masks[idx].float()
-                if seg_cfg.patch_size is not None:
-                    xb, mb = _crop(xb, mb, seg_cfg.patch_size, gen)
-            if train_cfg.augment:
-                xb, mb = _augment(xb, mb, gen)
-            out = model(xb)
-            parts = {}
-            if seg_loss is not None:
-                parts["seg"] = seg_loss(out["seg"], mb)
-            if "cls" in out:
-                parts["cls"] = F.cross_entropy(out["cls"], y[idx], weight=cls_w)
-            if "severity" in out:
-                parts["severity"] = severity_loss(out["severity"], sev[idx])
-            loss = combine(parts)
-            for k, v in parts.items():
-                part_losses.setdefault(k, []).append(v.item())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if task is not None:
-                progress.advance(task)
+            if len(idx) >= 2:
+                yield idx
+
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        if fullres:
+            xb, mb = sampler(idx.numpy(), gen)
+        else:
+            xb, mb = normalise(train.images[idx]), train.masks[idx].float()
+            if seg_cfg.patch_size is not None:
+                xb, mb = _crop(xb, mb, seg_cfg.patch_size, gen)
+        if train_cfg.augment:
+            xb, mb = _augment(xb, mb, gen)
+        out = model(xb)
+        parts = {}
+        if seg_loss is not None:
+            parts["seg"] = seg_loss(out["seg"], mb)
+        if "cls" in out:
+            parts["cls"] = F.cross_entropy(out["cls"], y[idx], weight=cls_w)
+        if "severity" in out:
+            parts["severity"] = severity_loss(out["severity"], sev[idx])
+        for k, v in parts.items():
+            part_losses.setdefault(k, []).append(v.item())
+        return combine(parts)
+
+    def evaluate(epoch: int, losses: list[float]) -> tuple[tuple[float], dict]:
         scores = _val_score(model, val, seg_cfg)
         score = float(np.nanmean(list(scores.values()))) if scores else -float(np.mean(losses))
-        rows.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
-                     **{f"loss_{k}": float(np.mean(v)) for k, v in part_losses.items()}, **scores, "score": score,
-                     "lr": opt.param_groups[0]["lr"]})
-        if score > best:
-            best = score
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
-    if task is not None:
-        progress.remove_task(task)
-    history = pd.DataFrame(rows)
-    history.to_csv(out_dir / "history.csv", index=False)
-    return history
+        return (score,), {"train_loss": float(np.mean(losses)),
+                          **{f"loss_{k}": float(np.mean(v)) for k, v in part_losses.items()}, **scores, "score": score,
+                          "lr": opt.param_groups[0]["lr"]}
+
+    task = EpochTask(model, opt, sched, train_cfg.epochs, steps, batches, loss, evaluate, generator=gen,
+                     clip_params=params, clip=5.0, state={"loss_weights": combine})
+    return run_epochs(task, out_dir, fingerprint=fingerprint(settings), resume=resume, command="run",
+                      label=f"seg {out_dir.name}", progress=progress, on_epoch_end=on_epoch_end).history

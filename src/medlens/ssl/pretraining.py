@@ -3,7 +3,8 @@
 Writes ``run/ssl/<method>/``: ``encoder.safetensors`` (a timm state dict without head, which
 ``model.pretrained`` loads directly), ``card.json`` (method, encoder, data, epochs, losses),
 ``history.csv`` and ``last.pt`` — weights, optimiser and schedule after the last epoch, so
-a killed run continues where it stopped. Under ``torchrun`` every rank trains on its own
+a killed run continues where it stopped (the epochs run on
+:func:`medlens.train.engine.run_epochs`). Under ``torchrun`` every rank trains on its own
 share of each epoch (gloo on CPUs, nccl on GPUs), SimCLR/MICLe negatives are gathered
 across ranks, and only rank 0 writes.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,13 +26,16 @@ from safetensors.torch import save_file
 
 import medlens
 from medlens.data.manifest import load_manifest
-from medlens.data.transforms import load_prepared
+from medlens.data.cache import build_cache
+from medlens.data.preprocess import Preprocess
 from medlens.errors import StageInputMissing
 from medlens.models import create_model
 from medlens.ssl.methods import MAE, Projected, RotationNet, micle_partners, nt_xent, random_views, rotate_quarters
-from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, resumable_state, snapshot
+from medlens.train.checkpoint import fingerprint
 from medlens.train.distributed import barrier, dist_info, pick_device
+from medlens.train.engine import EpochTask, run_epochs
 from medlens.train.loop import array_digest, seed_everything
+from medlens.train.schedule import warmup_schedule
 
 if TYPE_CHECKING:
     from medlens.config import StudyConfig
@@ -160,7 +163,8 @@ def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None,
         raise StageInputMissing(f"{pool_path} not found; `medlens pretrain` builds it (ssl.unlabeled)")
     rows = load_manifest(pool_path)
     size, chans = pretrain_size(cfg), cfg.model.in_chans
-    x = load_prepared(rows, size=size, in_chans=chans, preprocess=cfg.engine.preprocess)
+    x = build_cache(cfg.out, rows["image"].tolist(),
+                    Preprocess(size=size, in_chans=chans, **cfg.engine.preprocess.model_dump()))
     patients = rows["patient_id"].to_numpy()
     name = encoder_name(cfg, method)
     settings = {"method": method, "model": name, "size": size, "in_chans": chans, "seed": cfg.seed, "world": world,
@@ -186,65 +190,41 @@ def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None,
     steps = len(x) // (batch * world)
     total = ssl.epochs * steps
     opt = torch.optim.AdamW(model.parameters(), lr=ssl.lr, weight_decay=ssl.weight_decay)
-    warm = min(steps, total)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # one epoch's warm-up, then the cosine
+        opt, warmup_schedule(total, min(steps, total), decay_after_warmup=True))
+    started = [0.0]  # when the current epoch began
 
-    def schedule(i: int) -> float:
-        return (i + 1) / warm if i < warm else 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, total - warm)))
+    def batches(epoch: int):
+        started[0] = time.perf_counter()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, 0, 2**31)))
+        same_patient = method == "micle" and epoch >= int(ssl.micle_simclr_epochs * ssl.epochs)
+        partner = torch.from_numpy(micle_partners(patients, np.random.default_rng([cfg.seed, epoch]))) \
+            if same_patient else None
+        for step in range(steps):
+            idx = order[(step * world + rank) * batch:(step * world + rank + 1) * batch]
+            gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, rank))
+            xb = x[idx].to(device, non_blocking=True)
+            pb = x[partner[idx]].to(device, non_blocking=True) if partner is not None else None
+            yield xb, pb, gen
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    rows_hist: list[dict] = []
-    start, ckpt = 0, out / LAST
-    state = resumable_state(ckpt, fp, resume, command="pretrain")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rows_hist, start = state["history"], state["epoch"] + 1
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    saver = AsyncSaver()
-    task = progress.add_task(f"pretrain {method}", total=total, completed=start * steps) \
-        if progress is not None and main else None
-    try:
-        for epoch in range(start, ssl.epochs):
-            t0 = time.perf_counter()
-            net.train()
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, 0, 2**31)))
-            same_patient = method == "micle" and epoch >= int(ssl.micle_simclr_epochs * ssl.epochs)
-            partner = torch.from_numpy(micle_partners(patients, np.random.default_rng([cfg.seed, epoch]))) \
-                if same_patient else None
-            losses = []
-            for step in range(steps):
-                idx = order[(step * world + rank) * batch:(step * world + rank + 1) * batch]
-                gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, rank))
-                xb = x[idx].to(device, non_blocking=True)
-                pb = x[partner[idx]].to(device, non_blocking=True) if partner is not None else None
-                loss = _loss(method, net, xb, pb, gen, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                if task is not None:
-                    progress.advance(task)
-            rows_hist.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                              "seconds": round(time.perf_counter() - t0, 3)})
-            if main:
-                pd.DataFrame(rows_hist).to_csv(out / "history.csv", index=False)
-                state = {"fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "history": list(rows_hist)}
-                saver.save(snapshot(state), ckpt)
-    finally:
-        saver.wait()
-        if task is not None:
-            progress.remove_task(task)
+    def loss(views: tuple) -> torch.Tensor:
+        xb, pb, gen = views
+        return _loss(method, net, xb, pb, gen, cfg)
+
+    def evaluate(epoch: int, losses: list[float]) -> tuple[None, dict]:
+        return None, {"loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
+                      "seconds": round(time.perf_counter() - started[0], 3)}
+
+    history = run_epochs(EpochTask(model, opt, sched, ssl.epochs, steps, batches, loss, evaluate), out,
+                         fingerprint=fp, resume=resume, command="pretrain", label=f"pretrain {method}",
+                         progress=progress).history
     if main:
         save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()},
                   str(out / "encoder.safetensors"))
         card = {"method": method, "model": name, "in_chans": chans, "image_size": size, "epochs": ssl.epochs,
                 "images": len(x), "patients": int(pd.Series(patients).nunique()), "pool": ssl.unlabeled,
                 "pool_source": ssl.unlabeled_source if ssl.unlabeled == "path" else ssl.unlabeled,
-                "loss_first_epoch": rows_hist[0]["loss"], "loss_last_epoch": rows_hist[-1]["loss"],
+                "loss_first_epoch": float(history["loss"].iloc[0]), "loss_last_epoch": float(history["loss"].iloc[-1]),
                 "processes": world, "medlens": medlens.__version__, "fingerprint": fp,
                 "use": {"model": {"name": name, "in_chans": chans, "pretrained": str(out / "encoder.safetensors")}}}
         card_path.write_text(json.dumps(card, indent=1))

@@ -31,7 +31,8 @@ import torch
 from rich.progress import Progress
 
 from medlens.data.arrays import normalise
-from medlens.data.transforms import load_prepared
+from medlens.data.cache import ImageCache, build_cache
+from medlens.data.preprocess import Preprocess
 from medlens.errors import ConfigError
 from medlens.models import create_model
 from medlens.ssl.pretraining import encoder_name, pretrain_size
@@ -105,12 +106,12 @@ def auc_with_ci(y: np.ndarray, proba: np.ndarray, *, seed: int) -> tuple[float, 
     """Test AUC and its 95% CI: DeLong (binary) or a 500-resample stratified bootstrap (macro one-vs-rest)."""
     from medlens.evaluate import bootstrap_ci
     from medlens.evaluate.delong import delong_ci
-    from medlens.train.loop import auc_score
+    from medlens.train.loop import validation_auc
 
     if proba.shape[1] == 2:
         e = delong_ci(y, proba[:, 1])
     else:
-        e = bootstrap_ci(lambda t, s: auc_score(t, s), y, proba, n_resamples=500, seed=seed)
+        e = bootstrap_ci(validation_auc, y, proba, n_resamples=500, seed=seed)
     return e.value, e.low, e.high
 
 
@@ -197,9 +198,9 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
     pool_y = targets(cfg, pool)
     patient_of = pool.set_index("sample_id")["patient_id"]
 
-    def load(ids: list[str], size: int) -> torch.Tensor:
-        return load_prepared(by_id.loc[ids].reset_index(), size=size, in_chans=cfg.model.in_chans,
-                             preprocess=cfg.engine.preprocess)
+    def load(ids: list[str], size: int) -> ImageCache:
+        return build_cache(cfg.out, by_id.loc[ids, "image"].tolist(),
+                           Preprocess(size=size, in_chans=cfg.model.in_chans, **cfg.engine.preprocess.model_dump()))
 
     images: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for m in modes:

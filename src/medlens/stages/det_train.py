@@ -1,7 +1,7 @@
 """``det_train``: the lesion detector per fold (and, where masks exist, the U-Net it is compared with).
 
 Each fold is a resumable unit: a finished fold is not trained again, a killed one
-continues from its ``last.pt``.
+continues from its ``last.pt``, which is deleted once the fold is recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from medlens.config import StudyConfig
 from medlens.detection.stage import compares_segmentation, detection_folds, study_rows, train_fold, train_seg_fold
 from medlens.progress import progress_bar
 from medlens.stages.protocol import Stage, config_value, digest, fold_count, run_unit, stage_key
+from medlens.train.checkpoint import LAST
 
 
 def run(run_dir: Path, cfg: StudyConfig) -> None:
@@ -30,6 +31,7 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
                 run_unit(run_dir, f"det_fold_{k}", {**key, "fold": str(k)},
                          [run_dir / "det" / f"fold_{k}" / "model.safetensors"],
                          lambda k=k: train_fold(cfg, run_dir, k, progress=progress), label=f"stage det_train: fold {k}")
+                (run_dir / "det" / f"fold_{k}" / LAST).unlink(missing_ok=True)
             if compares_segmentation(cfg, by_id):
                 for k in folds:
                     run_unit(run_dir, f"det_seg_fold_{k}", {**seg_key, "fold": str(k)},

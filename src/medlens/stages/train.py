@@ -1,7 +1,8 @@
 """``train``: one model per fold; ``fold_k/model.safetensors``, ``history.csv`` and ``predictions.parquet``.
 
 Each fold is a resumable unit: a finished fold is not trained again, and a killed one
-continues from its ``last.pt``.
+continues from its ``last.pt``. A finished fold's ``last.pt`` (three times the model's size)
+is deleted once the fold is recorded, as nnU-Net drops its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from medlens.data.manifest import load_manifest
 from medlens.data.splits import check_leakage, load_splits
 from medlens.progress import progress_bar
 from medlens.stages.protocol import Stage, run_unit, stage_key
+from medlens.train.checkpoint import LAST
 from medlens.train.fold import train_fold
 from medlens.train.report import write_training_section
 
@@ -30,6 +32,7 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
             run_unit(run_dir, f"train_fold_{k}", {**key, "fold": str(k)}, outputs,
                      lambda k=k: train_fold(cfg, manifest, splits, k, progress, resume="auto"),
                      label=f"stage train: fold {k}")
+            (run_dir / f"fold_{k}" / LAST).unlink(missing_ok=True)
     write_training_section(run_dir)
 
 

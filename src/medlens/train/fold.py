@@ -18,7 +18,8 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 
 from medlens.config import StudyConfig
-from medlens.data.transforms import load_prepared
+from medlens.data.cache import ImageCache, build_cache
+from medlens.data.preprocess import Preprocess
 from medlens.errors import DataError
 from medlens.models import create_model, num_outputs
 from medlens.train.distributed import is_main
@@ -60,16 +61,15 @@ def targets(cfg: StudyConfig, rows: pd.DataFrame) -> np.ndarray:
 
 
 class FoldData:
-    """Images of a manifest prepared at the study's size, loaded once per id list."""
+    """Images of a manifest prepared by the study's contract, read from the run's image cache."""
 
     def __init__(self, cfg: StudyConfig, manifest: pd.DataFrame) -> None:
-        self.cfg, self.by_id = cfg, manifest.set_index("sample_id")
+        self.cfg, self.by_id, self.pre = cfg, manifest.set_index("sample_id"), Preprocess.from_config(cfg)
 
-    def __call__(self, ids: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    def __call__(self, ids: list[str]) -> tuple[ImageCache, np.ndarray]:
+        """The images of ``ids`` (prepared now where the cache lacks them) and their targets."""
         rows = self.by_id.loc[ids].reset_index()
-        x = load_prepared(rows, size=self.cfg.train.image_size, in_chans=self.cfg.model.in_chans,
-                          preprocess=self.cfg.engine.preprocess)
-        return x, targets(self.cfg, rows)
+        return build_cache(self.cfg.out, rows["image"].tolist(), self.pre), targets(self.cfg, rows)
 
 
 def build_model(cfg: StudyConfig, classes: int) -> torch.nn.Module:

@@ -4,7 +4,9 @@ Data sets are small, so images live in memory as one uint8 tensor; each step nor
 a batch, augments it, optionally mixes it (mixup/cutmix) and takes one optimiser step.
 After every epoch the model is validated, the best epoch (by validation AUC or loss) is
 written to ``model.safetensors``, ``history.csv`` is updated, and the full training state
-goes to ``last.pt`` so a killed run resumes where it stopped.
+goes to ``last.pt`` so a killed run resumes where it stopped: the epochs run on
+:func:`medlens.train.engine.run_epochs`, which :func:`fit` hands its loss, batch order and
+validation.
 
 Reproducible on CPU: one seed drives initialisation, shuffling, augmentation and mixing,
 and a resumed run reaches the same final weights as an uninterrupted one.
@@ -12,9 +14,7 @@ and a resumed run reaches the same final weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,17 +25,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
-from safetensors.torch import save_file
-from sklearn.metrics import roc_auc_score
 
 from medlens.config import TrainConfig
 from medlens.data.arrays import normalise
+from medlens.data.cache import ImageCache
 from medlens.data.transforms import cutmix, mixup, one_hot, random_augment
-from medlens.train.checkpoint import LAST, AsyncSaver, fingerprint, resumable_state, snapshot
+from medlens.evaluate.metrics import auc_score
+from medlens.train.checkpoint import fingerprint
 from medlens.config.engine import AugmentConfig, EngineConfig
 from medlens.train.distributed import dist_info, pick_device
-
-log = logging.getLogger(__name__)
+from medlens.train.engine import EpochTask, run_epochs
+from medlens.train.schedule import warmup_schedule
 
 
 @dataclass
@@ -61,10 +61,6 @@ def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return random_augment(batch, gen, AugmentConfig())
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 128,
                   task: str = "classification") -> np.ndarray:
@@ -79,6 +75,30 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: i
     out = [act(model(normalise(images[i:i + batch_size].to(dev))).float()).cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy().astype(np.float64)
+
+
+def _as_batch(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def read_batches(images: torch.Tensor | ImageCache, batches: list[torch.Tensor], device: torch.device,
+                 workers: int = 0):
+    """Yield the uint8 batches ``images[idx]`` for each index tensor of ``batches``, in order.
+
+    An :class:`~medlens.data.cache.ImageCache` is read through a ``DataLoader`` (``workers``
+    processes, pinned memory on CUDA), so only the batches in flight are in memory; a tensor
+    already in memory is indexed directly.
+    """
+    if not isinstance(images, ImageCache):
+        for idx in batches:
+            yield images[idx]
+        return
+    from torch.utils.data import DataLoader
+
+    # a private generator: the loader's base seed must not draw from torch's global stream
+    yield from DataLoader(images, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
+                          pin_memory=device.type == "cuda", collate_fn=_as_batch,
+                          generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
@@ -97,39 +117,45 @@ def precise_bn(model: torch.nn.Module, images: torch.Tensor, device: torch.devic
     ----------
     model : torch.nn.Module
         Left in eval mode.
-    images : uint8 tensor (N, C, H, W)
-        Training images; at most ``max_images`` (the first ones) are used.
+    images : uint8 tensor (N, C, H, W) or ImageCache
+        Training images; at most ``max_images`` of them, evenly spaced over the set, in
+        batches of ``batch_size`` (Detectron2's PreciseBN also bounds its pass).
     """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = {m: m.momentum for m in bns}
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    model.train()
-    for i in range(0, min(len(images), max_images), batch_size):
-        chunk = images[i:i + batch_size]
-        if len(chunk) > 1:
-            model(normalise(chunk.to(device)))
-    for m, mom in saved.items():
-        m.momentum = mom
+    from torch.optim.swa_utils import update_bn
+
+    pick = torch.linspace(0, len(images) - 1, min(len(images), max_images)).round().long()
+    chunks = (images[idx] for idx in pick.split(batch_size))
+    update_bn((normalise(c.to(device)) for c in chunks if len(c) > 1), model)  # one image: no batch statistics
     model.eval()
 
 
-def auc_score(y: np.ndarray, proba: np.ndarray) -> float:
-    """Binary AUC on the positive column, macro one-vs-rest AUC, or macro AUC over label columns.
+def validation_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Validation AUC of predicted probabilities, ``nan`` where it is undefined instead of an error.
 
-    ``nan`` where a class is missing.
+    The arithmetic is :func:`medlens.evaluate.metrics.auc_score` (Mann-Whitney, tied scores
+    count one half); this adds the rules that let a small validation fold without some
+    class pass through training.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,) or (n_samples, n_labels)
+        Class indices 0..K-1, or a 0/1 indicator matrix (multi-label).
+    proba : ndarray of shape (n_samples, K) or (n_samples, n_labels)
+        Predicted probabilities, one column per class or label.
+
+    Returns
+    -------
+    float
+        Two columns: the AUC of column 1. More classes: the macro one-vs-rest AUC. ``nan``
+        when a class is missing from ``y``. Multi-label: the macro AUC over the label columns
+        that hold both classes, ``nan`` when none does.
     """
-    if y.ndim == 2:  # multilabel: macro over columns with both classes
-        aucs = [roc_auc_score(y[:, j], proba[:, j]) for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
-        return float(np.mean(aucs)) if aucs else float("nan")
-    if len(np.unique(y)) < 2:
+    if y.ndim == 2:
+        both = [j for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
+        return auc_score(y[:, both], proba[:, both]) if both else float("nan")
+    if not np.isin(np.arange(proba.shape[1]), y).all():
         return float("nan")
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=np.arange(proba.shape[1])))
+    return auc_score(y, proba[:, 1] if proba.shape[1] == 2 else proba)
 
 
 class _Objective:
@@ -181,29 +207,21 @@ class _Objective:
         """``(val_loss, val_auc)``; AUC is nan for regression."""
         if self.task == "classification":
             loss = F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(y.astype(np.int64)))
-            return float(loss), auc_score(y, proba)
+            return float(loss), validation_auc(y, proba)
         if self.task == "multilabel":
             p = torch.from_numpy(proba).clamp(1e-7, 1 - 1e-7)
-            return float(F.binary_cross_entropy(p, torch.from_numpy(y.astype(np.float64)))), auc_score(y, proba)
+            return float(F.binary_cross_entropy(p, torch.from_numpy(y.astype(np.float64)))), validation_auc(y, proba)
         return float(np.mean((proba.reshape(len(y), -1) - y.reshape(len(y), -1)) ** 2)), float("nan")
 
 
 def _schedule(engine: EngineConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
+    """:func:`~medlens.train.schedule.warmup_schedule` of ``engine.schedule``, epochs turned into steps."""
     steps_per_epoch, total = max(1, steps_per_epoch), max(1, total)  # (empty parts are refused by the split check)
     # warm-up in epochs, but at most a tenth of training: with a step budget a large set may get
     # fewer steps than one epoch, and the learning rate must still reach its peak
     warmup = max(1, min(int(engine.warmup_epochs * steps_per_epoch), total // 10))
-    step_len = engine.step_epochs * steps_per_epoch
-
-    def factor(s: int) -> float:
-        warm = min(1.0, (s + 1) / warmup)
-        if engine.schedule == "cosine":
-            return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-        if engine.schedule == "step":
-            return warm * engine.step_gamma ** (s // step_len)
-        return warm
-
-    return factor
+    return warmup_schedule(total, warmup, decay=engine.schedule, step_every=engine.step_epochs * steps_per_epoch,
+                           step_gamma=engine.step_gamma)
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, engine: EngineConfig) -> torch.optim.Optimizer:
@@ -260,6 +278,9 @@ def array_digest(*arrays) -> str:
 
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
+        if isinstance(a, ImageCache):  # the cache's own content digest: no pass over the pixels
+            h.update(a.digest().encode())
+            continue
         a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
         h.update(str((a.shape, a.dtype)).encode())
         h.update(np.ascontiguousarray(a).data)
@@ -315,8 +336,7 @@ def fit(
     ConfigError
         ``resume=True`` with a checkpoint of other settings.
     """
-    rank, world = dist_info()
-    main = rank == 0
+    _, world = dist_info()
     device = pick_device(engine.device)
     out_dir = Path(out_dir)
     seed_everything(seed)
@@ -336,6 +356,10 @@ def fit(
     total = cfg.steps if cfg.steps is not None else max(cfg.epochs * steps_per_epoch, cfg.min_steps or 0)
     epochs = math.ceil(total / steps_per_epoch)
     every = math.ceil(epochs / engine.max_validations)  # validate every `every` epochs and after the last
+    # precise BN on 1/16 of the images trained between validations (a forward pass is about a third of a
+    # training step, so about 2% of training), but at least 256 (a small study's whole training set: 64 images
+    # moved the demo's external-site figures) and at most 2048
+    bn_images = min(2048, max(256, every * per_rank // 16))
     ema = None
     if engine.ema is not None:
         from timm.utils import ModelEmaV3
@@ -352,112 +376,53 @@ def fit(
                 "engine": engine.model_dump(mode="json", exclude={"checkpoint", "checkpoint_interval"}),
                 "classes": num_classes, "data": array_digest(x, y, xv, yv), "world": world, "model": type(model).__name__,
                 "params": sum(p.numel() for p in model.parameters())}
-    fp = fingerprint(settings)
-    rows: list[dict] = []
-    best, since_best, start, stopped = (-1, -math.inf), 0, 0, False
-    ckpt = out_dir / LAST
-    state = resumable_state(ckpt, fp, resume, command="train", settings=" (model, train, engine, seed or data)")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.module.load_state_dict(state["ema"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, best = state["history"], (state["best_epoch"], state["best_score"])
-        since_best, start, stopped = state["since_best"], state["epoch"] + 1, state["stopped"]
 
-    saver, saved_at = AsyncSaver(), time.monotonic()
-    task = progress.add_task(f"train {out_dir.name}", total=total, completed=start * steps_per_epoch) \
-        if progress is not None and main else None
-    try:
-        losses: list[float] = []
-        for epoch in range(start, epochs):
-            if stopped:
-                break
-            net.train()
-            order = _epoch_order(len(x), epoch, gen, seed=seed, weights=weights)
-            n_steps = min(steps_per_epoch, total - epoch * steps_per_epoch)  # the last epoch of a step budget
-            for i in range(0, min(len(order), n_steps * cfg.batch_size), cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
-                if len(idx) < 2:
-                    continue  # batch norm needs two samples
-                xb = normalise(x[idx].to(device, non_blocking=True))
-                target = yt[idx].to(device, non_blocking=True)
-                if cfg.augment:
-                    xb = random_augment(xb, gen, engine.augment)
-                    xb, target = _mix(xb, target, gen, engine.augment, num_classes, engine.task)
-                with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
-                    loss = obj.loss(net(xb), target)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if engine.grad_clip is not None:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), engine.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                if ema is not None:
-                    ema.update(model, step=int(sched.last_epoch))
-                losses.append(loss.item())
-                if task is not None:
-                    progress.advance(task)
-            if (epoch + 1) % every and epoch != epochs - 1:
-                continue  # no validation (and no checkpoint) after this epoch
-            if engine.precise_bn:
-                precise_bn(kept, x, device)
-            if world > 1:  # every rank validates the same weights and buffers, so all decide alike
-                import torch.distributed as dist
+    def batches(epoch: int):
+        order = _epoch_order(len(x), epoch, gen, seed=seed, weights=weights)
+        n_steps = min(steps_per_epoch, total - epoch * steps_per_epoch)  # the last epoch of a step budget
+        idx = [b for b in order[:n_steps * cfg.batch_size].split(cfg.batch_size)
+               if len(b) > 1]  # batch norm needs two samples
+        yield from zip(idx, read_batches(x, idx, device, engine.loader_workers))
 
-                for b in kept.buffers():
-                    dist.broadcast(b, 0)
-            proba = predict_proba(kept, xv, task=engine.task)
-            if shift is not None:
-                proba = _shift_proba(proba, shift)
-            val_loss, val_auc = obj.validate(proba, yv)
-            monitor = "auc" if engine.monitor == "auc" and not math.isnan(val_auc) else "loss"
-            rows.append({"epoch": epoch, "step": int(sched.last_epoch),
-                         "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                         "val_loss": val_loss, "val_auc": val_auc, "lr": opt.param_groups[0]["lr"], "monitor": monitor})
-            losses = []
-            score = val_auc if monitor == "auc" else -val_loss
-            if score > best[1]:
-                best, since_best = (epoch, score), 0
-                if main:
-                    kept_state = {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}
-                    if shift is not None:  # the saved model itself predicts at the training prevalence
-                        key = classifier_bias_key(kept)
-                        kept_state[key] = kept_state[key] + torch.from_numpy(shift).to(kept_state[key].dtype)
-                    save_file(kept_state, str(out_dir / "model.safetensors"))
-            else:
-                since_best += 1
-            stopped = engine.early_stopping is not None and since_best >= engine.early_stopping
-            if main:
-                pd.DataFrame(rows).to_csv(out_dir / "history.csv", index=False)
-                final = stopped or epoch == epochs - 1
-                if engine.checkpoint and (final or time.monotonic() - saved_at >= engine.checkpoint_interval):
-                    saved_at = time.monotonic()
-                    state = {
-                        "fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "gen": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(), "history": list(rows), "best_epoch": best[0],
-                        "best_score": best[1], "since_best": since_best, "stopped": stopped,
-                        **({"ema": ema.module.state_dict()} if ema is not None else {})}
-                    # training goes on after an intermediate checkpoint, so that one is written from a copy
-                    saver.save(state if final else snapshot(state), ckpt)
-            if on_epoch_end is not None:
-                saver.wait()
-                on_epoch_end(epoch)
-            if stopped:
-                log.info("%s: early stop after epoch %d (best %d)", out_dir.name, epoch, best[0])
-    finally:
-        saver.wait()
-        if task is not None:
-            progress.remove_task(task)
-    history = pd.DataFrame(rows)
-    if main:
-        history.to_csv(out_dir / "history.csv", index=False)
-    return FitResult(best_epoch=best[0], best_val_auc=float(history.loc[history["epoch"] == best[0], "val_auc"].iloc[0]),
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        idx, xb = batch
+        xb = normalise(xb.to(device, non_blocking=True))
+        target = yt[idx].to(device, non_blocking=True)
+        if cfg.augment:
+            xb = random_augment(xb, gen, engine.augment)
+            xb, target = _mix(xb, target, gen, engine.augment, num_classes, engine.task)
+        with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
+            return obj.loss(net(xb), target)
+
+    def evaluate(epoch: int, losses: list[float]) -> tuple[tuple[float], dict]:
+        proba = predict_proba(kept, xv, task=engine.task)
+        if shift is not None:
+            proba = _shift_proba(proba, shift)
+        val_loss, val_auc = obj.validate(proba, yv)
+        monitor = "auc" if engine.monitor == "auc" and not math.isnan(val_auc) else "loss"
+        return (val_auc if monitor == "auc" else -val_loss,), {
+            "step": int(sched.last_epoch), "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_loss": val_loss, "val_auc": val_auc, "lr": opt.param_groups[0]["lr"], "monitor": monitor}
+
+    def best_weights() -> dict[str, torch.Tensor]:
+        kept_state = {k: v.detach().cpu().contiguous() for k, v in kept.state_dict().items()}
+        if shift is not None:  # the saved model itself predicts at the training prevalence
+            key = classifier_bias_key(kept)
+            kept_state[key] = kept_state[key] + torch.from_numpy(shift).to(kept_state[key].dtype)
+        return kept_state
+
+    task = EpochTask(
+        model, opt, sched, epochs, steps_per_epoch, batches, loss, evaluate, generator=gen,
+        clip_params=list(model.parameters()), clip=engine.grad_clip, scaler=scaler,
+        after_step=(lambda: ema.update(model, step=int(sched.last_epoch))) if ema is not None else None,
+        state={"scaler": scaler, **({"ema": ema.module} if ema is not None else {})}, total_steps=total,
+        validate_every=every, validated=kept, best_weights=best_weights, patience=engine.early_stopping,
+        before_validation=(lambda: precise_bn(kept, x, device, max_images=bn_images)) if engine.precise_bn else None,
+        checkpoint=engine.checkpoint, checkpoint_interval=engine.checkpoint_interval)
+    res = run_epochs(task, out_dir, fingerprint=fingerprint(settings), resume=resume, command="train",
+                     label=f"train {out_dir.name}", progress=progress, on_epoch_end=on_epoch_end,
+                     covers=" (model, train, engine, seed or data)")
+    history = res.history
+    return FitResult(best_epoch=res.best_epoch,
+                     best_val_auc=float(history.loc[history["epoch"] == res.best_epoch, "val_auc"].iloc[0]),
                      history=history)

@@ -17,16 +17,15 @@ import torch.nn.functional as F
 
 from medlens.config import StudyConfig
 from medlens.data.arrays import normalise
+from medlens.data.cache import ImageCache, build_cache
+from medlens.data.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
 
-def load_images(manifest: pd.DataFrame, cfg: StudyConfig) -> torch.Tensor:
-    """The rows' images prepared exactly as for training: uint8 ``N×C×S×S``."""
-    from medlens.data.transforms import load_prepared
-
-    return load_prepared(manifest, size=cfg.train.image_size, in_chans=cfg.model.in_chans,
-                         preprocess=cfg.engine.preprocess)
+def load_images(manifest: pd.DataFrame, cfg: StudyConfig) -> ImageCache:
+    """The rows' images prepared exactly as for training, from the run's image cache (``N×C×S×S`` uint8)."""
+    return build_cache(cfg.out, manifest["image"].tolist(), Preprocess.from_config(cfg))
 
 
 @torch.no_grad()
