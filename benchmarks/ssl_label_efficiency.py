@@ -89,8 +89,7 @@ def pair_table(cfg, max_images: int = 600) -> str:
     lines = [f"\npairs of fold 0's training images ({len(rows)} images, {rows['patient_id'].nunique()} patients): "
              "same patient vs other patients"]
     encoders = find_encoders(cfg)
-    pre = Preprocess(size=encoders[0].image_size, in_chans=cfg.model.in_chans, **cfg.engine.preprocess.model_dump())
-    x = build_cache(cfg.out, rows["image"].tolist(), pre).to_tensor()
+    x = build_cache(cfg.out, rows["image"].tolist(), Preprocess.from_config(cfg, size=encoders[0].image_size)).to_tensor()
     px = pixel_similarity(x.numpy().astype(np.float32), patients, max_shift=max(2, x.shape[-1] // 12))
     lines.append(f"  pixels (high-passed, best shift): {px['same_patient']:.3f} vs {px['other_patients']:.3f}")
     for enc in encoders:

@@ -108,10 +108,13 @@ class Preprocess:
     clahe_tiles: int = 8
 
     @classmethod
-    def from_config(cls, cfg) -> Preprocess:
-        """From a :class:`medlens.config.StudyConfig` (``train.image_size``, ``model.in_chans``, ``engine.preprocess``)."""
+    def from_config(cls, cfg, *, size: int | None = None) -> Preprocess:
+        """From a :class:`medlens.config.StudyConfig` (``train.image_size``, ``model.in_chans``, ``engine.preprocess``).
+
+        ``size`` replaces ``train.image_size`` (an SSL encoder's own input size).
+        """
         p = cfg.engine.preprocess
-        return cls(size=int(cfg.train.image_size), in_chans=int(cfg.model.in_chans), roi_crop=bool(p.roi_crop),
+        return cls(size=int(size or cfg.train.image_size), in_chans=int(cfg.model.in_chans), roi_crop=bool(p.roi_crop),
                    roi_margin=float(p.roi_margin), clahe=str(p.clahe), clahe_clip=float(p.clahe_clip),
                    clahe_tiles=int(p.clahe_tiles))
 

@@ -163,8 +163,7 @@ def pretrain(cfg: StudyConfig, method: str, *, progress: Progress | None = None,
         raise StageInputMissing(f"{pool_path} not found; `medlens pretrain` builds it (ssl.unlabeled)")
     rows = load_manifest(pool_path)
     size, chans = pretrain_size(cfg), cfg.model.in_chans
-    x = build_cache(cfg.out, rows["image"].tolist(),
-                    Preprocess(size=size, in_chans=chans, **cfg.engine.preprocess.model_dump()))
+    x = build_cache(cfg.out, rows["image"].tolist(), Preprocess.from_config(cfg, size=size))
     patients = rows["patient_id"].to_numpy()
     name = encoder_name(cfg, method)
     settings = {"method": method, "model": name, "size": size, "in_chans": chans, "seed": cfg.seed, "world": world,

@@ -199,8 +199,7 @@ def probe(cfg: StudyConfig, encoders: list[Encoder] | None = None, *, mode: str 
     patient_of = pool.set_index("sample_id")["patient_id"]
 
     def load(ids: list[str], size: int) -> ImageCache:
-        return build_cache(cfg.out, by_id.loc[ids, "image"].tolist(),
-                           Preprocess(size=size, in_chans=cfg.model.in_chans, **cfg.engine.preprocess.model_dump()))
+        return build_cache(cfg.out, by_id.loc[ids, "image"].tolist(), Preprocess.from_config(cfg, size=size))
 
     images: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for m in modes:
