@@ -50,5 +50,10 @@ def load_tensor(manifest: pd.DataFrame, *, size: int, in_chans: int) -> torch.Te
 
 
 def normalise(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 batch -> float network input."""
-    return (batch.float() / 255.0 - MEAN) / STD
+    """uint8 batch -> float network input ``(x / 255 - MEAN) / STD``.
+
+    The arithmetic runs in place on one new float tensor: the same roundings as three
+    out-of-place operations, without allocating (and page-faulting) a batch-sized tensor
+    for each, which cost a 64-image batch at 64 px 1.7 ms against 0.1 ms on a 2-core CPU.
+    """
+    return batch.to(torch.float32, copy=True).div_(255.0).sub_(MEAN).div_(STD)

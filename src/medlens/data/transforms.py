@@ -53,12 +53,15 @@ def random_augment(batch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig
     batches of earlier versions.
     """
     n = batch.shape[0]
+    out = None  # a new tensor once anything changed the batch; later steps then work in place
     if cfg.flip:
-        flip_h = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
-        batch = torch.where(flip_h[:, None, None, None], batch.flip(3), batch)
+        # indices drawn on the CPU and copied over: no device-to-host sync, one batch-sized copy
+        out = batch.clone()
+        flip_h = (torch.rand(n, generator=gen) < 0.5).nonzero().squeeze(1).to(batch.device)
+        out[flip_h] = batch[flip_h].flip(3)
         if cfg.vertical_flip:
-            flip_v = (torch.rand(n, generator=gen) < 0.5).to(batch.device)
-            batch = torch.where(flip_v[:, None, None, None], batch.flip(2), batch)
+            flip_v = (torch.rand(n, generator=gen) < 0.5).nonzero().squeeze(1).to(batch.device)
+            out[flip_v] = out[flip_v].flip(2)
     if cfg.rotation > 0 or cfg.scale > 0 or cfg.translate > 0:
         def draw(shape: tuple[int, ...], half_width: float) -> torch.Tensor:
             if half_width <= 0:
@@ -67,12 +70,13 @@ def random_augment(batch: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig
 
         degrees, zoom = draw((n,), cfg.rotation), 1 + draw((n,), cfg.scale)
         shift = draw((n, 2), cfg.translate)
-        batch = _affine(batch, degrees.to(batch.device), zoom.to(batch.device), shift.to(batch.device))
+        out = _affine(batch if out is None else out, degrees.to(batch.device), zoom.to(batch.device),
+                      shift.to(batch.device))
     if cfg.contrast > 0 or cfg.brightness > 0:
         gain = (1 + (2 * cfg.contrast) * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(batch.device)
         bias = ((2 * cfg.brightness) * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).to(batch.device)
-        batch = batch * gain + bias
-    return batch
+        out = batch * gain + bias if out is None else out.mul_(gain).add_(bias)
+    return batch if out is None else out
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:

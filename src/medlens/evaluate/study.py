@@ -115,24 +115,57 @@ def _at(y, s, groups, t, ev, seed) -> dict:
             "ppv": est["ppv"].to_dict(), "npv": est["npv"].to_dict(), "confusion_matrix": cm.tolist()}
 
 
+def transfer_check(val: pd.DataFrame, held: pd.DataFrame, threshold: float, metric: str, *, n_boot: int,
+                   seed: int) -> dict:
+    """Does a validation-chosen threshold give the same ``metric`` on a held-out set?
+
+    A two-sample test of the difference ``held - val`` of sensitivity (or specificity) at
+    ``threshold``: each set is bootstrapped on its own, by patient, and the 95% percentile
+    interval of the replicate differences is compared with 0
+    (:func:`medlens.evaluate.external_difference`). Both sets' sampling errors count, unlike
+    a comparison of the held-out point estimate with the validation interval.
+
+    Parameters
+    ----------
+    val, held : DataFrame
+        Predictions with ``label``, ``patient_id`` and the score columns.
+    threshold : float
+    metric : {'sensitivity', 'specificity'}
+    n_boot, seed : int
+
+    Returns
+    -------
+    dict
+        ``value`` (held - val), ``low``, ``high`` and ``shifted`` (the interval excludes 0).
+    """
+    est = external_difference(val["label"].to_numpy(), _score(val), held["label"].to_numpy(), _score(held),
+                              metric=metric, threshold=threshold, groups_internal=val["patient_id"].to_numpy(),
+                              groups_external=held["patient_id"].to_numpy(), n_boot=n_boot, seed=seed).to_dict()
+    return {"metric": metric, "value": est["value"], "low": est["low"], "high": est["high"],
+            "shifted": bool(est["high"] < 0 or est["low"] > 0)}
+
+
 def _failures(points: list[dict], default: str) -> list[str]:
     """Plain-language warnings where an operating point does not hold on a held-out set."""
     out = []
     for op in points:
-        v = op["val"]["sensitivity"]
         for part in ("test", "external"):
             if part not in op:
                 continue
             se, sp = op[part]["sensitivity"]["value"], op[part]["specificity"]["value"]
             where = "the internal test set" if part == "test" else "the external site"
             tag = " (the default)" if op["name"] == default else ""
+            shift = op[part]["transfer"]
             if se == 0:
                 out.append(f"At the {op['name']} operating point{tag} the model detects no positive case on {where} "
                            f"(sensitivity 0): it must not be used there as it stands.")
-            elif not v["low"] - 1e-9 <= se <= v["high"] + 1e-9:
-                out.append(f"At the {op['name']} operating point{tag} sensitivity on {where} is {se:.2f}, outside the "
-                           f"validation 95% CI {v['low']:.2f}–{v['high']:.2f} (specificity {sp:.2f}): the threshold "
-                           f"does not transfer to {where}.")
+            elif shift["shifted"]:
+                m = shift["metric"]
+                held, val = op[part][m]["value"], op["val"][m]["value"]
+                out.append(f"At the {op['name']} operating point{tag} {m} on {where} is {held:.2f} against "
+                           f"{val:.2f} on validation (sensitivity {se:.2f}, specificity {sp:.2f}); the difference's "
+                           f"patient-level 95% CI {shift['low']:+.2f} to {shift['high']:+.2f} excludes 0: the "
+                           f"threshold does not transfer to {where}.")
     return out
 
 
@@ -225,6 +258,10 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
             for part, g in parts.items():
                 op[part] = _at(g["label"].to_numpy(), _score(g), g["patient_id"].to_numpy(), op["threshold"], ev,
                                cfg.seed)
+                if part != "val":  # the point's own target: specificity for a specificity point
+                    metric = "specificity" if op["method"] == "specificity" else "sensitivity"
+                    op[part]["transfer"] = transfer_check(val, g, op["threshold"], metric, n_boot=ev.n_bootstrap,
+                                                          seed=cfg.seed)
             points.append(op)
         out["operating_points"] = points
         out["warnings"] = _failures(points, out["operating_point"]["name"])

@@ -3,8 +3,8 @@
 :func:`run_epochs` owns what every training loop shares: the epochs and their optimiser
 steps (zero grad, backward, optional gradient clipping, optimiser and scheduler step),
 the progress task, the history rows and ``history.csv``, the best weights in
-``model.safetensors``, the resumable ``last.pt`` (fingerprint, weights, optimiser,
-scheduler, random states, history, best score) and resuming from it, the
+``model.safetensors``, the resumable ``last.pt`` (fingerprint, weights, optimiser until
+the last epoch, scheduler, random states, history, best score) and resuming from it, the
 ``on_epoch_end`` hook, the DDP buffer broadcast before validation, and writing on rank 0
 only. A task supplies an :class:`EpochTask`: its model, a per-batch loss, its batch order
 and its validation score (:func:`medlens.train.loop.fit`, :func:`medlens.detection.train.fit_detector`,
@@ -216,7 +216,8 @@ def run_epochs(task: EpochTask, out_dir: Path, *, fingerprint: str, resume: bool
     state = resumable_state(ckpt, fingerprint, resume, command=command, settings=covers)
     if state is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # (a finished run's checkpoint has none: no step is left to take)
+            opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         for key, obj in task.state.items():
             obj.load_state_dict(state[key])
@@ -272,8 +273,10 @@ def run_epochs(task: EpochTask, out_dir: Path, *, fingerprint: str, resume: bool
                 final = stopped or epoch == task.epochs - 1
                 if task.checkpoint and (final or time.monotonic() - saved_at >= task.checkpoint_interval):
                     saved_at = time.monotonic()
+                    # the finished run's checkpoint leaves out the optimiser state (twice the weights' size
+                    # with Adam): no step is left to take with it
                     state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             **({} if final else {"optimizer": opt.state_dict()}), "scheduler": sched.state_dict(),
                              **{key: obj.state_dict() for key, obj in task.state.items()},
                              **({"gen": gen.get_state()} if gen is not None else {}),
                              "torch_rng": torch.get_rng_state(), "history": list(rows), "best_epoch": best_epoch,
