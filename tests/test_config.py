@@ -11,8 +11,15 @@ from medlens.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_demo_yaml_is_exactly_the_defaults():
-    assert load_config(REPO / "configs" / "demo.yaml") == StudyConfig()
+def test_demo_yaml_is_the_defaults_and_the_declared_demo_departures():
+    from medlens.config import demo_config
+
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    assert demo == demo_config()
+    # everything else is the default: only the fields of DEMO differ
+    assert demo.model_copy(update={"data": StudyConfig().data, "engine": StudyConfig().engine,
+                                   "evaluate": StudyConfig().evaluate}) == StudyConfig()
+    assert demo.data.model_copy(update={"synthetic": StudyConfig().data.synthetic}) == StudyConfig().data
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,7 @@ def test_init_then_run_on_the_xray_folder(xray, tmp_path):
     assert "privacy: `medlens run` replaces file names and patient IDs by keyed pseudonyms" in res.stdout
     study = yaml.safe_load((tmp_path / "xray.yaml").read_text())
     assert study["data"] == {"source": "imagefolder", "path": str(xray)} and study["split"]["external_site"] is None
+    assert "engine" not in study and "fundus-like" not in res.stdout  # an X-ray keeps the default preprocessing
     # the written YAML as it is, but 1 epoch instead of 20: the whole default study, every stage, in a fraction
     # of the time (the assertions are about ingest, QC, the report and the exit status, not the model)
     study["train"] = {"epochs": 1}
@@ -292,3 +293,16 @@ def test_drive_from_a_csv_is_a_segmentation_study_scored_inside_the_fov(tmp_path
     outside = ~fov.any(axis=0)  # pixels outside every test image's field of view (the corners)
     assert outside.sum() > 0.1 * outside.size
     assert overlays["pred"][:, outside].max() == 0 and overlays["truth"][:, outside].max() == 0
+
+
+def test_init_on_fundus_photographs_turns_on_the_fundus_preprocessing(shared_path, tmp_path):
+    """DRIVE's photographs in two class folders: init writes the crop to the field of view and CLAHE on L of LAB."""
+    drive = shared_path("data", "drive", "training", "images")
+    for i, f in enumerate(sorted(drive.iterdir())[:8]):
+        (tmp_path / "fundus" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, tmp_path / "fundus" / "ab"[i % 2] / f.name)
+    res = _medlens("init", str(tmp_path / "fundus"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "fundus-like images" in res.stdout
+    study = yaml.safe_load((tmp_path / "fundus.yaml").read_text())
+    assert study["engine"] == {"preprocess": {"roi_crop": True, "clahe": "lab"}}

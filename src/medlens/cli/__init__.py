@@ -93,6 +93,8 @@ def init(
     typer.echo("classes: " + ", ".join(f"{k} {v}" for k, v in summary["classes"].items()))
     typer.echo("sites: " + ", ".join(f"{k} {v}" for k, v in summary["sites"].items()))
     typer.echo(f"patient IDs: {summary['patient_ids']}")
+    if summary.get("fundus_like"):
+        typer.echo("fundus-like images: the study crops to the field of view and applies CLAHE on L of LAB")
     if "privacy" in summary:
         typer.echo(f"privacy: {summary['privacy']}")
     typer.echo(f"wrote {target}; next: medlens run {target}")
@@ -152,10 +154,10 @@ def run(config: Annotated[Path, typer.Argument(help="Study YAML (see configs/dem
 
 @app.command()
 def demo(run_dir: Annotated[Path, typer.Option(help="Where `runs/<name>` goes.")] = Path("runs")) -> None:
-    """Run the bundled demo study (configs/demo.yaml: the synthetic phantom, 3 folds, resnet18 at 64 px)."""
-    from medlens.config import StudyConfig
+    """Run the bundled demo study (configs/demo.yaml: the synthetic phantom, 3 folds repeated 3 times, resnet18 at 64 px)."""
+    from medlens.config import demo_config
 
-    _run(StudyConfig(run_dir=run_dir))
+    _run(demo_config(run_dir=run_dir))
 
 
 @app.command()
@@ -165,6 +167,9 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(help="Also write the comparison as JSON here.")] = None,
 ) -> None:
     """Compare two runs on the same test set: DeLong paired test of AUCs, McNemar, heat-map agreement.
+
+    Runs with evaluate.repeats >= 3 each also get the corrected resampled t-test (Nadeau & Bengio
+    2003) on their per-repeat test AUCs, beside DeLong on the shipped ensembles.
 
     McNemar uses each run's operating point; when both runs were explained, the agreement of their
     heat maps with the expert's region is compared with a paired Wilcoxon test. Runs with different
@@ -183,6 +188,11 @@ def compare(
     for key in ("auc_a", "auc_b", "difference", "z", "p", "mcnemar_statistic", "mcnemar_p"):
         if key in res:
             table.add_row({"p": "DeLong p-value", "z": "DeLong z"}.get(key, key), f"{res[key]:.4g}")
+    if "corrected_ttest" in res:
+        tt = res["corrected_ttest"]
+        table.add_row(f"mean AUC difference over {tt['repeats']} repeats", f"{tt['mean_difference']:.4g}")
+        table.add_row(f"corrected resampled t (df {tt['df']})", f"{tt['t']:.4g}")
+        table.add_row("corrected t-test p-value", f"{tt['p']:.4g}")
     Console().print(table)
     if (run_a / "explain" / "summary.json").is_file() and (run_b / "explain" / "summary.json").is_file():
         from medlens.explain import agreement_comparison

@@ -16,8 +16,10 @@ from medlens.config.seg import PublishedSeg, SegConfig
 from medlens.config.split import SplitConfig
 from medlens.config.ssl import SSLConfig, UnlabeledPhantom
 from medlens.config.study import (
+           DEMO,
            NOT_RECORDED,
            StudyConfig,
+           demo_config,
            dump_config,
            load_config,
            parse_config,
@@ -25,7 +27,7 @@ from medlens.config.study import (
 from medlens.config.train import TrainConfig
 from medlens.config.trust import TrustConfig
 
-__all__ = ["AugmentConfig", "Baseline", "CsvColumns", "DataConfig", "DetectionConfig", "EngineConfig",
+__all__ = ["AugmentConfig", "Baseline", "CsvColumns", "DEMO", "DataConfig", "DetectionConfig", "EngineConfig",
            "EvaluateConfig", "ExplainConfig", "ModelConfig", "NOT_RECORDED", "PreprocessConfig", "PublishedSeg",
            "QCConfig", "Requirement", "SSLConfig", "SegConfig", "SplitConfig", "StudyConfig", "SyntheticConfig",
-           "TrainConfig", "TrustConfig", "UnlabeledPhantom", "dump_config", "load_config", "parse_config"]
+           "TrainConfig", "TrustConfig", "UnlabeledPhantom", "demo_config", "dump_config", "load_config", "parse_config"]

@@ -33,6 +33,10 @@ class EvaluateConfig(_Strict):
         "platt", description="Per-fold calibration fitted on that fold's validation patients: platt (slope and "
         "intercept; with more than two classes a temperature and class intercepts, which also undo the prior that "
         "class weighting shifted), temperature (no intercept), none.")
+    repeats: int = Field(1, ge=1, le=20, description="Repeated cross-validation: R runs of the k-fold development "
+                         "with new folds and new initial weights (the test and external sets stay locked). The report "
+                         "adds each headline figure's between-repeat spread; the operating point is chosen on the "
+                         "pooled out-of-fold predictions of all repeats. Repeat 0's fold models are the ones shipped.")
     local_fraction: float = Field(0.2, gt=0, le=0.5, description="New-site procedure: share of the external "
                                   "site's patients used as the labelled local acceptance set.")
     new_site_rule: Literal["youden", "sensitivity", "specificity"] = Field(

@@ -16,6 +16,9 @@ class TrustConfig(_Strict):
                                        "(MC dropout); null: the model's trained model.drop_rate.")
     mc_samples: int = Field(30, ge=2, description="Stochastic forward passes of the head per image.")
     ood_pass_rate: float = Field(0.95, gt=0.5, lt=1, description="Share of in-distribution validation images the OOD gate lets through.")
+    new_site_draws: int = Field(50, ge=1, le=1000, description="New-site procedure: random local acceptance sets "
+                                "drawn from the external site; each sets a local threshold, refits the OOD gate and is "
+                                "scored on the site's other patients (the report shows median and 5th-95th percentiles).")
     ood_fit_images: int = Field(8192, ge=100, description="The OOD gates (the audit's per fold, the served one) are "
                                 "fitted on at most this many development images, a seeded random subset: a "
                                 "large set's class means and covariance need no more, and each image costs a forward pass.")

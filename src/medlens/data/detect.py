@@ -97,6 +97,39 @@ def summarise(manifest: pd.DataFrame) -> dict:
     }
 
 
+FUNDUS_PREPROCESS = {"roi_crop": True, "clahe": "lab"}
+"""``engine.preprocess`` that ``medlens init`` writes for fundus-like sources: the practitioners' crop to the
+field of view and CLAHE on L of LAB (declared from domain knowledge, as for the demo)."""
+
+
+def _fundus_like_image(img) -> bool:
+    """A colour image with a bright centre inside a dark surround: the circular field of view of a fundus camera."""
+    import numpy as np
+
+    if img.shape[0] < 3 or np.allclose(img[0], img[1], atol=1 / 255) and np.allclose(img[1], img[2], atol=1 / 255):
+        return False
+    lum = img[:3].mean(0)
+    h, w = lum.shape
+    ref = float(np.percentile(lum, 99))
+    c = max(1, round(0.06 * min(h, w)))
+    corners = [lum[:c, :c], lum[:c, -c:], lum[-c:, :c], lum[-c:, -c:]]
+    centre = lum[h // 2 - h // 6:h // 2 + h // 6, w // 2 - w // 6:w // 2 + w // 6]
+    return ref > 0 and all(float(k.mean()) < 0.1 * ref for k in corners) and float(centre.mean()) > 0.3 * ref
+
+
+def fundus_like(manifest: pd.DataFrame, *, sample: int = 12) -> bool:
+    """Whether a source looks like fundus photographs: at least 3 in 4 of up to ``sample`` images, evenly spaced."""
+    import numpy as np
+
+    from medlens.data.images import load_image
+
+    refs = manifest["image"].tolist()
+    if not refs:
+        return False
+    picks = [refs[i] for i in np.unique(np.linspace(0, len(refs) - 1, min(sample, len(refs))).round().astype(int))]
+    return sum(_fundus_like_image(load_image(r)) for r in picks) >= 0.75 * len(picks)
+
+
 def study_yaml(path: Path, name: str | None = None) -> tuple[str, dict]:
     """The YAML text of a study on ``path`` and the summary printed beside it (with the study ``name``)."""
     import yaml
@@ -108,6 +141,9 @@ def study_yaml(path: Path, name: str | None = None) -> tuple[str, dict]:
     summary["name"] = name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "study"
     sites = list(summary["sites"])
     study = {"name": name, "data": data, "split": {"external_site": None}}
+    summary["fundus_like"] = fundus_like(manifest)
+    if summary["fundus_like"]:
+        study["engine"] = {"preprocess": dict(FUNDUS_PREPROCESS)}
     parse_config(study, source="medlens init")  # what is written is what `medlens run` accepts
     lines = [f"# Written by `medlens init {path}`: {summary['images']} images, {summary['patients']} patients.",
              f"# Classes (label index order): {', '.join(f'{k} ({v})' for k, v in summary['classes'].items())}.",
@@ -120,5 +156,8 @@ def study_yaml(path: Path, name: str | None = None) -> tuple[str, dict]:
                           f"pixels under them; the secret and the map back are kept in runs/.medlens/, outside "
                           f"runs/{name}")
     lines.append(f"# Privacy: {summary['privacy']}.")
+    if summary["fundus_like"]:
+        lines.append("# The images look like fundus photographs (a bright field of view in a dark surround), so the "
+                     "study crops to the field of view and applies CLAHE on L of LAB, as fundus studies do.")
     lines.append("# Everything else takes its default; see configs/demo.yaml for every field.")
     return "\n".join(lines) + "\n" + yaml.safe_dump(study, sort_keys=False), summary

@@ -135,6 +135,40 @@ def make_splits(
     return out
 
 
+def repeat_splits(manifest: pd.DataFrame, splits: dict, repeat: int, *, classify: bool = True) -> dict:
+    """The splits of repeat ``repeat`` of a repeated cross-validation: new folds, the same locked parts.
+
+    The development patients of ``splits`` (every fold's train and val) are assigned to the
+    same number of patient-grouped, label-stratified folds with seed ``splits["seed"] + 1 +
+    10_000 × repeat``; ``test`` and ``external`` stay as they are. A single predefined
+    train/val split is kept as it is (a repeat then changes only the initial weights).
+
+    Parameters
+    ----------
+    manifest : DataFrame
+        The run's manifest (``sample_id``, ``patient_id``, ``label``).
+    splits : dict
+        ``splits.json`` (repeat 0).
+    repeat : int
+        1, 2, ...
+    classify : bool
+        Require every class in every part, as :func:`make_splits`.
+    """
+    out = {**splits, "repeat": repeat}
+    folds = splits["folds"]
+    if splits.get("strategy") == "predefined" and len(folds) == 1:
+        return out
+    dev_ids = {s for f in folds for s in f["train"] + f["val"]}
+    dev = manifest[manifest["sample_id"].isin(dev_ids)]  # the manifest's row order, as make_splits
+    fold_of = assign_groups(dev["label"].to_numpy(int), dev["patient_id"].to_numpy(), [1.0] * len(folds),
+                            seed=splits["seed"] + 1 + 10_000 * repeat)
+    ids = dev["sample_id"].to_numpy()
+    out["folds"] = [{"train": ids[fold_of != k].tolist(), "val": ids[fold_of == k].tolist()}
+                    for k in range(len(folds))]
+    _check_parts(manifest, out, classify)
+    return out
+
+
 def _check_parts(internal: pd.DataFrame, out: dict, classify: bool) -> None:
     if classify:  # a segmentation study may have one image class (every DRIVE image shows vessels)
         check_classes(internal, out)

@@ -36,7 +36,7 @@ OPERATING_POINT = "operating_point.json"
 
 
 def fold_frames(run: Path) -> list[pd.DataFrame]:
-    """Every ``fold_k/predictions.parquet`` of a run, in fold order."""
+    """Every ``fold_k/predictions.parquet`` of a run (or of one repeat's folder ``run/repeat_r``), in fold order."""
     folds = sorted(run.glob("fold_*/predictions.parquet"), key=lambda p: int(p.parent.name.split("_")[1]))
     if not folds:
         raise StageInputMissing(f"{run}/fold_*/predictions.parquet not found; train the folds first (`medlens run`)")
@@ -226,13 +226,20 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
     binary = _score(pooled).ndim == 1
     out: dict = {"task": "binary" if binary else "multiclass", "n_bootstrap": ev.n_bootstrap,
                  "calibration_method": ev.calibration, "fold_calibration": cal, "warnings": []}
-    val = parts["val"]
+    # repeat 0 is this run's folds; further repeats (the repeats stage) only measure training variance
+    repeated = [pooled] + [pooled_predictions(run, calibrate_folds(fold_frames(run / f"repeat_{r}"), ev.calibration)[0])
+                           for r in range(1, ev.repeats)]
+    # the operating points are chosen on the out-of-fold validation predictions of every repeat
+    val = pd.concat([p[p["part"] == "val"] for p in repeated], ignore_index=True)
     if binary:
         out["operating_point"] = _point(ev, ev.operating_point, val["label"].to_numpy(), _score(val))
+        if ev.repeats > 1:
+            out["operating_point"]["chosen_on"] = (f"pooled out-of-fold validation predictions of all {ev.repeats} "
+                                                   "repeats (calibrated per fold)")
     for name in ("val", "test", "external"):
         if name not in parts:
             continue
-        g = parts[name]
+        g = parts[name]  # validation figures: repeat 0's out-of-fold predictions (predictions.parquet)
         y, s, groups = g["label"].to_numpy(), _score(g), g["patient_id"].to_numpy()
         if binary:
             t = out["operating_point"]["threshold"]
@@ -255,7 +262,7 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
         points = []
         for name in ("youden", "sensitivity", "specificity"):
             op = _point(ev, name, val["label"].to_numpy(), _score(val))
-            for part, g in parts.items():
+            for part, g in {**parts, "val": val}.items():
                 op[part] = _at(g["label"].to_numpy(), _score(g), g["patient_id"].to_numpy(), op["threshold"], ev,
                                cfg.seed)
                 if part != "val":  # the point's own target: specificity for a specificity point
@@ -264,6 +271,10 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
                                                           seed=cfg.seed)
             points.append(op)
         out["operating_points"] = points
+        default = next(op for op in points if op["name"] == out["operating_point"]["name"])
+        # whether the default threshold holds on each held-out set (the new-site procedure says so in words)
+        out["operating_point"]["transfers"] = {p: not default[p]["transfer"]["shifted"]
+                                               for p in ("test", "external") if p in default}
         out["warnings"] = _failures(points, out["operating_point"]["name"])
         held = pd.concat([parts[p] for p in ("test", "external") if p in parts])
         if len(held) and ev.subgroups:
@@ -289,6 +300,9 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
             a["label"].to_numpy(), _score(a), b["label"].to_numpy(), _score(b), metric="auc",
             groups_internal=a["patient_id"].to_numpy(), groups_external=b["patient_id"].to_numpy(),
             n_boot=ev.n_bootstrap, seed=cfg.seed).to_dict()
+    if ev.repeats > 1:
+        out["repeats"] = repeat_spread(out, repeated, binary, ev, cfg.seed)
+        out["warnings"] += out["repeats"]["notes"]
     out["folds"] = _per_fold(frames)
     pooled.to_parquet(run / "predictions.parquet", index=False)
     (run / "metrics.json").write_text(json.dumps(_finite(out), indent=1, sort_keys=True, allow_nan=False))
@@ -298,6 +312,94 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
 
     write_evaluation_section(run, pooled, _finite(out), seed=cfg.seed)  # the report's ROC, confusion, calibration
     return out
+
+
+HEADLINE = ("auc", "sensitivity", "specificity", "ece")
+"""The figures whose between-repeat spread the report shows (binary; AUC only with more classes)."""
+
+
+def _headline(y: np.ndarray, s: np.ndarray, t: float | None) -> dict[str, float]:
+    """AUC, and with a threshold ``t`` (binary) sensitivity, specificity and ECE, of one set's predictions."""
+    if t is None:
+        return {"auc": float(auc_score(y, s))}
+    hit = s >= t
+    return {"auc": float(auc_score(y, s)), "sensitivity": float(hit[y == 1].mean()),
+            "specificity": float((~hit[y == 0]).mean()), "ece": float(expected_calibration_error(y, s))}
+
+
+def _ece_estimate(g: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """Test or external ECE with its patient-level bootstrap CI (``{value, low, high}``)."""
+    from medlens.evaluate.ci import bootstrap_distribution, percentile_interval
+
+    y, s = g["label"].to_numpy(int), _score(g)
+    reps = bootstrap_distribution({"ece": (expected_calibration_error, s)}, y, groups=g["patient_id"].to_numpy(),
+                                  n_resamples=n_boot, seed=seed)["ece"]
+    return percentile_interval(reps, float(expected_calibration_error(y, s)), name="ece").to_dict()
+
+
+def repeat_spread(out: dict, repeated: list[pd.DataFrame], binary: bool, ev, seed: int) -> dict:
+    """Each headline figure's between-repeat spread beside its bootstrap CI, and the interval of both.
+
+    Parameters
+    ----------
+    out : dict
+        The metrics so far: ``out[part][figure]`` holds repeat 0's ensemble estimate with its
+        patient-bootstrap CI; ``out["operating_point"]`` the default threshold (binary).
+    repeated : list of DataFrame
+        Each repeat's pooled, calibrated predictions (repeat 0 first).
+    binary : bool
+    ev : EvaluateConfig
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``per_repeat`` (each repeat's figures on test and external at the one default
+        threshold), ``figures[part][figure]`` with ``value``, ``low``, ``high`` (bootstrap),
+        ``sd`` (between repeats, ddof 1), ``min``, ``max`` and the combined interval
+        ``total_low``, ``total_high``: each side of the bootstrap CI widened in quadrature
+        by 1.96·SD (``value - sqrt((value - low)² + (1.96·SD)²)``, and so above), which
+        takes sampling and training variance as independent and keeps the bootstrap
+        interval's asymmetry, clipped to [0, 1]; and ``notes``: a sentence for every figure
+        whose SD exceeds its bootstrap half-width.
+    """
+    t = out["operating_point"]["threshold"] if binary else None
+    per = []
+    for r, pooled in enumerate(repeated):
+        row: dict = {"repeat": r}
+        for part, g in pooled.groupby("part"):
+            if part != "val":
+                row[part] = _headline(g["label"].to_numpy(int), _score(g), t)
+        per.append(row)
+    figures: dict = {}
+    notes = []
+    names = {"test": "the internal test set", "external": "the external site"}
+    for part in ("test", "external"):
+        if part not in per[0]:
+            continue
+        figures[part] = {}
+        for fig in per[0][part]:
+            if fig == "ece":
+                est = _ece_estimate(repeated[0][repeated[0]["part"] == part], ev.n_bootstrap, seed)
+            else:
+                est = out[part][fig]
+            vals = np.array([row[part][fig] for row in per])
+            sd = float(vals.std(ddof=1))
+            half = (est["high"] - est["low"]) / 2
+            v = est["value"]
+            figures[part][fig] = {"value": v, "low": est["low"], "high": est["high"], "sd": sd,
+                                  "min": float(vals.min()), "max": float(vals.max()),
+                                  "total_low": float(max(0.0, v - np.hypot(v - est["low"], 1.96 * sd))),
+                                  "total_high": float(min(1.0, v + np.hypot(est["high"] - v, 1.96 * sd)))}
+            if sd > half:
+                label = {"auc": "AUC", "ece": "ECE"}.get(fig, fig.capitalize())
+                notes.append(f"{label} on {names[part]} varies more between the {len(per)} training repeats "
+                             f"(SD {sd:.3f}, range {vals.min():.2f}–{vals.max():.2f}) than its sampling error "
+                             f"(95% CI half-width {half:.3f}): one training run's figure would not reproduce within "
+                             f"its CI; read the combined interval {figures[part][fig]['total_low']:.2f}–"
+                             f"{figures[part][fig]['total_high']:.2f}.")
+    return {"n": len(per), "per_repeat": per, "figures": figures, "notes": notes,
+            "threshold_chosen_on": f"pooled out-of-fold validation predictions of all {len(per)} repeats"}
 
 
 def calibration_multiclass(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:

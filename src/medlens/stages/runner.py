@@ -20,7 +20,7 @@ from medlens.data.manifest import load_manifest
 from medlens.data.splits import load_splits
 from medlens.errors import StageInputMissing
 from medlens.stages import (det_evaluate, det_export, det_train, deid, evaluate, explain, export, ingest, medmnist,
-                            prepare, qc, report, seg, split, ssl_pool, synth, train, trust)
+                            prepare, qc, repeats, report, seg, split, ssl_pool, synth, train, trust)
 from medlens.stages.protocol import Stage, run_unit, stage_key
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ DATA = (synth.STAGE, deid.STAGE, ingest.STAGE, qc.STAGE, split.STAGE)
 """The stages every task starts with (``synth`` for the phantom only, ``deid`` for DICOM only)."""
 
 TASKS: dict[str, tuple[Stage, ...]] = {
-    "classification": (*DATA, prepare.STAGE, train.STAGE, evaluate.STAGE, medmnist.STAGE, explain.STAGE, trust.STAGE, export.STAGE,
+    "classification": (*DATA, prepare.STAGE, train.STAGE, repeats.STAGE, evaluate.STAGE, medmnist.STAGE, explain.STAGE, trust.STAGE, export.STAGE,
                        report.STAGE),
     "segmentation": (*DATA, seg.STAGE, report.STAGE),
     "detection": (*DATA, det_train.STAGE, det_evaluate.STAGE, det_export.STAGE, report.STAGE),

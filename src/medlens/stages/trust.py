@@ -14,7 +14,9 @@ def run(run_dir: Path, cfg: StudyConfig) -> None:
     trust_stage(run_dir, cfg)
 
 
-STAGE = Stage("trust", run, sections=("trust", "engine.preprocess", "seed"),
+STAGE = Stage("trust", run, sections=("trust", "engine.preprocess", "seed", "evaluate.local_fraction",
+                                      "evaluate.new_site_rule", "evaluate.target_sensitivity",
+                                      "evaluate.target_specificity"),
               when=lambda cfg: cfg.engine.task == "classification",
               reads=("predictions.parquet", "operating_point.json", "manifest.parquet",
                      "fold_{fold}/model.safetensors",

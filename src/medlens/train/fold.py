@@ -78,8 +78,13 @@ def build_model(cfg: StudyConfig, classes: int) -> torch.nn.Module:
                         pretrained=cfg.model.pretrained, image_size=cfg.train.image_size, drop_rate=cfg.model.drop_rate)
 
 
+def fold_dir(run: Path, k: int, repeat: int = 0) -> Path:
+    """``run/fold_k`` (the shipped models: repeat 0), or ``run/repeat_r/fold_k`` for a further repeat."""
+    return Path(run) / (f"repeat_{repeat}" if repeat else "") / f"fold_{k}"
+
+
 def train_fold(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, k: int, progress: Progress | None = None,
-               *, resume: bool | str = "auto") -> FitResult:
+               *, resume: bool | str = "auto", repeat: int = 0) -> FitResult:
     """Train fold ``k``; write model, history, ``last.pt`` and predictions (val, test, external).
 
     Parameters
@@ -87,21 +92,24 @@ def train_fold(cfg: StudyConfig, manifest: pd.DataFrame, splits: dict, k: int, p
     resume : {'auto', True, False}
         'auto' continues from a ``fold_k/last.pt`` written with the same settings (so
         ``medlens run`` after a kill picks up mid-fold); True requires one.
+    repeat : int
+        The repeat of a repeated cross-validation (``splits`` are that repeat's): its
+        models go to :func:`fold_dir` and start from other initial weights.
     """
-    fold_dir = cfg.out / f"fold_{k}"
+    out_dir = fold_dir(cfg.out, k, repeat)
     if is_main():
-        fold_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
     data = FoldData(cfg, manifest)
     parts = {"val": splits["folds"][k]["val"], "test": splits["test"], "external": splits["external"]}
     classes = task_classes(cfg, manifest)
-    seed = cfg.seed * 1000 + k
+    seed = cfg.seed * 1000 + k + 1_000_000 * repeat
     seed_everything(seed)  # the initial weights depend on the fold's seed only, not on what ran before
     model = build_model(cfg, classes)
     val = data(parts["val"])
     result = fit(model, data(splits["folds"][k]["train"]), val, cfg.train, num_classes=classes, seed=seed,
-                 out_dir=fold_dir, progress=progress, engine=cfg.engine, resume=resume)
+                 out_dir=out_dir, progress=progress, engine=cfg.engine, resume=resume)
     if is_main():
-        write_predictions(model, data, parts, k, fold_dir, cfg, cache={"val": val})
+        write_predictions(model, data, parts, k, out_dir, cfg, cache={"val": val})
     return result
 
 

@@ -150,6 +150,10 @@ def write_trust_section(run: Path) -> Path | None:
     if "ood" in pr:
         gate += f"; it stops {1 - pr['ood']:.0%} of images that are not fundus photographs"
     text.append(gate + ".")
+    if s.get("new_site", {}).get("n_draws"):
+        table, sentence = new_site_text(s["new_site"])
+        tables["new_site"] = table
+        text.append(sentence)
     by = s.get("referral_score", "epistemic")
     test_sel = s["selective"].get(f"test/{by}")
     if test_sel:
@@ -169,6 +173,36 @@ def write_trust_section(run: Path) -> Path | None:
                         f"{truth['accuracy_80']:.1%}.")
     return write_section(run, "trust", title="Trust: uncertainty, out-of-distribution gate, label and annotator quality",
                          summary=" ".join(text), flags=uncertainty_flags(s), figures=figures, tables=tables)
+
+
+def new_site_text(ns: dict) -> tuple[list[dict], str]:
+    """The new-site table (median and 5th-95th percentiles over the local draws) and its plain-language verdict."""
+    sm = ns["summary"]
+    names = {"sensitivity": "sensitivity, local threshold", "specificity": "specificity, local threshold",
+             "sensitivity_internal": "sensitivity, internal threshold",
+             "specificity_internal": "specificity, internal threshold",
+             "gate_pass_before": "OOD gate passes (training gate)", "gate_pass": "OOD gate passes (refitted)",
+             "ood_refused": "OOD images refused (refitted gate)"}
+    table = [{"on the site's remaining patients": label, "median": round(sm[k]["median"], 3),
+              "5th percentile": round(sm[k]["p5"], 3), "95th percentile": round(sm[k]["p95"], 3)}
+             for k, label in names.items() if k in sm]
+    med = {k: v["median"] for k, v in sm.items()}
+    text = (f"A new site, simulated on the external site over {ns['n_draws']} random local acceptance sets of "
+            f"{ns['fraction']:.0%} of its patients: the local threshold ({ns['rule']}) gives sensitivity "
+            f"{med['sensitivity']:.2f} (5th–95th percentile {sm['sensitivity']['p5']:.2f}–{sm['sensitivity']['p95']:.2f}) "
+            f"and specificity {med['specificity']:.2f} ({sm['specificity']['p5']:.2f}–{sm['specificity']['p95']:.2f}) "
+            f"on the site's other patients, against {med['sensitivity_internal']:.2f} and "
+            f"{med['specificity_internal']:.2f} at the internal threshold. Refitted on the local set, the OOD gate "
+            f"passes {med['gate_pass']:.0%} of the site's other images (the training gate: {med['gate_pass_before']:.0%})")
+    if "ood_refused" in med:
+        text += f" and still refuses {med['ood_refused']:.0%} of the images that are not fundus photographs"
+    ok = ns.get("internal_transfers")
+    text += ". " + ("The internal threshold holds at this site (a two-sample test of its target metric finds no "
+                    "difference from validation): it can be used, with the refitted gate." if ok else
+                    "The internal threshold does not hold at this site (a two-sample test finds its target metric "
+                    "there different from validation): use the local threshold, with the refitted gate."
+                    if ok is not None else "")
+    return table, text
 
 
 def uncertainty_flags(summary: dict) -> list[str]:

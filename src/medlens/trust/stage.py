@@ -53,8 +53,11 @@ def _require(run: Path) -> None:
             raise StageInputMissing(f"{run / name} not found; run the study first with `medlens run CONFIG`")
 
 
-def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, gate: list, rows: pd.DataFrame):
-    """Per fold: features/logits/MC samples of every row, and the OOD detectors fitted on ``gate`` (:func:`gate_ids`)."""
+def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, gate: list, rows: pd.DataFrame, keep: np.ndarray):
+    """Per fold: features/logits/MC samples of every row, and the OOD detectors fitted on ``gate`` (:func:`gate_ids`).
+
+    Each fold's features of the rows in ``keep`` (a boolean mask) are returned under ``features``.
+    """
     t = cfg.trust
     by_id = manifest.set_index("sample_id")
     ids = rows["sample_id"].tolist()
@@ -74,8 +77,30 @@ def _score_folds(run: Path, cfg: StudyConfig, manifest: pd.DataFrame, gate: list
                               seed=cfg.seed * 1000 + k, calibration=(w, c))
         z = torch.from_numpy(logits) @ w + c
         per_fold.append({"logits": logits, "mc": mc, "maha": det.score(feats) / det.threshold,
-                         "proba": torch.softmax(z.double(), 1).numpy(), "n_features": feats.shape[1]})
+                         "proba": torch.softmax(z.double(), 1).numpy(), "n_features": feats.shape[1],
+                         "features": feats[keep]})
     return per_fold, detectors
+
+
+def _new_site(run: Path, cfg: StudyConfig, rows: pd.DataFrame, preds: pd.DataFrame, manifest: pd.DataFrame,
+              per_fold: list[dict], detectors: list) -> dict:
+    """:func:`medlens.trust.new_site.new_site_draws` on the external site; the draws go to ``new_site_draws.csv``."""
+    from medlens.trust.new_site import new_site_draws
+
+    ev, op = cfg.evaluate, json.loads((run / "operating_point.json").read_text())
+    is_site = (rows["part"] == "external").to_numpy()
+    site = rows[is_site][["sample_id"]].merge(preds[preds["part"] == "external"][["sample_id", "label", "p1"]],
+                                              on="sample_id", how="left")
+    site["patient_id"] = manifest.set_index("sample_id").loc[site["sample_id"], "patient_id"].to_numpy()
+    target = ev.target_specificity if ev.new_site_rule == "specificity" else ev.target_sensitivity
+    res = new_site_draws(site.rename(columns={"p1": "score"}), [f["features"][is_site] for f in per_fold],
+                         [f["features"][~is_site] for f in per_fold] if (~is_site).any() else None, detectors,
+                         internal_threshold=op["threshold"], fraction=ev.local_fraction, rule=ev.new_site_rule,
+                         target=target, pass_rate=cfg.trust.ood_pass_rate, n_draws=cfg.trust.new_site_draws,
+                         seed=cfg.seed)
+    res.pop("draws").to_csv(run / TRUST_DIR / "new_site_draws.csv", index=False)
+    res["internal_transfers"] = op.get("transfers", {}).get("external")
+    return res
 
 
 def _aggregate(rows: pd.DataFrame, splits: dict, per_fold: list[dict]) -> pd.DataFrame:
@@ -172,7 +197,8 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
         ood_rows = manifest.loc[manifest["is_ood"].astype(bool), ["sample_id"]].assign(part="ood", label=pd.NA)
         rows = pd.concat([rows, ood_rows], ignore_index=True)
     all_rows = pd.concat([rows, train_only], ignore_index=True)
-    per_fold, detectors = _score_folds(run, cfg, manifest, gate, all_rows)
+    site_rows = all_rows["part"].isin(["external", "ood"]).to_numpy()  # the new-site procedure's images
+    per_fold, detectors = _score_folds(run, cfg, manifest, gate, all_rows, site_rows)
     for f in per_fold:  # drop the train-only rows (used to fit the detectors)
         for key in ("logits", "maha", "proba"):
             f[key] = f[key][:len(rows)]
@@ -185,6 +211,8 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
         **gate_meta(cfg.trust.ood_fit_images, cfg.trust.ood_pass_rate,
                     "model.forward_head(model.forward_features(x), pre_logits=True)")})
     summary: dict = {"ood": _ood_metrics(unc), "n_folds": len(per_fold)}
+    if len(pcols) == 2 and (rows["part"] == "external").any():
+        summary["new_site"] = _new_site(run, cfg, all_rows[site_rows], preds, manifest, per_fold, detectors)
 
     # label issues on the out-of-fold validation predictions
     oof = preds[preds["part"] == "val"].reset_index(drop=True)
