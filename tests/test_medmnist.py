@@ -131,8 +131,10 @@ def test_quick_path_end_to_end(tmp_path_factory, shared_path, capsys):
     # a multi-class report shows its calibration, and no agreement figures where MedMNIST has no expert box
     html = (run / "report.html").read_text()
     assert "Comparison with published results (MedMNIST v2)" in html and "ResNet-18 (28)" in html
-    assert "Calibration (test)" in html and "class intercepts" in html and 'alt="reliability diagram"' in html
-    assert "confidence of the predicted class" in html and "temperature scaling with class intercepts" in html
+    # the recipe calibrates with a temperature alone (issue 36): the class-weighted decision rule is kept
+    assert "Calibration (test)" in html and "T = " in html and 'alt="reliability diagram"' in html
+    assert "confidence of the predicted class" in html and "temperature scaling" in html
+    assert "class intercepts" not in html
     assert "nan%" not in html and "was not measured" in html
     assert "whose two most likely classes are closest" in html and "nearest the operating threshold" not in html
 

@@ -135,3 +135,27 @@ def test_read_dicom_requires_deidentified_input(tmp_path):
     originals = {"CompressedSamples^CT1", "CompressedSamples^MR1"}
     assert not originals & set(m["patient_id"])
     assert load_image(m["image"].iloc[0]).ndim == 3
+
+
+def test_fundus_like_tells_the_phantom_from_grey_and_uniform_images(tmp_path):
+    """`medlens init` turns the fundus preprocessing on only for a bright field of view in a dark surround."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from medlens.data.detect import fundus_like
+    from medlens.data.sources import read_synthetic
+    from medlens.data.synthetic import generate
+
+    generate(tmp_path / "phantom", n_patients=4, seed=0, image_size=64)
+    phantom = read_synthetic(tmp_path / "phantom")
+    assert fundus_like(phantom)
+    rng = np.random.default_rng(0)
+    refs = []
+    for i in range(4):
+        grey = (rng.random((64, 64)) * 255).astype(np.uint8)  # an X-ray: one channel, no dark surround
+        colour = np.full((64, 64, 3), (200, 120, 90), np.uint8)  # a dermoscopy-like colour image filling the frame
+        for name, arr in ((f"g{i}.png", grey), (f"c{i}.png", colour)):
+            Image.fromarray(arr).save(tmp_path / name)
+            refs.append(str(tmp_path / name))
+    assert not fundus_like(pd.DataFrame({"image": refs}))

@@ -314,10 +314,6 @@ def evaluate_run(run: Path, cfg: StudyConfig) -> dict:
     return out
 
 
-HEADLINE = ("auc", "sensitivity", "specificity", "ece")
-"""The figures whose between-repeat spread the report shows (binary; AUC only with more classes)."""
-
-
 def _headline(y: np.ndarray, s: np.ndarray, t: float | None) -> dict[str, float]:
     """AUC, and with a threshold ``t`` (binary) sensitivity, specificity and ECE, of one set's predictions."""
     if t is None:

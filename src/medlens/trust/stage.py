@@ -211,6 +211,7 @@ def trust_stage(run: Path, cfg: StudyConfig, *, budget: int | None = None) -> di
         **gate_meta(cfg.trust.ood_fit_images, cfg.trust.ood_pass_rate,
                     "model.forward_head(model.forward_features(x), pre_logits=True)")})
     summary: dict = {"ood": _ood_metrics(unc), "n_folds": len(per_fold)}
+    (out / "new_site_draws.csv").unlink(missing_ok=True)  # never leave the draws of an earlier audit
     if len(pcols) == 2 and (rows["part"] == "external").any():
         summary["new_site"] = _new_site(run, cfg, all_rows[site_rows], preds, manifest, per_fold, detectors)
 
