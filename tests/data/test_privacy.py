@@ -72,14 +72,17 @@ def _table_study(phantom: pd.DataFrame, root: Path, planted: bool) -> tuple[Path
     return table, strings
 
 
-def _evaluated(cwd: Path, table: Path, columns: dict) -> Path:
-    """The neutral table's study trained and evaluated in-process (its predictions are what is compared)."""
+def _evaluated(cwd: Path, table: Path, columns: dict, engine: dict) -> Path:
+    """The neutral table's study trained and evaluated in-process (its predictions are what is compared).
+
+    ``engine`` is what `medlens init` wrote for the planted table (the fundus preprocessing: phantom images).
+    """
     from medlens.config import parse_config
     from medlens.evaluate.study import evaluate_run
     from medlens.stages.runner import prepare_study
     from medlens.train.fold import train_fold
 
-    cfg = parse_config({"name": "plain", "run_dir": str(cwd / "runs"), **FAST,
+    cfg = parse_config({"name": "plain", "run_dir": str(cwd / "runs"), **FAST, "engine": engine,
                         "data": {"source": "csv", "path": str(table), "csv_columns": columns}})
     manifest, splits = prepare_study(cfg)
     for k in range(len(splits["folds"])):
@@ -95,10 +98,12 @@ def test_table_study_holds_no_original_id_and_keeps_its_figures(phantom, tmp_pat
     res = _medlens("init", str(table), "--name", "planted", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     study = tmp_path / "planted.yaml"
-    columns = {**yaml.safe_load(study.read_text())["data"]["csv_columns"], "date": "exam_date", "metadata": ["age"]}
+    written = yaml.safe_load(study.read_text())
+    columns = {**written["data"]["csv_columns"], "date": "exam_date", "metadata": ["age"]}
+    assert written["engine"] == {"preprocess": {"roi_crop": True, "clahe": "lab"}}  # the phantom is fundus-like
     out = _run(study, tmp_path, data={"csv_columns": columns})
     runs = {"planted": (tmp_path / "runs" / "planted", res, out),
-            "plain": (_evaluated(tmp_path, plain, columns), None, None)}
+            "plain": (_evaluated(tmp_path, plain, columns, written["engine"]), None, None)}
     run, init, out = runs["planted"]
     assert not leaks(run, strings + [str(planted_root), "clinic_export"], init.stdout, init.stderr, out.stdout,
                       out.stderr)
