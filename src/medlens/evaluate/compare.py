@@ -61,7 +61,7 @@ def corrected_resampled_ttest(a, b, *, n_train: int, n_test: int) -> dict:
     return {"mean_difference": mean, "t": float(t), "df": j - 1, "p": p, "repeats": j}
 
 
-def _repeat_aucs(run: Path) -> tuple[list[float], int, int] | None:
+def _repeat_aucs(run: Path) -> tuple[list[float], float, int] | None:
     """Per-repeat test AUCs, training and test set sizes of a run with ``evaluate.repeats`` ≥ 3; else None."""
     rep = json.loads((run / "metrics.json").read_text()).get("repeats")
     if not rep or rep["n"] < 3:

@@ -6,6 +6,8 @@
   predictions only, then applied unchanged to the test and external sets, which are
   scored by the average of the calibrated fold models (the ensemble).
 - CIs are patient-level (cluster bootstrap) when a patient has several images.
+- With ``evaluate.repeats`` > 1 the points are chosen on the out-of-fold predictions of every
+  repeat, and each headline figure gets its between-repeat spread (:func:`repeat_spread`).
 """
 
 from __future__ import annotations
