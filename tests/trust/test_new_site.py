@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from medlens.inference.ood import MahalanobisDetector, fit_mahalanobis, threshold_at_pass_rate
-from medlens.trust.new_site import local_patients, new_site_draws, refit_gate
+from medlens.evaluate.study import local_patients
+from medlens.trust.new_site import new_site_draws, refit_gate
 
 
 def _gate(rng, d=16):

@@ -171,6 +171,24 @@ def _failures(points: list[dict], default: str) -> list[str]:
     return out
 
 
+def local_patients(patient_id: np.ndarray, label: np.ndarray, fraction: float,
+                   rng: np.random.Generator) -> np.ndarray | None:
+    """Boolean mask of the images of a local acceptance set: ``fraction`` of the patients of each class.
+
+    A patient's class is whether any of its images is positive. None when a class has fewer
+    than 2 patients to draw.
+    """
+    pat = pd.Series(np.asarray(label)).groupby(np.asarray(patient_id)).max()
+    local: list = []
+    for cls in (0, 1):
+        ids = np.sort(pat.index[pat.to_numpy() == cls].to_numpy())
+        n = int(np.floor(fraction * len(ids)))
+        if n < 2:
+            return None
+        local += list(rng.choice(ids, n, replace=False))
+    return np.isin(patient_id, local)
+
+
 def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
     """Adopt the model at a new site with a small labelled local acceptance set.
 
@@ -188,16 +206,10 @@ def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
         ``local_patients``, ``local_sample_ids``, ``threshold`` and the metrics on the
         rest; None when the site has too few patients of either class.
     """
-    pat = external.groupby("patient_id")["label"].max()
-    rng = np.random.default_rng(seed)
-    local = []
-    for cls in (0, 1):
-        ids = np.sort(pat.index[pat.to_numpy() == cls].to_numpy())
-        n = int(np.floor(ev.local_fraction * len(ids)))
-        if n < 2:
-            return None
-        local += list(rng.choice(ids, n, replace=False))
-    is_local = external["patient_id"].isin(local).to_numpy()
+    is_local = local_patients(external["patient_id"].to_numpy(), external["label"].to_numpy(), ev.local_fraction,
+                              np.random.default_rng(seed))
+    if is_local is None:
+        return None
     loc, rest = external[is_local], external[~is_local]
     y_l, s_l = loc["label"].to_numpy(), _score(loc)
     if len(np.unique(y_l)) < 2 or len(np.unique(rest["label"])) < 2:
@@ -205,7 +217,7 @@ def new_site_procedure(external: pd.DataFrame, ev, seed: int) -> dict | None:
     point = _point(ev, ev.new_site_rule, y_l, s_l)
     t = point["threshold"]
     res = _at(rest["label"].to_numpy(), _score(rest), rest["patient_id"].to_numpy(), t, ev, seed)
-    return {"local_fraction": ev.local_fraction, "local_patients": int(len(local)), "local_images": int(is_local.sum()),
+    return {"local_fraction": ev.local_fraction, "local_patients": int(loc["patient_id"].nunique()), "local_images": int(is_local.sum()),
             "rest_patients": int(rest["patient_id"].nunique()), "rest_images": int(len(rest)),
             "rule": point["name"], "threshold": t, "rest": res,
             "local_sample_ids": loc["sample_id"].tolist()}

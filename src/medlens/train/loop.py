@@ -1,6 +1,7 @@
 """The training loop: one :func:`fit` for every task, alone or under ``torchrun``.
 
-Data sets are small, so images live in memory as one uint8 tensor; each step normalises
+Images come from the run's image cache (:class:`~medlens.data.cache.ImageCache`, read batch
+by batch through a ``DataLoader``) or from a uint8 tensor in memory; each step normalises
 a batch, augments it, optionally mixes it (mixup/cutmix) and takes one optimiser step.
 After every epoch the model is validated, the best epoch (by validation AUC or loss) is
 written to ``model.safetensors``, ``history.csv`` is updated, and the full training state

@@ -3,7 +3,8 @@
 A hospital that adopts the model labels a small local set (``evaluate.local_fraction`` of
 its patients, stratified by whether a patient has a positive image). On it the procedure
 
-1. chooses a local threshold (``evaluate.new_site_rule``), as
+1. chooses a local threshold (``evaluate.new_site_rule``) on a local set drawn by
+   :func:`medlens.evaluate.study.local_patients`, as
    :func:`medlens.evaluate.study.new_site_procedure` does for one draw, and
 2. refits the OOD gate: each fold member's Mahalanobis detector gains the local set's
    class means (Lee et al. 2018's class-conditional Gaussians, one more per class, with
@@ -25,27 +26,10 @@ import numpy as np
 import pandas as pd
 
 from medlens.evaluate import choose_threshold
+from medlens.evaluate.study import local_patients
 from medlens.inference.ood import MahalanobisDetector
 
-__all__ = ["local_patients", "refit_gate", "new_site_draws"]
-
-
-def local_patients(patient_id: np.ndarray, label: np.ndarray, fraction: float,
-                   rng: np.random.Generator) -> np.ndarray | None:
-    """Boolean mask of the images of a local acceptance set: ``fraction`` of the patients of each class.
-
-    A patient's class is whether any of its images is positive. None when a class has fewer
-    than 2 patients to draw.
-    """
-    pat = pd.Series(np.asarray(label)).groupby(np.asarray(patient_id)).max()
-    local: list = []
-    for cls in (0, 1):
-        ids = np.sort(pat.index[pat.to_numpy() == cls].to_numpy())
-        n = int(np.floor(fraction * len(ids)))
-        if n < 2:
-            return None
-        local += list(rng.choice(ids, n, replace=False))
-    return np.isin(patient_id, local)
+__all__ = ["refit_gate", "new_site_draws"]
 
 
 def _with_means(det: MahalanobisDetector, means: np.ndarray, threshold: float) -> MahalanobisDetector:
